@@ -1,1 +1,44 @@
-//! netslot
+//! netslot provisions Linux "network slots" (a namespace, an in-place veth pair, /31
+//! addresses, a default route) in bulk, taking the RTNL lock and making system calls as
+//! few times as the kernel allows.
+//!
+//! The data path, one file per step:
+//!
+//! ```text
+//!  pool ──> plan ──> batch ──> ring ──> reconcile ──> result
+//!  namespaces   requests   send buffers   io_uring   seq -> (slot, op)   Slot / SlotError
+//!  (own thread) per socket  + end marker  enter
+//! ```
+//!
+//! - [`pool`](crate::pool): a thread makes namespaces ahead of demand (unshare, socket).
+//! - `plan`: each slot's requests, on its own socket and on the host socket.
+//! - `batch`: NLMSG_ALIGNed send buffers, split at the send/receive buffer limits.
+//! - `ring`: every send of a chunk in one io_uring_enter, each linked to its receive.
+//! - `reconcile`: replies matched by sequence number; end markers settle the rest.
+//! - `result`: slots, per-slot errors with errno and extended-ACK text, the report.
+//!
+//! Beside them: `wire` (netlink encoding via netlink-packet-route), `sock` and `netns`
+//! (the only unsafe code), `host` (the host namespace and kernel read-back), `config`.
+#![deny(unsafe_code)]
+
+mod batch;
+pub mod config;
+mod engine;
+pub mod host;
+mod netns;
+mod op;
+mod plan;
+mod pool;
+mod reconcile;
+mod result;
+mod ring;
+mod slot;
+mod sock;
+mod wire;
+
+pub use config::{ConfigError, EngineConfig, Ipv4Cidr};
+pub use engine::{release, Engine};
+pub use host::{AddrRecord, HostNs, LinkRecord};
+pub use op::Op;
+pub use result::{EngineError, PhaseTimes, ProvisionReport, Provisioned, SlotError, SlotResult};
+pub use slot::{mac_to_string, Slot, SlotSpec};

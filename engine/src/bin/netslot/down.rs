@@ -1,0 +1,86 @@
+//! down: removes a pool: host ends by group in one request, then its pinned namespaces.
+
+use std::io;
+use std::process::ExitCode;
+
+use clap::Args;
+use serde::Serialize;
+
+use crate::{open_host, PoolArgs};
+
+#[derive(Debug, Args)]
+pub(crate) struct DownArgs {
+    #[command(flatten)]
+    pool: PoolArgs,
+}
+
+#[derive(Debug, Serialize)]
+struct DownReport {
+    prefix: String,
+    group: u32,
+    host_ends_deleted: usize,
+    namespaces_unpinned: usize,
+    errors: Vec<String>,
+}
+
+pub(crate) fn run(args: DownArgs) -> Result<ExitCode, String> {
+    crate::require_root()?;
+    let pool = &args.pool;
+    if pool.group == 0 {
+        return Err("group 0 is every default device; refusing to delete it".into());
+    }
+    let host = open_host(pool)?;
+    let before = host
+        .links()
+        .map_err(|e| format!("link dump failed: {e}"))?
+        .iter()
+        .filter(|l| l.group == pool.group)
+        .count();
+    let mut errors = Vec::new();
+    if before > 0 {
+        match host.delete_group(pool.group) {
+            Ok(()) => {}
+            // ENODEV: the group emptied meanwhile (its namespaces went first).
+            Err(e) if e.raw_os_error() == Some(libc_enodev()) => {}
+            Err(e) => errors.push(format!("delete group {}: {e}", pool.group)),
+        }
+    }
+    let pins = netslot::host::pinned(&pool.netns_dir, &pool.prefix)
+        .map_err(|e| format!("cannot list {}: {e}", pool.netns_dir.display()))?;
+    let mut unpinned = 0;
+    for (_, path) in &pins {
+        match netslot::host::unpin(path) {
+            Ok(()) => unpinned += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => errors.push(format!("unpin {}: {e}", path.display())),
+        }
+    }
+    let report = DownReport {
+        prefix: pool.prefix.clone(),
+        group: pool.group,
+        host_ends_deleted: before,
+        namespaces_unpinned: unpinned,
+        errors,
+    };
+    if pool.json {
+        crate::output::print_json(&report);
+    } else {
+        println!(
+            "pool prefix={} group={}: deleted {} host end(s) by group, unpinned {} namespace(s)",
+            report.prefix, report.group, report.host_ends_deleted, report.namespaces_unpinned
+        );
+        for e in &report.errors {
+            eprintln!("netslot down: {e}");
+        }
+    }
+    Ok(if report.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// ENODEV, without a libc dependency in the binary.
+fn libc_enodev() -> i32 {
+    19
+}

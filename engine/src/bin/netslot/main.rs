@@ -1,0 +1,112 @@
+//! netslot: provision, list and remove pools of standard network slots from the shell.
+//! Thin over the library: every kernel action goes through `netslot::Engine` / `HostNs`.
+
+mod down;
+mod output;
+mod signals;
+mod status;
+mod up;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Provision thousands of Linux network slots with as few RTNL acquisitions and system
+/// calls as the kernel allows.
+///
+/// A slot is a network namespace with `lo` up, a veth pair created in place (`eth0` inside
+/// the slot, `<prefix><id>` in the host namespace, in the pool's device group), a /31
+/// address on each end and a default route in the slot via the host end.
+///
+/// The pool is identified by its prefix and device group; `status` and `down` read it back
+/// from the kernel (device group, names under the netns directory), never from a file.
+/// Needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN).
+#[derive(Debug, Parser)]
+#[command(name = "netslot", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Provision slots. They outlive the process: each namespace is pinned at
+    /// <netns-dir>/<name>, so `ip netns exec <name> ...` works. With --hold they are kept
+    /// only until the process is interrupted (Ctrl-C / SIGTERM), then torn down.
+    Up(up::UpArgs),
+    /// Remove every slot of a pool: delete its host ends by device group (one request) and
+    /// unpin its namespaces. The kernel destroys the namespaces in bulk.
+    Down(down::DownArgs),
+    /// List the slots of a pool as the kernel reports them.
+    Status(status::StatusArgs),
+}
+
+/// What identifies a pool; shared by every subcommand.
+#[derive(Debug, Clone, Args)]
+struct PoolArgs {
+    /// Name prefix of host ends and pinned namespaces: slots are <prefix>0, <prefix>1, ...
+    #[arg(long, default_value = "ns")]
+    prefix: String,
+    /// Device group of the pool's host ends (not 0). The pool owns every device in it.
+    #[arg(long, default_value_t = netslot::config::DEFAULT_GROUP)]
+    group: u32,
+    /// Directory where slot namespaces are pinned (bind mounts), as `ip netns` uses.
+    #[arg(long, default_value = "/run/netns")]
+    netns_dir: PathBuf,
+    /// Namespace holding the host ends (e.g. /run/netns/NAME); default: the current one.
+    #[arg(long)]
+    host_netns: Option<PathBuf>,
+    /// Print JSON on stdout instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("NETSLOT_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    signals::default_sigpipe();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Up(args) => up::run(args),
+        Command::Down(args) => down::run(args),
+        Command::Status(args) => status::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("netslot: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Refuses to start without root: every operation needs CAP_NET_ADMIN and CAP_SYS_ADMIN.
+fn require_root() -> Result<(), String> {
+    // std has no euid query; /proc/self/status avoids an unsafe libc call.
+    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|rest| rest.split_whitespace().nth(1))
+        .ok_or("cannot read the effective uid from /proc/self/status")?;
+    if euid != "0" {
+        return Err(format!(
+            "must run as root (effective uid is {euid}): creating namespaces and devices needs CAP_SYS_ADMIN and CAP_NET_ADMIN"
+        ));
+    }
+    Ok(())
+}
+
+/// Opens the pool's host namespace.
+fn open_host(pool: &PoolArgs) -> Result<netslot::HostNs, String> {
+    match &pool.host_netns {
+        Some(p) => netslot::HostNs::open(p)
+            .map_err(|e| format!("cannot open host namespace {}: {e}", p.display())),
+        None => {
+            netslot::HostNs::current().map_err(|e| format!("cannot open the host namespace: {e}"))
+        }
+    }
+}

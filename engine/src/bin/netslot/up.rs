@@ -1,0 +1,206 @@
+//! up: provisions a pool of standard slots, reports speed and where the time went.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use serde::Serialize;
+
+use netslot::{Engine, EngineConfig, Ipv4Cidr, ProvisionReport, SlotError};
+
+use crate::output::{print_json, Progress};
+use crate::PoolArgs;
+
+#[derive(Debug, Args)]
+pub(crate) struct UpArgs {
+    /// How many slots to provision.
+    #[arg(long, short = 'n')]
+    slots: usize,
+    #[command(flatten)]
+    pool: PoolArgs,
+    /// IPv4 pool; slot k gets the k-th /31 (host end even, slot end odd).
+    #[arg(long, default_value = netslot::config::DEFAULT_IPV4_POOL)]
+    cidr: Ipv4Cidr,
+    /// MTU of both veth ends.
+    #[arg(long, default_value_t = 1500)]
+    mtu: u32,
+    /// Keep IPv6 on the slot devices (link-local addresses and their duplicate address
+    /// detection). Off by default: both ends get IPv6 address generation turned off.
+    #[arg(long)]
+    ipv6: bool,
+    /// Do not pin: keep the slots only while this process runs, and tear them down on
+    /// Ctrl-C or SIGTERM.
+    #[arg(long)]
+    hold: bool,
+    /// Slots per io_uring submission.
+    #[arg(long, default_value_t = 256)]
+    chunk: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct SlotLine {
+    id: u32,
+    name: String,
+    netns: Option<String>,
+    ifindex: u32,
+    host_ip: String,
+    slot_ip: String,
+    host_mac: String,
+    slot_mac: String,
+}
+
+#[derive(Debug, Serialize)]
+struct UpReport {
+    report: ProvisionReport,
+    slots_per_sec: f64,
+    slots: Vec<SlotLine>,
+    errors: Vec<SlotError>,
+}
+
+pub(crate) fn run(args: UpArgs) -> Result<ExitCode, String> {
+    crate::require_root()?;
+    let config = EngineConfig {
+        prefix: args.pool.prefix.clone(),
+        group: args.pool.group,
+        ipv4_pool: args.cidr,
+        mtu: args.mtu,
+        ipv6: args.ipv6,
+        host_netns: args.pool.host_netns.clone(),
+        pin_dir: (!args.hold).then(|| args.pool.netns_dir.clone()),
+        chunk: args.chunk,
+        ..EngineConfig::default()
+    };
+    // Every input check before the first kernel change.
+    config.check(0, args.slots).map_err(|e| e.to_string())?;
+    refuse_if_in_use(&args.pool)?;
+    let signals = if args.hold {
+        Some(crate::signals::Blocked::termination())
+    } else {
+        None
+    };
+
+    let mut engine = Engine::new(config).map_err(|e| e.to_string())?;
+    let mut progress = Progress::new(args.slots, "provisioning");
+    let out = engine
+        .provision_with(args.slots, |done, _| progress.update(done))
+        .map_err(|e| e.to_string())?;
+    progress.finish();
+
+    let mut slots = Vec::new();
+    let mut errors = Vec::new();
+    for r in out.slots {
+        match r {
+            Ok(s) => slots.push(s),
+            Err(e) => errors.push(e),
+        }
+    }
+    let report = UpReport {
+        slots_per_sec: out.report.slots_per_sec(),
+        slots: slots
+            .iter()
+            .map(|s| {
+                let sp = s.spec();
+                SlotLine {
+                    id: sp.id,
+                    name: sp.name.clone(),
+                    netns: s.pinned_at().map(|p| p.display().to_string()),
+                    ifindex: sp.ifindex,
+                    host_ip: format!("{}/{}", sp.host_ip, sp.prefix_len),
+                    slot_ip: format!("{}/{}", sp.slot_ip, sp.prefix_len),
+                    host_mac: netslot::mac_to_string(&sp.host_mac),
+                    slot_mac: netslot::mac_to_string(&sp.slot_mac),
+                }
+            })
+            .collect(),
+        errors,
+        report: out.report,
+    };
+    if args.pool.json {
+        print_json(&report);
+    } else {
+        print_human(&report, args.hold, &args.pool.netns_dir);
+    }
+
+    if let Some(signals) = signals {
+        if !args.pool.json {
+            eprintln!(
+                "holding {} slot(s); Ctrl-C or SIGTERM tears them down",
+                slots.len()
+            );
+        }
+        let sig = signals.wait();
+        tracing::info!(signal = sig, "tearing down");
+        engine.teardown(slots).map_err(|e| e.to_string())?;
+        if !args.pool.json {
+            eprintln!("torn down");
+        }
+    }
+    Ok(if report.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// A pool whose prefix or group already has slots would collide name by name; refuse
+/// before touching anything.
+fn refuse_if_in_use(pool: &PoolArgs) -> Result<(), String> {
+    let state = crate::status::read_pool(pool)?;
+    let host = crate::open_host(pool)?;
+    let clashing: Vec<String> = host
+        .links()
+        .map_err(|e| format!("link dump failed: {e}"))?
+        .into_iter()
+        .filter(|l| netslot::host::slot_number(&l.name, &pool.prefix).is_some())
+        .map(|l| l.name)
+        .collect();
+    if !state.slots.is_empty() || !state.foreign_in_group.is_empty() || !clashing.is_empty() {
+        let example = clashing
+            .first()
+            .cloned()
+            .or_else(|| state.slots.first().map(|s| s.name.clone()))
+            .or_else(|| state.foreign_in_group.first().cloned())
+            .unwrap_or_default();
+        return Err(format!(
+            "prefix {:?} / group {} is already in use (e.g. {example}); run `netslot down --prefix {} --group {}` first or choose another --prefix/--group",
+            pool.prefix, pool.group, pool.prefix, pool.group
+        ));
+    }
+    Ok(())
+}
+
+fn print_human(r: &UpReport, hold: bool, dir: &PathBuf) {
+    let rep = &r.report;
+    let p = &rep.phases;
+    println!(
+        "provisioned {}/{} slots in {:.3} s: {:.0} slots/s",
+        rep.provisioned,
+        rep.requested,
+        rep.wall.as_secs_f64(),
+        r.slots_per_sec
+    );
+    println!(
+        "  phases (s): namespaces {:.3} (pool thread, overlapped)  waiting for pool {:.3}  slot links {:.3}  host addresses {:.3}  group up {:.3}  pin {:.3}  rollback {:.3}",
+        p.namespaces.as_secs_f64(),
+        p.pool_wait.as_secs_f64(),
+        p.slot_links.as_secs_f64(),
+        p.host_addrs.as_secs_f64(),
+        p.group_up.as_secs_f64(),
+        p.pin.as_secs_f64(),
+        p.rollback.as_secs_f64()
+    );
+    println!(
+        "  kernel I/O: {} netlink requests in {} sendmsg, {} io_uring_enter",
+        rep.requests, rep.sendmsgs, rep.ring_enters
+    );
+    if !hold && rep.provisioned > 0 {
+        println!(
+            "  namespaces pinned in {}: try `ip netns exec {} ip addr`",
+            dir.display(),
+            r.slots.first().map_or("", |s| s.name.as_str())
+        );
+    }
+    for e in &r.errors {
+        println!("  FAILED {e}");
+    }
+}

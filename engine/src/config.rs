@@ -1,0 +1,318 @@
+//! config: what a pool of slots looks like, and the checks made before any kernel call.
+//! Leaves the kernel alone: validation here is pure, so bad input never half-creates a slot.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// Longest interface name the kernel accepts (IFNAMSIZ - 1).
+pub const MAX_IFNAME_LEN: usize = 15;
+/// Name of the slot end of every veth pair, inside the slot's namespace.
+pub const SLOT_IFNAME: &str = "eth0";
+/// Default device group of a pool's host ends (never 0: group 0 is every default device).
+pub const DEFAULT_GROUP: u32 = 7600;
+/// Default IPv4 pool: the shared address space of RFC 6598, one /31 per slot.
+pub const DEFAULT_IPV4_POOL: &str = "100.64.0.0/16";
+/// Smallest and largest MTU a veth device takes (ETH_MIN_MTU, ETH_MAX_MTU).
+pub const MTU_RANGE: (u32, u32) = (68, 65535);
+
+/// An IPv4 prefix such as `100.64.0.0/16`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Cidr {
+    network: Ipv4Addr,
+    prefix_len: u8,
+}
+
+impl Ipv4Cidr {
+    /// A prefix; host bits of `addr` must be zero.
+    pub fn new(addr: Ipv4Addr, prefix_len: u8) -> Result<Self, ConfigError> {
+        if prefix_len > 31 {
+            return Err(ConfigError::Cidr(format!(
+                "{addr}/{prefix_len}: a pool needs at least a /31 (one slot)"
+            )));
+        }
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(prefix_len))
+            .unwrap_or(0);
+        if u32::from(addr) & !mask != 0 {
+            return Err(ConfigError::Cidr(format!(
+                "{addr}/{prefix_len}: host bits are set (did you mean {}/{prefix_len}?)",
+                Ipv4Addr::from(u32::from(addr) & mask)
+            )));
+        }
+        Ok(Self {
+            network: addr,
+            prefix_len,
+        })
+    }
+
+    /// How many /31 point-to-point pairs fit in the prefix.
+    pub fn pairs(&self) -> u64 {
+        1u64 << (31 - u32::from(self.prefix_len))
+    }
+
+    /// The (host end, slot end) addresses of pair `index`.
+    pub fn pair(&self, index: u32) -> Option<(Ipv4Addr, Ipv4Addr)> {
+        if u64::from(index) >= self.pairs() {
+            return None;
+        }
+        let host = u32::from(self.network) + 2 * index;
+        Some((Ipv4Addr::from(host), Ipv4Addr::from(host + 1)))
+    }
+}
+
+impl fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix_len)
+    }
+}
+
+impl FromStr for Ipv4Cidr {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ConfigError::Cidr(format!("{s:?} is not an IPv4 prefix like 100.64.0.0/16"));
+        let (addr, len) = s.split_once('/').ok_or_else(bad)?;
+        let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
+        let len: u8 = len.parse().map_err(|_| bad())?;
+        Self::new(addr, len)
+    }
+}
+
+/// Everything that shapes a pool of standard slots.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Host ends and pinned namespaces are named `<prefix><id>`.
+    pub prefix: String,
+    /// Device group of the host ends; the engine owns every device in it.
+    pub group: u32,
+    /// Where the /31 pairs come from.
+    pub ipv4_pool: Ipv4Cidr,
+    /// MTU of both ends.
+    pub mtu: u32,
+    /// Keep IPv6 on the slot devices (link-local addresses, DAD). Off by default: with it
+    /// off, both ends are created with IPv6 address generation disabled.
+    pub ipv6: bool,
+    /// Namespace that receives the host ends: a path such as /run/netns/NAME or
+    /// /proc/PID/ns/net. `None` means the namespace of the thread creating the engine.
+    pub host_netns: Option<PathBuf>,
+    /// Bind-mount each slot's namespace at `<dir>/<name>` (e.g. /run/netns, for
+    /// `ip netns exec`). `None`: namespaces live as long as their `Slot` is held.
+    pub pin_dir: Option<PathBuf>,
+    /// Threads creating namespaces. Creation is mostly outside RTNL, so a second thread
+    /// uses what the RTNL-bound link work leaves of the CPUs.
+    pub pool_threads: usize,
+    /// The namespace pool refills when it holds fewer than this many namespaces…
+    pub pool_low: usize,
+    /// …up to this many. Demand beyond it is produced as it is requested.
+    pub pool_high: usize,
+    /// Slots per ring submission: the sendmsg of each slot socket in a chunk go to the
+    /// kernel in one io_uring_enter.
+    pub chunk: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            prefix: "ns".into(),
+            group: DEFAULT_GROUP,
+            ipv4_pool: DEFAULT_IPV4_POOL.parse().expect("valid default"),
+            mtu: 1500,
+            ipv6: false,
+            host_netns: None,
+            pin_dir: None,
+            pool_threads: 1,
+            pool_low: 0,
+            pool_high: 0,
+            chunk: 256,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Checks that `count` slots with ids starting at `first_id` can be made as configured.
+    pub fn check(&self, first_id: u32, count: usize) -> Result<(), ConfigError> {
+        if count == 0 {
+            return Err(ConfigError::NoSlots);
+        }
+        if self.group == 0 {
+            return Err(ConfigError::GroupZero);
+        }
+        check_prefix(&self.prefix)?;
+        let last = u64::from(first_id) + count as u64 - 1;
+        let longest = self.prefix.len() + last.to_string().len();
+        if longest > MAX_IFNAME_LEN {
+            return Err(ConfigError::NameTooLong {
+                example: format!("{}{last}", self.prefix),
+                len: longest,
+            });
+        }
+        if last >= self.ipv4_pool.pairs() {
+            return Err(ConfigError::PoolTooSmall {
+                cidr: self.ipv4_pool,
+                capacity: self.ipv4_pool.pairs(),
+                wanted: last + 1,
+            });
+        }
+        if !(MTU_RANGE.0..=MTU_RANGE.1).contains(&self.mtu) {
+            return Err(ConfigError::Mtu(self.mtu));
+        }
+        if self.chunk == 0 || self.pool_high < self.pool_low {
+            return Err(ConfigError::Pool {
+                low: self.pool_low,
+                high: self.pool_high,
+                chunk: self.chunk,
+            });
+        }
+        Ok(())
+    }
+
+    /// Name of slot `id`'s host end and pinned namespace.
+    pub fn slot_name(&self, id: u32) -> String {
+        format!("{}{id}", self.prefix)
+    }
+}
+
+/// Interface-name rules of dev_valid_name (net/core/dev.c), plus what keeps names
+/// usable as file names under /run/netns.
+fn check_prefix(prefix: &str) -> Result<(), ConfigError> {
+    let bad = |why: &str| ConfigError::Prefix {
+        prefix: prefix.to_owned(),
+        why: why.to_owned(),
+    };
+    if prefix.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    if prefix.len() >= MAX_IFNAME_LEN {
+        return Err(bad("it leaves no room for a slot number in 15 bytes"));
+    }
+    if !prefix
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        return Err(bad(
+            "only ASCII letters, digits, '-', '_' and '.' are allowed",
+        ));
+    }
+    if prefix.starts_with('.') || prefix.starts_with('-') {
+        return Err(bad("it must not start with '.' or '-'"));
+    }
+    Ok(())
+}
+
+/// Input that cannot be provisioned; found before any kernel call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Zero slots requested.
+    #[error("nothing to do: the slot count must be at least 1")]
+    NoSlots,
+    /// Group 0 holds every default device (lo, eth0): never usable as a pool's group.
+    #[error("group 0 is the default group of every device (lo, eth0 …); choose another")]
+    GroupZero,
+    /// Prefix unusable in an interface name.
+    #[error("prefix {prefix:?} is not usable: {why}")]
+    Prefix { prefix: String, why: String },
+    /// `<prefix><id>` would pass the kernel's 15-byte name limit.
+    #[error("name {example:?} would be {len} bytes; interface names are at most 15: use a shorter prefix or fewer slots")]
+    NameTooLong { example: String, len: usize },
+    /// Bad CIDR text.
+    #[error("bad IPv4 pool: {0}")]
+    Cidr(String),
+    /// The pool has fewer /31 pairs than slots.
+    #[error("IPv4 pool {cidr} holds {capacity} slots (one /31 each), {wanted} needed: use a shorter prefix length")]
+    PoolTooSmall {
+        cidr: Ipv4Cidr,
+        capacity: u64,
+        wanted: u64,
+    },
+    /// MTU out of veth's range.
+    #[error("MTU {0} is outside veth's range 68..=65535")]
+    Mtu(u32),
+    /// Inconsistent pool sizing.
+    #[error("pool sizing low={low} high={high} chunk={chunk}: need low <= high and chunk >= 1")]
+    Pool {
+        low: usize,
+        high: usize,
+        chunk: usize,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_parses_and_counts_pairs() {
+        let c: Ipv4Cidr = "100.64.0.0/16".parse().unwrap();
+        assert_eq!(c.pairs(), 32768);
+        assert_eq!(
+            c.pair(1),
+            Some((Ipv4Addr::new(100, 64, 0, 2), Ipv4Addr::new(100, 64, 0, 3)))
+        );
+        assert_eq!(c.pair(32768), None);
+        assert_eq!("10.0.0.0/31".parse::<Ipv4Cidr>().unwrap().pairs(), 1);
+    }
+
+    #[test]
+    fn cidr_rejects_garbage_and_host_bits() {
+        for bad in [
+            "",
+            "10.0.0.0",
+            "10.0.0.0/33",
+            "10.0.0.1/24",
+            "x/8",
+            "10.0.0.0/32",
+        ] {
+            assert!(bad.parse::<Ipv4Cidr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn checks_name_length_against_count() {
+        let cfg = EngineConfig {
+            prefix: "abcdefghijkl".into(), // 12 bytes: ids up to 999 fit
+            ..Default::default()
+        };
+        assert!(cfg.check(0, 1000).is_ok());
+        assert!(matches!(
+            cfg.check(0, 1001),
+            Err(ConfigError::NameTooLong { len: 16, .. })
+        ));
+    }
+
+    #[test]
+    fn rejects_each_bad_input() {
+        let ok = EngineConfig::default();
+        assert_eq!(ok.check(0, 0), Err(ConfigError::NoSlots));
+        let g0 = EngineConfig {
+            group: 0,
+            ..Default::default()
+        };
+        assert_eq!(g0.check(0, 1), Err(ConfigError::GroupZero));
+        let small = EngineConfig {
+            ipv4_pool: "10.0.0.0/30".parse().unwrap(),
+            ..Default::default()
+        };
+        assert!(small.check(0, 2).is_ok());
+        assert!(matches!(
+            small.check(0, 3),
+            Err(ConfigError::PoolTooSmall { wanted: 3, .. })
+        ));
+        for prefix in ["", "a/b", "a b", ".x", "ab:c", "fifteen-bytes-x"] {
+            let c = EngineConfig {
+                prefix: prefix.into(),
+                ..Default::default()
+            };
+            assert!(
+                matches!(c.check(0, 1), Err(ConfigError::Prefix { .. })),
+                "{prefix:?}"
+            );
+        }
+        let mtu = EngineConfig {
+            mtu: 67,
+            ..Default::default()
+        };
+        assert_eq!(mtu.check(0, 1), Err(ConfigError::Mtu(67)));
+    }
+}

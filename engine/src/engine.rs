@@ -1,0 +1,542 @@
+//! engine: drives one provisioning call through pool -> plan -> batch -> ring -> reconcile.
+//! Owns the ring, the pool thread and the sequence ledger; the steps themselves live in
+//! their own modules.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::batch::{Flight, Limits};
+use crate::config::EngineConfig;
+use crate::host::HostNs;
+use crate::netns;
+use crate::op::Op;
+use crate::plan::{self, PoolShape, WHOLE_BATCH};
+use crate::pool::NsPool;
+use crate::reconcile::{Failure, Ledger, Settled};
+use crate::result::{EngineError, PhaseTimes, ProvisionReport, Provisioned, SlotError};
+use crate::ring::{Exchange, Ring};
+use crate::slot::{PooledNs, Slot, SlotSpec};
+use crate::sock;
+
+/// Room for one reply datagram: an error reply echoes at most a capped header or one
+/// small request, plus the extended-ACK text.
+const REPLY_BUF: usize = 8192;
+
+/// Fewest namespaces a chunk waits for: enough to keep io_uring_enter and host sendmsg
+/// counts far below one per slot, few enough that link work starts while the pool thread
+/// is still creating the rest (their overlap is most of the speed).
+const MIN_CHUNK: usize = 32;
+
+/// Provisions standard slots. Use it from one thread at a time; it is `Send`.
+#[derive(Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    host: HostNs,
+    host_limits: Limits,
+    slot_limits: Limits,
+    ring: Ring,
+    pool: NsPool,
+    ledger: Ledger,
+    ifindex_base: u32,
+    next_id: u32,
+    xdp_fd: Option<RawFd>,
+}
+
+/// How a slot's veth request ended, which decides what rollback must delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VethFate {
+    /// Not settled yet, or refused by the kernel: nothing to delete.
+    Absent,
+    /// Created, or possibly created (its reply was lost): delete on rollback.
+    Present,
+}
+
+impl Engine {
+    /// Opens the host namespace, checks that the pool's group is free, and starts the
+    /// namespace pool and the ring.
+    pub fn new(config: EngineConfig) -> Result<Self, EngineError> {
+        config.check(0, 1)?;
+        let host = match &config.host_netns {
+            Some(path) => HostNs::open(path).map_err(EngineError::io(format!(
+                "open host namespace {}",
+                path.display()
+            )))?,
+            None => HostNs::current().map_err(EngineError::io("open the host namespace"))?,
+        };
+        let links = host
+            .links()
+            .map_err(EngineError::io("dump links of the host namespace"))?;
+        let in_group: Vec<_> = links.iter().filter(|l| l.group == config.group).collect();
+        if let Some(first) = in_group.first() {
+            return Err(EngineError::GroupInUse {
+                group: config.group,
+                count: in_group.len(),
+                first: first.name.clone(),
+            });
+        }
+        // Explicit ifindexes above every existing one: both ends get base + id, so host
+        // addresses can be sent without looking the device up.
+        let ifindex_base = links.iter().map(|l| l.index).max().unwrap_or(1) + 1;
+        let host_limits =
+            sock::limits(host.socket()).map_err(EngineError::io("read host socket buffers"))?;
+        let (snd, rcv) = sock::default_buffers();
+        let slot_limits = sock::limits_from(snd, rcv);
+        let ring = Ring::new(config.chunk + 8).map_err(EngineError::io("create io_uring"))?;
+        let pool = NsPool::start(config.pool_threads, config.pool_low, config.pool_high)
+            .map_err(EngineError::io("start the namespace pool thread"))?;
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(1);
+        Ok(Self {
+            config,
+            host,
+            host_limits,
+            slot_limits,
+            ring,
+            pool,
+            ledger: Ledger::new(seed),
+            ifindex_base,
+            next_id: 0,
+            xdp_fd: None,
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The host namespace.
+    pub fn host(&self) -> &HostNs {
+        &self.host
+    }
+
+    /// Provisions `count` standard slots. See [`Engine::provision_with`].
+    pub fn provision(&mut self, count: usize) -> Result<Provisioned, EngineError> {
+        self.provision_with(count, |_, _| {})
+    }
+
+    /// Provisions `count` standard slots, calling `progress(done, count)` after each chunk.
+    ///
+    /// A slot that fails is rolled back completely and returned as its error; the others
+    /// stand. `Err` is returned only for bad input (before any kernel call) or when the
+    /// engine itself cannot go on (the ring fails).
+    pub fn provision_with(
+        &mut self,
+        count: usize,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Provisioned, EngineError> {
+        self.config.check(self.next_id, count)?;
+        let started = Instant::now();
+        let pool_before = self.pool.stats();
+        let (enters0, sends0) = (self.ring.enters, self.ring.sends);
+        let first = self.next_id;
+        self.next_id += u32::try_from(count).expect("checked against the name length");
+        let specs: Vec<SlotSpec> = (0..count as u32)
+            .map(|i| SlotSpec::derive(&self.config, first + i, self.ifindex_base))
+            .collect();
+        let mut batch = Batch::new(&specs);
+        let mut phases = PhaseTimes::default();
+        let shape = PoolShape {
+            group: self.config.group,
+            host_netns_fd: self.host.netns_fd().as_raw_fd(),
+            ipv6_off: !self.config.ipv6,
+        };
+
+        self.pool.demand(count);
+        let mut next = 0;
+        while next < count {
+            let t = Instant::now();
+            let remaining = count - next;
+            let got = self
+                .pool
+                .take(MIN_CHUNK.min(remaining), self.config.chunk.min(remaining));
+            phases.pool_wait += t.elapsed();
+            let range = next..next + got.len();
+            next = range.end;
+            for (i, made) in range.clone().zip(got) {
+                match made {
+                    Ok(ns) => batch.ns[i] = Some(ns),
+                    Err(e) => batch.fail(
+                        i,
+                        Op::Namespace,
+                        Failure {
+                            errno: e.raw_os_error().unwrap_or(0),
+                            ext_ack: None,
+                            detail: Some(format!("creating the namespace: {e}")),
+                        },
+                    ),
+                }
+            }
+
+            let t = Instant::now();
+            let mut flights = Vec::new();
+            for i in range.clone() {
+                if let Some(ns) = &batch.ns[i] {
+                    let fd = ns.sock.as_raw_fd();
+                    flights.extend(plan::slot_socket(
+                        &mut self.ledger,
+                        self.slot_limits,
+                        i,
+                        &specs[i],
+                        fd,
+                        shape,
+                    ));
+                }
+            }
+            batch.count_requests(&flights);
+            let settled = self.fly(&mut flights)?;
+            batch.apply(settled);
+            phases.slot_links += t.elapsed();
+
+            let t = Instant::now();
+            let ok = range.clone().filter(|&i| batch.is_ok(i));
+            let mut flights = plan::host_addresses(
+                &mut self.ledger,
+                self.host_limits,
+                self.host.socket_fd(),
+                ok.map(|i| (i, &specs[i])),
+            );
+            batch.count_requests(&flights);
+            let settled = self.fly(&mut flights)?;
+            batch.apply(settled);
+            phases.host_addrs += t.elapsed();
+
+            let t = Instant::now();
+            self.roll_back(&mut batch, range.clone())?;
+            phases.rollback += t.elapsed();
+            progress(next, count);
+        }
+
+        let t = Instant::now();
+        if (0..count).any(|i| batch.is_ok(i)) {
+            let mut flights = plan::group_up(
+                &mut self.ledger,
+                self.host_limits,
+                self.host.socket_fd(),
+                self.config.group,
+                self.xdp_fd,
+                !self.config.ipv6,
+            );
+            batch.count_requests(&flights);
+            let settled = self.fly(&mut flights)?;
+            batch.apply(settled);
+        }
+        phases.group_up = t.elapsed();
+
+        if let Some(dir) = self.config.pin_dir.clone() {
+            let t = Instant::now();
+            self.pin_all(&mut batch, &dir);
+            phases.pin = t.elapsed();
+        }
+        let t = Instant::now();
+        self.roll_back(&mut batch, 0..count)?;
+        phases.rollback += t.elapsed();
+
+        let pool_after = self.pool.stats();
+        phases.namespaces = pool_after.busy.saturating_sub(pool_before.busy);
+        let requests = batch.requests;
+        let slots = batch.finish(&specs, self.config.pin_dir.as_deref());
+        let failed = slots.iter().filter(|s| s.is_err()).count();
+        let report = ProvisionReport {
+            requested: count,
+            provisioned: count - failed,
+            failed,
+            wall: started.elapsed(),
+            phases,
+            ring_enters: self.ring.enters - enters0,
+            sendmsgs: self.ring.sends - sends0,
+            requests,
+        };
+        Ok(Provisioned { slots, report })
+    }
+
+    /// Deletes every host end of the pool's group in one request, unpins the given slots
+    /// and closes them. The kernel destroys the namespaces in a batch (cleanup_net).
+    pub fn teardown(&mut self, slots: Vec<Slot>) -> Result<(), EngineError> {
+        self.host
+            .delete_group(self.config.group)
+            .map_err(EngineError::io(format!(
+                "delete device group {}",
+                self.config.group
+            )))?;
+        release(slots)
+    }
+
+    /// Sends every flight and settles every reply, reading again from sockets whose end
+    /// marker has not arrived yet (each earlier error reply is its own datagram).
+    fn fly(&mut self, flights: &mut [Flight]) -> Result<Vec<Settled>, EngineError> {
+        let mut settled = Vec::new();
+        let mut bufs = vec![vec![0u8; REPLY_BUF]; flights.len()];
+        let mut first = true;
+        loop {
+            let active: Vec<usize> = (0..flights.len())
+                .filter(|&i| !flights[i].pending.complete)
+                .collect();
+            if active.is_empty() {
+                return Ok(settled);
+            }
+            let mut results = Vec::with_capacity(active.len());
+            {
+                let mut by_index: Vec<Option<&mut Vec<u8>>> = bufs.iter_mut().map(Some).collect();
+                let mut exchanges: Vec<Exchange<'_>> = active
+                    .iter()
+                    .map(|&i| {
+                        let f = &flights[i];
+                        let send = first.then_some(&f.bytes[..]);
+                        let buf = by_index[i].take().expect("each flight once");
+                        Exchange::new(f.fd, send, buf)
+                    })
+                    .collect();
+                self.ring
+                    .run(&mut exchanges)
+                    .map_err(EngineError::io("io_uring submit"))?;
+                for ex in &exchanges {
+                    results.push((ex.sent, ex.reply().map(<[u8]>::len)));
+                }
+            }
+            for (&i, (sent, reply)) in active.iter().zip(results) {
+                let pending = &mut flights[i].pending;
+                if first && sent < 0 {
+                    settled.extend(pending.give_up(
+                        &mut self.ledger,
+                        -sent,
+                        "sendmsg refused the whole send; nothing of it was processed".into(),
+                    ));
+                    continue;
+                }
+                match reply {
+                    Ok(len) => settled.extend(pending.on_reply(&mut self.ledger, &bufs[i][..len])),
+                    Err(libc::EAGAIN) => settled.extend(pending.give_up(
+                        &mut self.ledger,
+                        0,
+                        "no reply for this request: the kernel's replies stopped before the end marker".into(),
+                    )),
+                    Err(libc::EMSGSIZE) => settled.extend(pending.give_up(
+                        &mut self.ledger,
+                        0,
+                        format!("a reply was longer than {REPLY_BUF} bytes"),
+                    )),
+                    Err(errno) => settled.extend(pending.give_up(
+                        &mut self.ledger,
+                        errno,
+                        "reading replies failed; replies may have been lost".into(),
+                    )),
+                }
+            }
+            first = false;
+        }
+    }
+
+    /// Deletes the host end of every failed slot in `range` that may have one, then closes
+    /// the slot's namespace.
+    fn roll_back(
+        &mut self,
+        batch: &mut Batch,
+        range: std::ops::Range<usize>,
+    ) -> Result<(), EngineError> {
+        let doomed: Vec<usize> = range
+            .filter(|&i| batch.errors[i].is_some() && batch.ns[i].is_some())
+            .collect();
+        let with_device: Vec<usize> = doomed
+            .iter()
+            .copied()
+            .filter(|&i| batch.veth[i] == VethFate::Present)
+            .collect();
+        if !with_device.is_empty() {
+            let mut flights = plan::rollback(
+                &mut self.ledger,
+                self.host_limits,
+                self.host.socket_fd(),
+                with_device.iter().map(|&i| (i, &batch.specs[i])),
+            );
+            batch.count_requests(&flights);
+            for s in self.fly(&mut flights)? {
+                if let Settled::Failed { slot, why, .. } = s {
+                    // ENODEV: the device was never made, or already went with its namespace.
+                    if why.errno != libc::ENODEV {
+                        batch.note(
+                            slot,
+                            format!("rollback could not delete the host end: {}", describe(&why)),
+                        );
+                    }
+                }
+            }
+        }
+        for i in doomed {
+            batch.ns[i] = None; // closes the namespace
+            batch.veth[i] = VethFate::Absent;
+        }
+        Ok(())
+    }
+
+    fn pin_all(&mut self, batch: &mut Batch, dir: &Path) {
+        if let Err(e) = netns::prepare_pin_dir(dir) {
+            for i in 0..batch.specs.len() {
+                if batch.is_ok(i) {
+                    batch.fail(
+                        i,
+                        Op::Pin,
+                        io_failure(&e, format!("preparing {}", dir.display())),
+                    );
+                }
+            }
+            return;
+        }
+        for i in 0..batch.specs.len() {
+            if !batch.is_ok(i) {
+                continue;
+            }
+            let path = dir.join(&batch.specs[i].name);
+            let ns = batch.ns[i].as_ref().expect("ok slots hold a namespace");
+            let pinned = ns.nsfd().and_then(|fd| netns::pin(fd, &path));
+            match pinned {
+                Ok(()) => batch.pinned[i] = true,
+                Err(e) => batch.fail(
+                    i,
+                    Op::Pin,
+                    io_failure(&e, format!("bind-mounting {}", path.display())),
+                ),
+            }
+        }
+    }
+}
+
+/// Unpins and closes slots (the kernel then destroys their namespaces and veth pairs).
+pub fn release(slots: Vec<Slot>) -> Result<(), EngineError> {
+    let mut first_err = None;
+    for slot in slots {
+        if let Some(path) = slot.pinned_at() {
+            if let Err(e) = netns::unpin(path) {
+                first_err.get_or_insert(EngineError::Io {
+                    what: format!("unpin {}", path.display()),
+                    source: e,
+                });
+            }
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+fn io_failure(e: &std::io::Error, doing: String) -> Failure {
+    Failure {
+        errno: e.raw_os_error().unwrap_or(0),
+        ext_ack: None,
+        detail: Some(format!("{doing}: {e}")),
+    }
+}
+
+fn describe(f: &Failure) -> String {
+    let mut s = std::io::Error::from_raw_os_error(f.errno).to_string();
+    if let Some(t) = &f.ext_ack {
+        s.push_str(&format!(": kernel says {t:?}"));
+    }
+    s
+}
+
+/// Per-slot state of one provisioning call.
+struct Batch<'s> {
+    specs: &'s [SlotSpec],
+    ns: Vec<Option<PooledNs>>,
+    errors: Vec<Option<SlotError>>,
+    veth: Vec<VethFate>,
+    pinned: Vec<bool>,
+    requests: u64,
+}
+
+impl<'s> Batch<'s> {
+    fn new(specs: &'s [SlotSpec]) -> Self {
+        let n = specs.len();
+        Self {
+            specs,
+            ns: (0..n).map(|_| None).collect(),
+            errors: vec![None; n],
+            veth: vec![VethFate::Absent; n],
+            pinned: vec![false; n],
+            requests: 0,
+        }
+    }
+
+    fn is_ok(&self, i: usize) -> bool {
+        self.errors[i].is_none() && self.ns[i].is_some()
+    }
+
+    fn count_requests(&mut self, flights: &[Flight]) {
+        self.requests += flights
+            .iter()
+            .map(|f| f.pending.requests.len() as u64)
+            .sum::<u64>();
+    }
+
+    /// Records slot `i`'s first failure (later ones are consequences of it).
+    fn fail(&mut self, i: usize, op: Op, why: Failure) {
+        if self.errors[i].is_none() {
+            let spec = &self.specs[i];
+            self.errors[i] = Some(SlotError {
+                id: spec.id,
+                name: spec.name.clone(),
+                op,
+                errno: why.errno,
+                ext_ack: why.ext_ack,
+                detail: why.detail,
+            });
+        }
+    }
+
+    fn note(&mut self, i: usize, text: String) {
+        if let Some(e) = &mut self.errors[i] {
+            e.detail = Some(match e.detail.take() {
+                Some(d) => format!("{d}; {text}"),
+                None => text,
+            });
+        }
+    }
+
+    fn apply(&mut self, settled: Vec<Settled>) {
+        for s in settled {
+            match s {
+                Settled::Done { slot, op } => {
+                    if slot != WHOLE_BATCH && op == Op::Veth {
+                        self.veth[slot] = VethFate::Present;
+                    }
+                }
+                Settled::Failed { slot, op, why } => {
+                    if slot == WHOLE_BATCH {
+                        for i in 0..self.specs.len() {
+                            if self.is_ok(i) {
+                                self.fail(i, op, why.clone());
+                            }
+                        }
+                        continue;
+                    }
+                    // A lost reply (errno 0) leaves the veth possibly created.
+                    if op == Op::Veth && why.errno == 0 {
+                        self.veth[slot] = VethFate::Present;
+                    }
+                    self.fail(slot, op, why);
+                }
+            }
+        }
+    }
+
+    fn finish(
+        mut self,
+        specs: &[SlotSpec],
+        pin_dir: Option<&Path>,
+    ) -> Vec<crate::result::SlotResult> {
+        (0..specs.len())
+            .map(|i| match self.errors[i].take() {
+                Some(e) => Err(e),
+                None => Ok(Slot {
+                    spec: specs[i].clone(),
+                    ns: self.ns[i].take().expect("ok slots hold a namespace"),
+                    pinned: self.pinned[i]
+                        .then(|| pin_dir.map(|d| d.join(&specs[i].name)))
+                        .flatten(),
+                }),
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,232 @@
+//! host: the namespace that receives the host ends, and what the kernel says is in it.
+//! Owns the host socket and namespace fd; reads links and addresses back from the kernel
+//! (so `status` and `down` never trust a state file) and deletes a pool's devices by group.
+
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use netlink_packet_core::NetlinkMessage;
+use netlink_packet_core::NetlinkPayload;
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkXdp};
+use netlink_packet_route::RouteNetlinkMessage;
+use serde::Serialize;
+
+use crate::netns;
+use crate::sock;
+use crate::wire::link;
+
+/// A device as the kernel reports it in a link dump.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LinkRecord {
+    /// ifindex.
+    pub index: u32,
+    /// Interface name.
+    pub name: String,
+    /// Device group (IFLA_GROUP).
+    pub group: u32,
+    /// IFF_UP is set.
+    pub up: bool,
+    /// Hardware address, as text.
+    pub mac: Option<String>,
+    /// Link kind (IFLA_INFO_KIND), e.g. "veth".
+    pub kind: Option<String>,
+    /// Id of the attached XDP program, if any.
+    pub xdp_prog_id: Option<u32>,
+}
+
+/// An address as the kernel reports it in an address dump.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AddrRecord {
+    /// ifindex of the device holding it.
+    pub index: u32,
+    /// The address (IFA_LOCAL, else IFA_ADDRESS).
+    pub addr: IpAddr,
+    /// Prefix length.
+    pub prefix_len: u8,
+}
+
+/// The host namespace: an fd of it and a NETLINK_ROUTE socket opened inside it.
+#[derive(Debug)]
+pub struct HostNs {
+    ns: OwnedFd,
+    sock: netlink_sys::Socket,
+    seq: AtomicU32,
+}
+
+impl HostNs {
+    /// The calling thread's network namespace.
+    pub fn current() -> io::Result<Self> {
+        let ns = netns::open_current()?;
+        let sock = sock::host_socket()?;
+        Ok(Self::from_parts(ns, sock))
+    }
+
+    /// The namespace at `path` (e.g. /run/netns/NAME, /proc/PID/ns/net). The socket is
+    /// opened by a helper thread inside it; the calling thread does not move.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let ns = netns::open_path(path)?;
+        let sock = netns::run_in(&ns, sock::host_socket)?;
+        Ok(Self::from_parts(ns, sock))
+    }
+
+    fn from_parts(ns: OwnedFd, sock: netlink_sys::Socket) -> Self {
+        Self {
+            ns,
+            sock,
+            seq: AtomicU32::new(1),
+        }
+    }
+
+    /// The namespace's fd (what each veth peer's IFLA_NET_NS_FD names).
+    pub fn netns_fd(&self) -> BorrowedFd<'_> {
+        self.ns.as_fd()
+    }
+
+    pub(crate) fn socket(&self) -> &netlink_sys::Socket {
+        &self.sock
+    }
+
+    pub(crate) fn socket_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+
+    fn next_seq(&self) -> u32 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Every device of the namespace (RTM_GETLINK dump).
+    pub fn links(&self) -> io::Result<Vec<LinkRecord>> {
+        let replies = sock::dump(&self.sock, link::dump(), self.next_seq())?;
+        Ok(replies.iter().filter_map(|b| parse_link(b)).collect())
+    }
+
+    /// Every address of the namespace (RTM_GETADDR dump).
+    pub fn addresses(&self) -> io::Result<Vec<AddrRecord>> {
+        let req = RouteNetlinkMessage::GetAddress(AddressMessage::default());
+        let replies = sock::dump(&self.sock, req, self.next_seq())?;
+        Ok(replies.iter().filter_map(|b| parse_addr(b)).collect())
+    }
+
+    /// Deletes every device of `group` in one request (rtnl_group_dellink: one RTNL
+    /// acquisition for all; each veth takes its peer with it).
+    pub fn delete_group(&self, group: u32) -> io::Result<()> {
+        sock::request(&self.sock, link::group_delete(group), self.next_seq())
+    }
+}
+
+fn parse_link(bytes: &[u8]) -> Option<LinkRecord> {
+    let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes).ok()?;
+    let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) = msg.payload else {
+        return None;
+    };
+    let mut rec = LinkRecord {
+        index: l.header.index,
+        name: String::new(),
+        group: 0,
+        up: l.header.flags.contains(LinkFlags::Up),
+        mac: None,
+        kind: None,
+        xdp_prog_id: None,
+    };
+    for a in &l.attributes {
+        match a {
+            LinkAttribute::IfName(n) => rec.name.clone_from(n),
+            LinkAttribute::Group(g) => rec.group = *g,
+            LinkAttribute::Address(m) if m.len() == 6 => {
+                rec.mac = Some(crate::slot::mac_to_string(&m[..6].try_into().ok()?));
+            }
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    if let LinkInfo::Kind(k) = i {
+                        rec.kind = Some(match k {
+                            InfoKind::Veth => "veth".to_owned(),
+                            other => format!("{other:?}").to_lowercase(),
+                        });
+                    }
+                }
+            }
+            LinkAttribute::Xdp(x) => {
+                for e in x {
+                    if let LinkXdp::ProgId(id) = e {
+                        rec.xdp_prog_id = Some(*id).filter(|&id| id != 0);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(rec)
+}
+
+fn parse_addr(bytes: &[u8]) -> Option<AddrRecord> {
+    let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes).ok()?;
+    let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(a)) = msg.payload else {
+        return None;
+    };
+    let mut local = None;
+    let mut address = None;
+    for attr in &a.attributes {
+        match attr {
+            AddressAttribute::Local(ip) => local = Some(*ip),
+            AddressAttribute::Address(ip) => address = Some(*ip),
+            _ => {}
+        }
+    }
+    Some(AddrRecord {
+        index: a.header.index,
+        addr: local.or(address)?,
+        prefix_len: a.header.prefix_len,
+    })
+}
+
+/// Namespaces pinned under `dir` whose names are `<prefix><digits>`, sorted by number.
+pub fn pinned(dir: &Path, prefix: &str) -> io::Result<Vec<(u32, PathBuf)>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let e = e?;
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(id) = slot_number(name, prefix) {
+            out.push((id, e.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The slot number in `name` if it is `<prefix><digits>`.
+pub fn slot_number(name: &str, prefix: &str) -> Option<u32> {
+    let digits = name.strip_prefix(prefix)?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Unmounts and removes a pinned namespace.
+pub fn unpin(path: &Path) -> io::Result<()> {
+    netns::unpin(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_numbers_need_the_exact_prefix_and_digits() {
+        assert_eq!(slot_number("ns12", "ns"), Some(12));
+        assert_eq!(slot_number("ns", "ns"), None);
+        assert_eq!(slot_number("nsx1", "ns"), None);
+        assert_eq!(slot_number("ns1a", "ns"), None);
+        assert_eq!(slot_number("xns1", "ns"), None);
+    }
+}

@@ -1,0 +1,154 @@
+//! netns: network-namespace system calls: create, open, enter, pin and unpin.
+//! No netlink here; the only other file besides `sock` and `ring` allowed `unsafe`.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// ioctl that returns an fd of a socket's network namespace (include/uapi/linux/sockios.h).
+const SIOCGSKNETNS: libc::c_ulong = 0x894C;
+
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn cpath(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+/// Moves the calling thread into a new network namespace (copy_net_ns). Only this thread
+/// changes namespace: threads of a process each hold their own nsproxy.
+pub(crate) fn unshare_new() -> io::Result<()> {
+    // SAFETY: unshare takes a flag word and touches no memory of ours.
+    cvt(unsafe { libc::unshare(libc::CLONE_NEWNET) }).map(drop)
+}
+
+/// Opens the calling thread's current network namespace.
+pub(crate) fn open_current() -> io::Result<OwnedFd> {
+    Ok(File::open("/proc/thread-self/ns/net")?.into())
+}
+
+/// Opens a namespace file such as /run/netns/NAME or /proc/PID/ns/net.
+pub(crate) fn open_path(path: &Path) -> io::Result<OwnedFd> {
+    Ok(File::open(path)?.into())
+}
+
+/// Moves the calling thread into the namespace `fd` refers to.
+pub(crate) fn enter(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: setns reads only the fd and flag; a bad fd is reported as an error.
+    cvt(unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) }).map(drop)
+}
+
+/// Opens the namespace a socket was created in.
+pub(crate) fn from_socket(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: SIOCGSKNETNS takes no argument pointer; it returns a new fd or -1.
+    let fd = cvt(unsafe { libc::ioctl(sock.as_raw_fd(), SIOCGSKNETNS as _) })?;
+    // SAFETY: the ioctl just returned this fd to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Runs `f` on a short-lived thread inside namespace `ns`: sockets created by `f` belong
+/// to that namespace for life, while the caller's thread stays where it is.
+pub(crate) fn run_in<T: Send + 'static>(
+    ns: &OwnedFd,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    let ns = ns.try_clone()?;
+    std::thread::spawn(move || {
+        enter(std::os::fd::AsFd::as_fd(&ns))?;
+        f()
+    })
+    .join()
+    .map_err(|_| io::Error::other("namespace helper thread panicked"))?
+}
+
+/// Makes `dir` a shared mount point, as `ip netns add` does, so that namespaces pinned
+/// in it stay visible to mount namespaces made later (e.g. by `ip netns exec`).
+pub(crate) fn prepare_pin_dir(dir: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let c = cpath(dir)?;
+    let none = c"none";
+    let empty = c"";
+    let mut bound = false;
+    loop {
+        // SAFETY: all pointers are NUL-terminated strings that outlive the call.
+        let r = unsafe {
+            libc::mount(
+                empty.as_ptr(),
+                c.as_ptr(),
+                none.as_ptr(),
+                libc::MS_SHARED | libc::MS_REC,
+                std::ptr::null(),
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINVAL) || bound {
+            return Err(err);
+        }
+        // Not a mount point yet: bind it onto itself, then retry (iproute2's netns_add).
+        // SAFETY: as above.
+        cvt(unsafe {
+            libc::mount(
+                c.as_ptr(),
+                c.as_ptr(),
+                none.as_ptr(),
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            )
+        })?;
+        bound = true;
+    }
+}
+
+/// Bind-mounts namespace `ns` at `path` (created empty, exclusively).
+pub(crate) fn pin(ns: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    let source = cpath(Path::new(&format!("/proc/self/fd/{}", ns.as_raw_fd())))?;
+    let target = cpath(path)?;
+    // SAFETY: NUL-terminated strings that outlive the call; null fstype/data for MS_BIND.
+    let r = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    };
+    if r < 0 {
+        let err = io::Error::last_os_error();
+        let _ = std::fs::remove_file(path);
+        return Err(err);
+    }
+    Ok(())
+}
+
+/// Unmounts a pinned namespace (lazily, as `ip netns del` does) and removes its file.
+pub(crate) fn unpin(path: &Path) -> io::Result<()> {
+    let c = cpath(path)?;
+    // SAFETY: NUL-terminated string that outlives the call.
+    let r = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    if r < 0 {
+        let err = io::Error::last_os_error();
+        // EINVAL: not a mount point (a stale file); remove it all the same.
+        if err.raw_os_error() != Some(libc::EINVAL) {
+            return Err(err);
+        }
+    }
+    std::fs::remove_file(path)
+}

@@ -1,0 +1,57 @@
+//! op: the operations a slot is made of, as errors and the sequence ledger name them.
+//! Names only; how each is encoded lives in `plan` and `wire`.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// One step of provisioning a slot. Each kernel request carries exactly one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Op {
+    /// Taking a namespace from the pool (unshare, socket, setsockopt).
+    Namespace,
+    /// `lo` up inside the slot (RTM_SETLINK).
+    LoUp,
+    /// The veth pair created in place (RTM_NEWLINK with a peer in the host namespace).
+    Veth,
+    /// No IPv6 address generation on a slot end or the host ends (IPv6 off).
+    Ipv6Off,
+    /// The slot end's /31 address (RTM_NEWADDR in the slot).
+    SlotAddr,
+    /// The slot's default route via the host end (RTM_NEWROUTE in the slot).
+    Route,
+    /// The host end's /31 address (RTM_NEWADDR in the host namespace).
+    HostAddr,
+    /// Bringing all host ends up in one group change (RTM_NEWLINK by IFLA_GROUP).
+    GroupUp,
+    /// Bind-mounting the slot's namespace under the pin directory.
+    Pin,
+    /// Undoing a failed slot (RTM_DELLINK of its host end).
+    Rollback,
+}
+
+impl Op {
+    /// The name used in errors and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Namespace => "namespace",
+            Op::LoUp => "lo-up",
+            Op::Veth => "veth",
+            Op::Ipv6Off => "ipv6-off",
+            Op::SlotAddr => "slot-addr",
+            Op::Route => "route",
+            Op::HostAddr => "host-addr",
+            Op::GroupUp => "group-up",
+            Op::Pin => "pin",
+            Op::Rollback => "rollback",
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

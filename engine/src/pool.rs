@@ -1,0 +1,207 @@
+//! pool: a dedicated thread that creates network namespaces ahead of demand.
+//! Owns namespace creation only; what goes into a namespace is `plan`'s business.
+//!
+//! A namespace can only be made by unshare/clone (copy_net_ns); no netlink message or
+//! io_uring opcode makes one. So one thread does, per namespace: unshare(CLONE_NEWNET),
+//! socket(NETLINK_ROUTE) inside it, setsockopt(NETLINK_EXT_ACK): three system calls. The
+//! socket keeps the namespace alive; an nsfs fd is opened only when someone asks for it.
+//! The thread never returns to its first namespace: each unshare moves it on. Creation is
+//! mostly outside RTNL (setup_net takes it once for loopback), so it overlaps the engine's
+//! RTNL-bound link work on another core.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::netns;
+use crate::slot::PooledNs;
+use crate::sock;
+
+#[derive(Debug, Default)]
+struct State {
+    ready: VecDeque<io::Result<PooledNs>>,
+    /// Namespaces asked for and not yet taken.
+    demand: usize,
+    low: usize,
+    high: usize,
+    /// Between falling under `low` and reaching `high`.
+    refilling: bool,
+    /// Set after a creation error until a consumer has seen it.
+    paused: bool,
+    /// Namespaces being created right now (by any pool thread).
+    in_progress: usize,
+    shutdown: bool,
+    /// Time spent creating, and how many were created.
+    busy: Duration,
+    created: u64,
+}
+
+impl State {
+    fn wants_more(&self) -> bool {
+        if self.shutdown || self.paused {
+            return false;
+        }
+        let coming = self.ready.len() + self.in_progress;
+        coming < self.demand || (self.refilling && coming < self.high)
+    }
+
+    fn update_refill(&mut self) {
+        if self.ready.len() < self.low {
+            self.refilling = true;
+        } else if self.ready.len() >= self.high {
+            self.refilling = false;
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when a namespace is ready (consumers wait on it).
+    ready: Condvar,
+    /// Signalled when demand grows or the pool shrinks (the producer waits on it).
+    wanted: Condvar,
+}
+
+/// Handle to the pool thread.
+#[derive(Debug)]
+pub(crate) struct NsPool {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Pool figures.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PoolStats {
+    pub busy: Duration,
+    pub created: u64,
+}
+
+impl NsPool {
+    /// Starts `threads` creating threads. They keep between `low` and `high` namespaces
+    /// ready when idle, and make what is demanded beyond that.
+    pub fn start(threads: usize, low: usize, high: usize) -> io::Result<Self> {
+        let shared = Arc::new(Shared::default());
+        {
+            let mut s = shared.state.lock().expect("pool lock");
+            s.low = low;
+            s.high = high;
+            s.update_refill();
+        }
+        let mut pool = Self {
+            shared,
+            threads: Vec::new(),
+        };
+        for i in 0..threads.max(1) {
+            let worker = Arc::clone(&pool.shared);
+            let thread = std::thread::Builder::new()
+                .name(format!("netslot-pool-{i}"))
+                .spawn(move || produce(&worker))?;
+            pool.threads.push(thread);
+        }
+        Ok(pool)
+    }
+
+    /// Announces that `count` more namespaces will be taken soon.
+    pub fn demand(&self, count: usize) {
+        let mut s = self.shared.state.lock().expect("pool lock");
+        s.demand += count;
+        self.shared.wanted.notify_one();
+    }
+
+    /// Takes between `min` and `max` ready namespaces (fewer only when an error is
+    /// queued), waiting until `min` are ready. Each entry is a namespace or the error that
+    /// creating one met.
+    pub fn take(&self, min: usize, max: usize) -> Vec<io::Result<PooledNs>> {
+        let min = min.clamp(1, max.max(1));
+        let mut s = self.shared.state.lock().expect("pool lock");
+        while (s.ready.len() < min && !s.paused) && !s.shutdown || s.ready.is_empty() && !s.shutdown
+        {
+            if !s.wants_more() {
+                // Nothing announced: ask for what is being taken.
+                s.demand = s.demand.max(min);
+                s.paused = false;
+                self.shared.wanted.notify_one();
+            }
+            s = self.shared.ready.wait(s).expect("pool lock");
+        }
+        let n = max.min(s.ready.len());
+        let taken: Vec<_> = s.ready.drain(..n).collect();
+        s.demand = s.demand.saturating_sub(taken.len());
+        s.paused = false;
+        s.update_refill();
+        self.shared.wanted.notify_one();
+        taken
+    }
+
+    /// Drops announced demand that will not be taken (e.g. after an error).
+    pub fn cancel_demand(&self) {
+        self.shared.state.lock().expect("pool lock").demand = 0;
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        let s = self.shared.state.lock().expect("pool lock");
+        PoolStats {
+            busy: s.busy,
+            created: s.created,
+        }
+    }
+}
+
+impl Drop for NsPool {
+    fn drop(&mut self) {
+        {
+            let mut s = self.shared.state.lock().expect("pool lock");
+            s.shutdown = true;
+            s.ready.clear(); // closes the sockets: the kernel destroys those namespaces
+        }
+        self.shared.wanted.notify_all();
+        self.shared.ready.notify_all();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn produce(shared: &Shared) {
+    let mut s = shared.state.lock().expect("pool lock");
+    loop {
+        while !s.wants_more() {
+            if s.shutdown {
+                return;
+            }
+            s = shared.wanted.wait(s).expect("pool lock");
+        }
+        s.in_progress += 1;
+        drop(s);
+        let started = Instant::now();
+        let made = create_one();
+        let took = started.elapsed();
+        s = shared.state.lock().expect("pool lock");
+        s.in_progress -= 1;
+        if s.shutdown {
+            return;
+        }
+        s.busy += took;
+        if made.is_ok() {
+            s.created += 1;
+        } else {
+            s.paused = true;
+        }
+        s.ready.push_back(made);
+        s.update_refill();
+        shared.ready.notify_one();
+    }
+}
+
+/// unshare + socket + setsockopt: one namespace, held by the socket made inside it.
+fn create_one() -> io::Result<PooledNs> {
+    netns::unshare_new()?;
+    let sock = sock::slot_socket()?;
+    Ok(PooledNs {
+        sock,
+        nsfd: Default::default(),
+    })
+}

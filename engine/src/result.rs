@@ -1,0 +1,161 @@
+//! result: what provisioning hands back: slots, per-slot errors, engine errors, the report.
+//! Data only; produced by `engine`.
+
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::ConfigError;
+use crate::op::Op;
+use crate::slot::Slot;
+
+/// The fate of one slot of a provisioning call.
+pub type SlotResult = Result<Slot, SlotError>;
+
+/// Why one slot failed. Everything of the slot was rolled back before this was returned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SlotError {
+    /// Slot number.
+    pub id: u32,
+    /// Slot name (host end / namespace).
+    pub name: String,
+    /// The operation that failed first.
+    pub op: Op,
+    /// The kernel's errno (positive), or 0 when the failure was not a kernel refusal.
+    pub errno: i32,
+    /// The kernel's extended-ACK text, when it gave one.
+    pub ext_ack: Option<String>,
+    /// What else is known (e.g. a lost or unreadable reply).
+    pub detail: Option<String>,
+}
+
+impl fmt::Display for SlotError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "slot {} ({}): {} failed", self.id, self.name, self.op)?;
+        if self.errno != 0 {
+            write!(f, ": {}", io::Error::from_raw_os_error(self.errno))?;
+        }
+        if let Some(text) = &self.ext_ack {
+            write!(f, ": kernel says {text:?}")?;
+        }
+        if let Some(detail) = &self.detail {
+            write!(f, " ({detail})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SlotError {}
+
+/// Failures of the engine itself (not of one slot).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// Input rejected before any kernel call.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A system call of the engine's own setup or bookkeeping failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What the engine was doing.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The pool's group already holds devices the engine did not make.
+    #[error("device group {group} already holds {count} device(s) in the host namespace (first: {first}); the engine owns its group: pick another or remove them (netslot down --group {group})")]
+    GroupInUse {
+        /// The group.
+        group: u32,
+        /// How many devices are in it.
+        count: usize,
+        /// Name of one of them.
+        first: String,
+    },
+    /// Something failed that the engine could not attribute to a slot.
+    #[error("{0}")]
+    Protocol(String),
+}
+
+impl EngineError {
+    pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(io::Error) -> EngineError {
+        let what = what.into();
+        move |source| EngineError::Io { what, source }
+    }
+}
+
+/// Where the time of one provisioning call went.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PhaseTimes {
+    /// Time the pool thread spent creating namespaces (overlaps the rest).
+    #[serde(serialize_with = "secs")]
+    pub namespaces: Duration,
+    /// Time the engine waited for the pool.
+    #[serde(serialize_with = "secs")]
+    pub pool_wait: Duration,
+    /// Slot-socket sends: lo up, veth, slot address, route.
+    #[serde(serialize_with = "secs")]
+    pub slot_links: Duration,
+    /// Host addresses.
+    #[serde(serialize_with = "secs")]
+    pub host_addrs: Duration,
+    /// The group change that brings all host ends up.
+    #[serde(serialize_with = "secs")]
+    pub group_up: Duration,
+    /// Bind mounts under the pin directory.
+    #[serde(serialize_with = "secs")]
+    pub pin: Duration,
+    /// Undoing failed slots.
+    #[serde(serialize_with = "secs")]
+    pub rollback: Duration,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// Figures of one provisioning call.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ProvisionReport {
+    /// Slots asked for.
+    pub requested: usize,
+    /// Slots made.
+    pub provisioned: usize,
+    /// Slots that failed (and were rolled back).
+    pub failed: usize,
+    /// Wall time of the call.
+    #[serde(serialize_with = "secs")]
+    pub wall: Duration,
+    /// Where the time went.
+    pub phases: PhaseTimes,
+    /// io_uring_enter calls made.
+    pub ring_enters: u64,
+    /// sendmsg operations submitted (one per slot socket plus the host socket's).
+    pub sendmsgs: u64,
+    /// Netlink requests sent (excluding end markers).
+    pub requests: u64,
+}
+
+impl ProvisionReport {
+    /// Slots made per second of wall time.
+    pub fn slots_per_sec(&self) -> f64 {
+        let s = self.wall.as_secs_f64();
+        if s > 0.0 {
+            self.provisioned as f64 / s
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Everything one provisioning call produced.
+#[derive(Debug)]
+pub struct Provisioned {
+    /// One entry per requested slot, in id order.
+    pub slots: Vec<SlotResult>,
+    /// Figures.
+    pub report: ProvisionReport,
+}

@@ -1,0 +1,183 @@
+//! ring: submits many sendmsg/recvmsg pairs to the kernel in one io_uring_enter.
+//! Owns the io_uring instance and the msghdrs of in-flight operations; knows no netlink.
+//!
+//! Netlink sendmsg to the kernel runs the whole batch inline (netlink_unicast_kernel), so
+//! every reply is queued by the time the SENDMSG completes. Each send is linked
+//! (IOSQE_IO_LINK) to a RECVMSG with MSG_DONTWAIT: it reads the first reply, or reports
+//! EAGAIN at once instead of waiting, which tells "no reply" from "reply not yet here".
+//! MSG_TRUNC makes netlink_recvmsg return the datagram's full length, so a cut reply is
+//! seen as one.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+
+use io_uring::{opcode, squeue, types, IoUring};
+
+/// One socket's exchange: an optional send, then one receive.
+#[derive(Debug)]
+pub(crate) struct Exchange<'a> {
+    pub fd: RawFd,
+    /// Bytes to send first (None: only receive).
+    pub send: Option<&'a [u8]>,
+    /// Where the reply goes.
+    pub recv: &'a mut [u8],
+    /// CQE result of the send: bytes sent or -errno.
+    pub sent: i32,
+    /// CQE result of the receive: full datagram length or -errno.
+    pub received: i32,
+}
+
+impl<'a> Exchange<'a> {
+    pub fn new(fd: RawFd, send: Option<&'a [u8]>, recv: &'a mut [u8]) -> Self {
+        Self {
+            fd,
+            send,
+            recv,
+            sent: 0,
+            received: 0,
+        }
+    }
+
+    /// The received reply, or why there is none: Err(errno) for a failed or empty
+    /// receive, Err(EMSGSIZE) for a reply longer than the buffer.
+    pub fn reply(&self) -> Result<&[u8], i32> {
+        if self.received < 0 {
+            return Err(-self.received);
+        }
+        let len = self.received as usize;
+        if len > self.recv.len() {
+            return Err(libc::EMSGSIZE);
+        }
+        Ok(&self.recv[..len])
+    }
+}
+
+/// Kernel-side buffers of one operation; boxed so their addresses stay put while the
+/// kernel may read them.
+struct MsgBufs {
+    iov: libc::iovec,
+    hdr: libc::msghdr,
+}
+
+/// The engine's io_uring instance.
+pub(crate) struct Ring {
+    ring: IoUring,
+    /// io_uring_enter calls made.
+    pub enters: u64,
+    /// SENDMSG operations submitted.
+    pub sends: u64,
+}
+
+impl std::fmt::Debug for Ring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ring")
+            .field("fd", &self.ring.as_raw_fd())
+            .field("enters", &self.enters)
+            .finish()
+    }
+}
+
+/// user_data layout: exchange index * 2 + (0 send, 1 receive).
+fn tag(index: usize, recv: bool) -> u64 {
+    (index as u64) << 1 | u64::from(recv)
+}
+
+impl Ring {
+    /// A ring with room for `pairs` send/receive pairs per submission.
+    pub fn new(pairs: usize) -> io::Result<Self> {
+        let entries = (pairs * 2).next_power_of_two().clamp(8, 4096) as u32;
+        let ring = IoUring::builder()
+            .setup_submit_all()
+            .setup_coop_taskrun()
+            .build(entries)?;
+        Ok(Self {
+            ring,
+            enters: 0,
+            sends: 0,
+        })
+    }
+
+    /// Runs every exchange; results land in the exchanges. As many pairs as fit the
+    /// submission queue go to the kernel in each io_uring_enter.
+    pub fn run(&mut self, exchanges: &mut [Exchange<'_>]) -> io::Result<()> {
+        let capacity = self.ring.params().sq_entries() as usize / 2;
+        let mut start = 0;
+        while start < exchanges.len() {
+            let end = (start + capacity).min(exchanges.len());
+            self.run_window(&mut exchanges[start..end], start)?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    fn run_window(&mut self, window: &mut [Exchange<'_>], base: usize) -> io::Result<()> {
+        let mut bufs: Vec<Box<[MsgBufs; 2]>> = Vec::with_capacity(window.len());
+        let mut expected = 0usize;
+        {
+            let mut sq = self.ring.submission();
+            for (i, ex) in window.iter_mut().enumerate() {
+                let send = ex.send.unwrap_or(&[]);
+                let mut b = Box::new([
+                    msg_bufs(send.as_ptr() as *mut u8, send.len()),
+                    msg_bufs(ex.recv.as_mut_ptr(), ex.recv.len()),
+                ]);
+                for m in b.iter_mut() {
+                    m.hdr.msg_iov = &mut m.iov;
+                    m.hdr.msg_iovlen = 1;
+                }
+                let index = base + i;
+                if ex.send.is_some() {
+                    let sqe = opcode::SendMsg::new(types::Fd(ex.fd), &b[0].hdr)
+                        .build()
+                        .flags(squeue::Flags::IO_LINK)
+                        .user_data(tag(index, false));
+                    // SAFETY: the msghdr, iovec and send bytes live until this function
+                    // has reaped every completion of the window (bufs and the borrowed
+                    // exchange outlive the wait below).
+                    unsafe { sq.push(&sqe) }
+                        .map_err(|_| io::Error::other("submission queue full"))?;
+                    expected += 1;
+                    self.sends += 1;
+                }
+                let sqe = opcode::RecvMsg::new(types::Fd(ex.fd), &mut b[1].hdr)
+                    .flags((libc::MSG_DONTWAIT | libc::MSG_TRUNC) as u32)
+                    .build()
+                    .user_data(tag(index, true));
+                // SAFETY: as above; the receive buffer is the exchange's own slice.
+                unsafe { sq.push(&sqe) }.map_err(|_| io::Error::other("submission queue full"))?;
+                expected += 1;
+                bufs.push(b);
+            }
+        }
+        let mut reaped = 0usize;
+        while reaped < expected {
+            self.ring.submit_and_wait(expected - reaped)?;
+            self.enters += 1;
+            for cqe in self.ring.completion() {
+                let index = (cqe.user_data() >> 1) as usize - base;
+                let ex = &mut window[index];
+                if cqe.user_data() & 1 == 1 {
+                    ex.received = cqe.result();
+                } else {
+                    ex.sent = cqe.result();
+                }
+                reaped += 1;
+            }
+        }
+        drop(bufs);
+        Ok(())
+    }
+}
+
+fn msg_bufs(ptr: *mut u8, len: usize) -> MsgBufs {
+    // SAFETY: msghdr is a plain C struct for which all-zero is a valid (empty) value.
+    let hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+    MsgBufs {
+        iov: libc::iovec {
+            iov_base: ptr.cast(),
+            iov_len: len,
+        },
+        hdr,
+    }
+}

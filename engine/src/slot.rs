@@ -1,0 +1,154 @@
+//! slot: what one standard slot is (its derived spec) and the handle that keeps it alive.
+//! No kernel calls except opening a namespace fd on request; provisioning lives in `engine`.
+
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use serde::Serialize;
+
+use crate::config::{EngineConfig, SLOT_IFNAME};
+use crate::netns;
+
+/// Every deterministic fact of slot `id`: names, ifindex, MACs, addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SlotSpec {
+    /// Slot number within the pool.
+    pub id: u32,
+    /// Host end's interface name and the pinned namespace's name.
+    pub name: String,
+    /// ifindex of both ends (host end in the host namespace, `eth0` in the slot).
+    pub ifindex: u32,
+    /// Locally administered MAC of the host end.
+    #[serde(serialize_with = "mac_text")]
+    pub host_mac: [u8; 6],
+    /// Locally administered MAC of the slot end.
+    #[serde(serialize_with = "mac_text")]
+    pub slot_mac: [u8; 6],
+    /// Host end address (the slot's default gateway).
+    pub host_ip: Ipv4Addr,
+    /// Slot end address.
+    pub slot_ip: Ipv4Addr,
+    /// Prefix length of both addresses (31: a point-to-point pair).
+    pub prefix_len: u8,
+    /// MTU of both ends.
+    pub mtu: u32,
+}
+
+/// First octet of every slot MAC: locally administered (bit 1), unicast (bit 0 clear).
+const LOCAL_UNICAST: u8 = 0x02;
+/// Second octet: tells host ends ('n') from slot ends ('s') at a glance.
+const HOST_END_TAG: u8 = b'n';
+const SLOT_END_TAG: u8 = b's';
+
+impl SlotSpec {
+    /// Derives slot `id` of a pool whose ifindexes start at `ifindex_base`.
+    /// `config.check` must have accepted the id range.
+    pub(crate) fn derive(config: &EngineConfig, id: u32, ifindex_base: u32) -> Self {
+        let (host_ip, slot_ip) = config.ipv4_pool.pair(id).expect("checked by config");
+        let mac = |tag: u8| {
+            let b = id.to_be_bytes();
+            [LOCAL_UNICAST, tag, b[0], b[1], b[2], b[3]]
+        };
+        Self {
+            id,
+            name: config.slot_name(id),
+            ifindex: ifindex_base + id,
+            host_mac: mac(HOST_END_TAG),
+            slot_mac: mac(SLOT_END_TAG),
+            host_ip,
+            slot_ip,
+            prefix_len: 31,
+            mtu: config.mtu,
+        }
+    }
+
+    /// Name of the slot end inside the slot's namespace.
+    pub fn slot_ifname(&self) -> &'static str {
+        SLOT_IFNAME
+    }
+}
+
+/// Formats a MAC as `02:6e:00:00:00:07`.
+pub fn mac_to_string(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn mac_text<S: serde::Serializer>(mac: &[u8; 6], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&mac_to_string(mac))
+}
+
+/// A namespace from the pool: the NETLINK_ROUTE socket opened inside it (which also keeps
+/// it alive) and, when asked for, an nsfs fd.
+#[derive(Debug)]
+pub(crate) struct PooledNs {
+    pub sock: netlink_sys::Socket,
+    pub nsfd: OnceLock<OwnedFd>,
+}
+
+impl PooledNs {
+    /// The namespace's fd, opened from the socket (SIOCGSKNETNS) on first use.
+    pub fn nsfd(&self) -> std::io::Result<BorrowedFd<'_>> {
+        if let Some(fd) = self.nsfd.get() {
+            return Ok(fd.as_fd());
+        }
+        let fd = netns::from_socket(self.sock.as_fd())?;
+        Ok(self.nsfd.get_or_init(|| fd).as_fd())
+    }
+}
+
+/// A provisioned standard slot. Dropping it closes its namespace: the kernel then destroys
+/// the namespace and both veth ends in a batch (cleanup_net), unless it is pinned.
+#[derive(Debug)]
+pub struct Slot {
+    pub(crate) spec: SlotSpec,
+    pub(crate) ns: PooledNs,
+    pub(crate) pinned: Option<PathBuf>,
+}
+
+impl Slot {
+    /// The slot's derived facts.
+    pub fn spec(&self) -> &SlotSpec {
+        &self.spec
+    }
+
+    /// An fd of the slot's network namespace, for setns(2) or IFLA_NET_NS_FD.
+    pub fn netns_fd(&self) -> std::io::Result<BorrowedFd<'_>> {
+        self.ns.nsfd()
+    }
+
+    /// The NETLINK_ROUTE socket opened inside the slot's namespace.
+    pub fn route_socket(&self) -> BorrowedFd<'_> {
+        self.ns.sock.as_fd()
+    }
+
+    /// Where the namespace is bind-mounted, when the engine pins.
+    pub fn pinned_at(&self) -> Option<&Path> {
+        self.pinned.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derive_is_deterministic_and_distinct() {
+        let cfg = EngineConfig::default();
+        let a = SlotSpec::derive(&cfg, 7, 1000);
+        assert_eq!(a, SlotSpec::derive(&cfg, 7, 1000));
+        assert_eq!(a.name, "ns7");
+        assert_eq!(a.ifindex, 1007);
+        assert_eq!(mac_to_string(&a.host_mac), "02:6e:00:00:00:07");
+        assert_eq!(mac_to_string(&a.slot_mac), "02:73:00:00:00:07");
+        assert_eq!(a.host_ip, Ipv4Addr::new(100, 64, 0, 14));
+        assert_eq!(a.slot_ip, Ipv4Addr::new(100, 64, 0, 15));
+        let b = SlotSpec::derive(&cfg, 300, 1000);
+        assert_ne!(a.host_mac, b.host_mac);
+        assert_eq!(mac_to_string(&b.host_mac), "02:6e:00:00:01:2c");
+    }
+}

@@ -1,0 +1,185 @@
+//! sock: NETLINK_ROUTE sockets, their buffer sizing, and plain blocking request/dump I/O.
+//! The hot path sends through `ring`; this file makes sockets and serves the slow paths.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::AsRawFd;
+
+use bytes::BytesMut;
+use netlink_packet_core::{NetlinkBuffer, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_DUMP};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
+
+use crate::batch::Limits;
+use crate::wire;
+
+/// netlink_sendmsg refuses a send longer than sk_sndbuf minus this (af_netlink.c).
+const SNDBUF_SLACK: usize = 32;
+/// Receive-buffer cost of one error reply: an skb's truesize for a small reply is well
+/// under this; the budget keeps every reply of a send inside SO_RCVBUF (no overrun).
+pub(crate) const REPLY_TRUESIZE_BUDGET: usize = 2048;
+/// Send and receive buffers of the host socket, forced past the sysctl caps (root).
+const HOST_SNDBUF: usize = 4 << 20;
+const HOST_RCVBUF: usize = 16 << 20;
+
+/// A slot socket: NETLINK_ROUTE, extended ACKs on, default buffers (its one send is small).
+/// Two system calls: socket and setsockopt. Not bound: the kernel autobinds on first send.
+pub(crate) fn slot_socket() -> io::Result<Socket> {
+    let sock = Socket::new(NETLINK_ROUTE)?;
+    sock.set_ext_ack(true)?;
+    Ok(sock)
+}
+
+/// The host socket: big forced buffers, capped and extended ACKs.
+pub(crate) fn host_socket() -> io::Result<Socket> {
+    let mut sock = Socket::new(NETLINK_ROUTE)?;
+    sock.bind_auto()?;
+    sock.set_ext_ack(true)?;
+    sock.set_cap_ack(true)?;
+    set_int(&sock, libc::SO_SNDBUFFORCE, HOST_SNDBUF)?;
+    set_int(&sock, libc::SO_RCVBUFFORCE, HOST_RCVBUF)?;
+    Ok(sock)
+}
+
+/// What one send on `sock` may carry, from its actual buffer sizes.
+pub(crate) fn limits(sock: &Socket) -> io::Result<Limits> {
+    let snd = get_int(sock, libc::SO_SNDBUF)?;
+    let rcv = get_int(sock, libc::SO_RCVBUF)?;
+    Ok(limits_from(snd, rcv))
+}
+
+/// Limits for buffers of `sndbuf` / `rcvbuf` bytes (as getsockopt reports them).
+pub(crate) fn limits_from(sndbuf: usize, rcvbuf: usize) -> Limits {
+    Limits {
+        max_bytes: sndbuf.saturating_sub(SNDBUF_SLACK),
+        max_requests: (rcvbuf / REPLY_TRUESIZE_BUDGET).saturating_sub(1).max(1),
+    }
+}
+
+/// Default socket buffer sizes of new sockets (net.core.wmem_default / rmem_default).
+pub(crate) fn default_buffers() -> (usize, usize) {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(212_992)
+    };
+    (
+        read("/proc/sys/net/core/wmem_default"),
+        read("/proc/sys/net/core/rmem_default"),
+    )
+}
+
+fn set_int(sock: &Socket, opt: libc::c_int, value: usize) -> io::Result<()> {
+    let v = libc::c_int::try_from(value).unwrap_or(libc::c_int::MAX);
+    // SAFETY: passes a pointer to a live c_int and its exact size.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn get_int(sock: &Socket, opt: libc::c_int) -> io::Result<usize> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: v and len are live and sized for the kernel to write one c_int.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(v).unwrap_or(0))
+}
+
+/// A kernel refusal of a plain request: errno and extended-ACK text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub errno: i32,
+    pub ext_ack: Option<String>,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", io::Error::from_raw_os_error(self.errno))?;
+        if let Some(t) = &self.ext_ack {
+            write!(f, ": kernel says {t:?}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Sends one request with NLM_F_ACK and waits for its reply (slow paths only: teardown,
+/// checks). Returns the kernel's refusal as an error.
+pub(crate) fn request(sock: &Socket, message: RouteNetlinkMessage, seq: u32) -> io::Result<()> {
+    let mut out = BytesMut::new();
+    wire::push_request(&mut out, message, NLM_F_ACK, seq);
+    sock.send(&out, 0)?;
+    loop {
+        let (buf, _) = sock.recv_from_full()?;
+        for a in wire::ack::parse(&buf).map_err(io::Error::other)? {
+            if a.seq != seq {
+                continue;
+            }
+            if a.errno == 0 {
+                return Ok(());
+            }
+            let refusal = Refusal {
+                errno: a.errno,
+                ext_ack: a.message,
+            };
+            return Err(io::Error::from_raw_os_error(a.errno))
+                .map_err(|e| io::Error::new(e.kind(), format!("{refusal}")));
+        }
+    }
+}
+
+/// Runs a dump request and returns each reply message's bytes (header included).
+pub(crate) fn dump(
+    sock: &Socket,
+    message: RouteNetlinkMessage,
+    seq: u32,
+) -> io::Result<Vec<Vec<u8>>> {
+    let mut out = BytesMut::new();
+    wire::push_request(&mut out, message, NLM_F_DUMP, seq);
+    sock.send(&out, 0)?;
+    let mut messages = Vec::new();
+    loop {
+        let (buf, _) = sock.recv_from_full()?;
+        let mut off = 0;
+        while off < buf.len() {
+            let b = NetlinkBuffer::new_checked(&buf[off..])
+                .map_err(|e| io::Error::other(format!("dump reply: {e}")))?;
+            let len = b.length() as usize;
+            if b.sequence_number() == seq {
+                match b.message_type() {
+                    NLMSG_DONE => return Ok(messages),
+                    NLMSG_ERROR => {
+                        let acks =
+                            wire::ack::parse(&buf[off..off + len]).map_err(io::Error::other)?;
+                        if let Some(a) = acks.first().filter(|a| a.errno != 0) {
+                            return Err(io::Error::from_raw_os_error(a.errno));
+                        }
+                    }
+                    _ => messages.push(buf[off..off + len].to_vec()),
+                }
+            }
+            off += wire::nlmsg_align(len);
+        }
+    }
+}
