@@ -212,18 +212,31 @@ pub enum ConfigError {
     GroupZero,
     /// Prefix unusable in an interface name.
     #[error("prefix {prefix:?} is not usable: {why}")]
-    Prefix { prefix: String, why: String },
+    Prefix {
+        /// The prefix given.
+        prefix: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// `<prefix><id>` would pass the kernel's 15-byte name limit.
     #[error("name {example:?} would be {len} bytes; interface names are at most 15: use a shorter prefix or fewer slots")]
-    NameTooLong { example: String, len: usize },
+    NameTooLong {
+        /// The longest name the request would make.
+        example: String,
+        /// Its length in bytes.
+        len: usize,
+    },
     /// Bad CIDR text.
     #[error("bad IPv4 pool: {0}")]
     Cidr(String),
     /// The pool has fewer /31 pairs than slots.
     #[error("IPv4 pool {cidr} holds {capacity} slots (one /31 each), {wanted} needed: use a shorter prefix length")]
     PoolTooSmall {
+        /// The pool.
         cidr: Ipv4Cidr,
+        /// Slots it can address.
         capacity: u64,
+        /// Slots the request needs.
         wanted: u64,
     },
     /// MTU out of veth's range.
@@ -232,8 +245,11 @@ pub enum ConfigError {
     /// Inconsistent pool sizing.
     #[error("pool sizing low={low} high={high} chunk={chunk}: need low <= high and chunk >= 1")]
     Pool {
+        /// Low water mark.
         low: usize,
+        /// High water mark.
         high: usize,
+        /// Slots per submission.
         chunk: usize,
     },
 }

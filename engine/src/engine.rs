@@ -246,6 +246,7 @@ impl Engine {
             failed,
             wall: started.elapsed(),
             phases,
+            namespaces_created: pool_after.created - pool_before.created,
             ring_enters: self.ring.enters - enters0,
             sendmsgs: self.ring.sends - sends0,
             requests,

@@ -136,11 +136,6 @@ impl NsPool {
         taken
     }
 
-    /// Drops announced demand that will not be taken (e.g. after an error).
-    pub fn cancel_demand(&self) {
-        self.shared.state.lock().expect("pool lock").demand = 0;
-    }
-
     pub fn stats(&self) -> PoolStats {
         let s = self.shared.state.lock().expect("pool lock");
         PoolStats {

@@ -51,6 +51,7 @@ impl Ledger {
     }
 
     /// Requests still in flight.
+    #[cfg(test)]
     pub fn in_flight(&self) -> usize {
         self.entries.len()
     }

@@ -131,6 +131,9 @@ pub struct ProvisionReport {
     pub wall: Duration,
     /// Where the time went.
     pub phases: PhaseTimes,
+    /// Namespaces the pool created during the call (beyond the slots: those pre-made
+    /// for the water marks).
+    pub namespaces_created: u64,
     /// io_uring_enter calls made.
     pub ring_enters: u64,
     /// sendmsg operations submitted (one per slot socket plus the host socket's).

@@ -1,6 +1,6 @@
 //! up: provisions a pool of standard slots, reports speed and where the time went.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Args;
@@ -169,7 +169,7 @@ fn refuse_if_in_use(pool: &PoolArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn print_human(r: &UpReport, hold: bool, dir: &PathBuf) {
+fn print_human(r: &UpReport, hold: bool, dir: &Path) {
     let rep = &r.report;
     let p = &rep.phases;
     println!(

@@ -1,0 +1,257 @@
+//! The `netslot` command as a user runs it, against the real kernel. Each test runs in a
+//! private network namespace, and where it pins namespaces also in a private mount
+//! namespace (`unshare --net --mount`), so /run/netns of the machine is never touched.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use netslot_kernel_tests::*;
+use serde_json::Value;
+
+/// The `netslot` binary built next to this test (cargo builds workspace binaries first).
+fn netslot() -> PathBuf {
+    let exe = std::env::current_exe().expect("test path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let bin = dir.join("netslot");
+    assert!(
+        bin.exists(),
+        "{} missing: run `cargo build -p netslot` first (make test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs a shell script inside new network and mount namespaces, with a private tmpfs on
+/// /run/netns: pins are files there, and a private mount namespace alone hides the bind
+/// mounts but not the files. Steps write their output to files in a scratch directory.
+fn in_private_world(script: &str) -> (String, PathBuf) {
+    let dir = std::env::temp_dir().join(format!(
+        "netslot-cli-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all("/run/netns").unwrap();
+    let script = format!("mount -t tmpfs netslot-test /run/netns\n{script}");
+    let out = Command::new("unshare")
+        .args([
+            "--net",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-euc",
+            &script,
+        ])
+        .env("NS", netslot())
+        .env("D", &dir)
+        .output()
+        .expect("run unshare");
+    let log = format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "script failed: {log}");
+    (log, dir)
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+fn read(dir: &std::path::Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn json(dir: &std::path::Path, name: &str) -> Value {
+    let text = read(dir, name);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}: {text}"))
+}
+
+#[test]
+fn up_pins_status_reads_back_and_down_leaves_nothing() {
+    if !require_root("up_pins_status_reads_back_and_down_leaves_nothing") {
+        return;
+    }
+    let (log, dir) = in_private_world(
+        r#"
+        $NS up --slots 5 --prefix cli --group 7700 --json > $D/up.json
+        ip -j netns list > $D/netns.json
+        ip netns exec cli2 ip -j -4 addr show dev eth0 > $D/cli2.json
+        ip netns exec cli2 ip -j route show default > $D/cli2-route.json
+        $NS status --prefix cli --group 7700 --json > $D/status.json
+        rc=0; $NS up --slots 1 --prefix cli --group 7700 2> $D/inuse.err || rc=$?; echo $rc > $D/inuse.rc
+        $NS down --prefix cli --group 7700 --json > $D/down.json
+        ip -j netns list > $D/after-netns.json
+        ls -A /run/netns > $D/after-ls
+        ip -j -d link show > $D/after-links.json
+        grep -c ' /run/netns/cli' /proc/self/mountinfo > $D/after-mounts || true
+        "#,
+    );
+    let up = json(&dir, "up.json");
+    assert_eq!(up["report"]["provisioned"], 5, "{log}");
+    assert_eq!(up["slots"].as_array().unwrap().len(), 5);
+    assert_eq!(up["slots"][2]["netns"], "/run/netns/cli2");
+
+    let names: Vec<String> = json(&dir, "netns.json")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap().to_owned())
+        .collect();
+    for i in 0..5 {
+        assert!(
+            names.contains(&format!("cli{i}")),
+            "ip netns list lacks cli{i}: {names:?}"
+        );
+    }
+    // `ip netns exec` works on a pinned slot, and sees the slot's own address and route.
+    let addr = json(&dir, "cli2.json");
+    assert_eq!(
+        addr[0]["addr_info"][0]["local"],
+        up["slots"][2]["slot_ip"]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+    );
+    let route = json(&dir, "cli2-route.json");
+    assert_eq!(
+        route[0]["gateway"],
+        up["slots"][2]["host_ip"]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+    );
+
+    let status = json(&dir, "status.json");
+    let slots = status["slots"].as_array().unwrap();
+    assert_eq!(slots.len(), 5);
+    assert!(slots
+        .iter()
+        .all(|s| s["host_up"] == true && s["pinned"].is_string()));
+
+    assert_eq!(read(&dir, "inuse.rc").trim(), "2");
+    assert!(read(&dir, "inuse.err").contains("already in use"), "{log}");
+
+    let down = json(&dir, "down.json");
+    assert_eq!(down["host_ends_deleted"], 5);
+    assert_eq!(down["namespaces_unpinned"], 5);
+    assert_eq!(
+        json(&dir, "after-netns.json"),
+        Value::Array(vec![]),
+        "namespaces left"
+    );
+    assert_eq!(
+        read(&dir, "after-ls").trim(),
+        "",
+        "files left in /run/netns"
+    );
+    let left: Vec<Value> = json(&dir, "after-links.json")
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| {
+            l["group"] == "7700" || l["ifname"].as_str().is_some_and(|n| n.starts_with("cli"))
+        })
+        .cloned()
+        .collect();
+    assert!(left.is_empty(), "devices left: {left:?}");
+    assert_eq!(read(&dir, "after-mounts").trim(), "0", "bind mounts left");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_input_is_refused_and_creates_nothing() {
+    if !require_root("bad_input_is_refused_and_creates_nothing") {
+        return;
+    }
+    let cases: [(&str, &str); 5] = [
+        ("--slots 0", "at least 1"),
+        // 14-byte prefix: ids up to 9 fit in 15 bytes, id 10 does not.
+        ("--slots 11 --prefix abcdefghijklmn", "15"),
+        ("--slots 5 --cidr 10.1.0.0/30", "holds 2 slots"),
+        ("--slots 1 --group 0", "group 0"),
+        ("--slots 1 --prefix a/b", "not usable"),
+    ];
+    for (args, expect) in cases {
+        let (log, dir) = in_private_world(&format!(
+            r#"
+            rc=0; $NS up {args} 2> $D/err || rc=$?; echo $rc > $D/rc
+            ip -j link show > $D/links.json
+            ls -A /run/netns 2>/dev/null > $D/ls || true
+            "#
+        ));
+        assert_eq!(read(&dir, "rc").trim(), "2", "{args}: {log}");
+        let err = read(&dir, "err");
+        assert!(
+            err.contains(expect),
+            "{args}: expected {expect:?} in {err:?}"
+        );
+        let links = json(&dir, "links.json");
+        assert_eq!(
+            links.as_array().unwrap().len(),
+            1,
+            "{args}: only lo may exist: {links}"
+        );
+        assert_eq!(read(&dir, "ls").trim(), "", "{args}: pins created");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
+fn refuses_to_run_without_root() {
+    if !require_root("refuses_to_run_without_root") {
+        return;
+    }
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(netslot())
+        .args(["up", "--slots", "1"])
+        .output()
+        .expect("setpriv");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must run as root"));
+}
+
+#[test]
+fn hold_keeps_slots_until_sigterm_then_tears_down() {
+    if !require_root("hold_keeps_slots_until_sigterm_then_tears_down") {
+        return;
+    }
+    in_private_netns(|| {
+        let mut child = Command::new(netslot())
+            .args([
+                "up", "--slots", "3", "--prefix", "hold", "--group", "7800", "--hold",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn netslot");
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let holding = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find(|l| l.starts_with("holding"));
+        assert!(holding.is_some(), "netslot never said it was holding");
+        let held = links_in_group(7800);
+        assert_eq!(held.len(), 3, "{held:?}");
+        // No pins with --hold.
+        assert!(!std::path::Path::new("/run/netns/hold0").exists());
+        let r = run("kill", &["-TERM", &child.id().to_string()]);
+        assert!(r.status.success());
+        let status = child.wait().unwrap();
+        assert!(status.success(), "exit {status}");
+        assert!(links_in_group(7800).is_empty(), "SIGTERM left host ends");
+    });
+}
