@@ -19,7 +19,37 @@ fn netslot() -> PathBuf {
         "{} missing: run `cargo build -p netslot` first (make test does)",
         bin.display()
     );
+    // `cargo test` does not rebuild another package's binary: refuse to test a stale one.
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).unwrap();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/src");
+    if let Some((_, newer)) = newest_file(&src).filter(|(t, _)| *t > built) {
+        panic!(
+            "{} is older than {}: run `cargo build -p netslot` first (make test does)",
+            bin.display(),
+            newer.display()
+        );
+    }
     bin
+}
+
+/// The most recently modified file under `dir`.
+fn newest_file(dir: &std::path::Path) -> Option<(std::time::SystemTime, PathBuf)> {
+    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let candidate = if path.is_dir() {
+            newest_file(&path)
+        } else {
+            let modified = entry.metadata().and_then(|m| m.modified()).ok();
+            modified.map(|t| (t, path))
+        };
+        if let Some(c) = candidate {
+            if newest.as_ref().is_none_or(|n| c.0 > n.0) {
+                newest = Some(c);
+            }
+        }
+    }
+    newest
 }
 
 /// Runs a shell script inside new network and mount namespaces, with a private tmpfs on

@@ -144,36 +144,48 @@ impl Engine {
             host_netns_fd: self.host.netns_fd().as_raw_fd(),
             ipv6_off: !self.config.ipv6,
         };
+        let group_change = plan::GroupChange {
+            group: self.config.group,
+            xdp_fd: self.xdp_fd,
+            ipv6_off: !self.config.ipv6,
+        };
 
         self.pool.demand(count);
+        // Chunk k's host addresses ride in chunk k+1's submission (its slot ends exist by
+        // then), so each chunk costs one io_uring_enter; the last host addresses carry
+        // the group change.
+        let mut carry: Option<std::ops::Range<usize>> = None;
         let mut next = 0;
-        while next < count {
-            let t = Instant::now();
-            let remaining = count - next;
-            let got = self
-                .pool
-                .take(MIN_CHUNK.min(remaining), self.config.chunk.min(remaining));
-            phases.pool_wait += t.elapsed();
-            let range = next..next + got.len();
-            next = range.end;
-            for (i, made) in range.clone().zip(got) {
-                match made {
-                    Ok(ns) => batch.ns[i] = Some(ns),
-                    Err(e) => batch.fail(
-                        i,
-                        Op::Namespace,
-                        Failure {
-                            errno: e.raw_os_error().unwrap_or(0),
-                            ext_ack: None,
-                            detail: Some(format!("creating the namespace: {e}")),
-                        },
-                    ),
+        while next < count || carry.is_some() {
+            let mut chunk = next..next;
+            if next < count {
+                let t = Instant::now();
+                let remaining = count - next;
+                let got = self
+                    .pool
+                    .take(MIN_CHUNK.min(remaining), self.config.chunk.min(remaining));
+                phases.pool_wait += t.elapsed();
+                chunk = next..next + got.len();
+                next = chunk.end;
+                for (i, made) in chunk.clone().zip(got) {
+                    match made {
+                        Ok(ns) => batch.ns[i] = Some(ns),
+                        Err(e) => batch.fail(
+                            i,
+                            Op::Namespace,
+                            Failure {
+                                errno: e.raw_os_error().unwrap_or(0),
+                                ext_ack: None,
+                                detail: Some(format!("creating the namespace: {e}")),
+                            },
+                        ),
+                    }
                 }
             }
 
             let t = Instant::now();
             let mut flights = Vec::new();
-            for i in range.clone() {
+            for i in chunk.clone() {
                 if let Some(ns) = &batch.ns[i] {
                     let fd = ns.sock.as_raw_fd();
                     flights.extend(plan::slot_socket(
@@ -186,45 +198,34 @@ impl Engine {
                     ));
                 }
             }
+            let last = next == count;
+            if let Some(prev) = carry.clone() {
+                let ok = prev.filter(|&i| batch.is_ok(i));
+                let host_sock = self.host.socket_fd();
+                let mut host = plan::host_addresses(
+                    &mut self.ledger,
+                    self.host_limits,
+                    host_sock,
+                    ok.map(|i| (i, &specs[i])),
+                    (last && chunk.is_empty()).then_some(group_change),
+                );
+                flights.append(&mut host);
+            }
             batch.count_requests(&flights);
             let settled = self.fly(&mut flights)?;
             batch.apply(settled);
-            phases.slot_links += t.elapsed();
-
-            let t = Instant::now();
-            let ok = range.clone().filter(|&i| batch.is_ok(i));
-            let mut flights = plan::host_addresses(
-                &mut self.ledger,
-                self.host_limits,
-                self.host.socket_fd(),
-                ok.map(|i| (i, &specs[i])),
-            );
-            batch.count_requests(&flights);
-            let settled = self.fly(&mut flights)?;
-            batch.apply(settled);
-            phases.host_addrs += t.elapsed();
-
-            let t = Instant::now();
-            self.roll_back(&mut batch, range.clone())?;
-            phases.rollback += t.elapsed();
+            phases.links += t.elapsed();
             progress(next, count);
-        }
 
-        let t = Instant::now();
-        if (0..count).any(|i| batch.is_ok(i)) {
-            let mut flights = plan::group_up(
-                &mut self.ledger,
-                self.host_limits,
-                self.host.socket_fd(),
-                self.config.group,
-                self.xdp_fd,
-                !self.config.ipv6,
-            );
-            batch.count_requests(&flights);
-            let settled = self.fly(&mut flights)?;
-            batch.apply(settled);
+            if let Some(prev) = carry.take() {
+                let t = Instant::now();
+                self.roll_back(&mut batch, prev)?;
+                phases.rollback += t.elapsed();
+            }
+            if !chunk.is_empty() {
+                carry = Some(chunk);
+            }
         }
-        phases.group_up = t.elapsed();
 
         if let Some(dir) = self.config.pin_dir.clone() {
             let t = Instant::now();
@@ -255,15 +256,30 @@ impl Engine {
     }
 
     /// Deletes every host end of the pool's group in one request, unpins the given slots
-    /// and closes them. The kernel destroys the namespaces in a batch (cleanup_net).
+    /// and closes them, many fds per io_uring_enter. The kernel destroys the namespaces in
+    /// a batch (cleanup_net).
     pub fn teardown(&mut self, slots: Vec<Slot>) -> Result<(), EngineError> {
-        self.host
-            .delete_group(self.config.group)
-            .map_err(EngineError::io(format!(
-                "delete device group {}",
-                self.config.group
-            )))?;
-        release(slots)
+        match self.host.delete_group(self.config.group) {
+            // ENODEV: nothing left in the group (e.g. every slot failed).
+            Err(e) if e.raw_os_error() != Some(libc::ENODEV) => {
+                return Err(EngineError::Io {
+                    what: format!("delete device group {}", self.config.group),
+                    source: e,
+                })
+            }
+            _ => {}
+        }
+        let unpinned = unpin_all(&slots);
+        let mut fds = Vec::with_capacity(slots.len() * 2);
+        for slot in slots {
+            let ns = slot.ns;
+            fds.push(sock::into_owned(ns.sock));
+            fds.extend(ns.nsfd.into_inner());
+        }
+        self.ring
+            .close_all(fds)
+            .map_err(EngineError::io("close slot namespaces"))?;
+        unpinned
     }
 
     /// Sends every flight and settles every reply, reading again from sockets whose end
@@ -407,6 +423,10 @@ impl Engine {
 
 /// Unpins and closes slots (the kernel then destroys their namespaces and veth pairs).
 pub fn release(slots: Vec<Slot>) -> Result<(), EngineError> {
+    unpin_all(&slots)
+}
+
+fn unpin_all(slots: &[Slot]) -> Result<(), EngineError> {
     let mut first_err = None;
     for slot in slots {
         if let Some(path) = slot.pinned_at() {

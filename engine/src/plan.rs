@@ -80,12 +80,25 @@ pub(crate) fn slot_socket(
     b.finish(ledger)
 }
 
-/// The host addresses of `slots` (batch index, spec), packed into as few sends as fit.
+/// The group change that ends a call: every host end of `group` up (attaching `xdp_fd`),
+/// preceded, when IPv6 is off, by one that turns off IPv6 address generation (do_setlink
+/// applies IFF_UP before IFLA_AF_SPEC, so they cannot share a message).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GroupChange {
+    pub group: u32,
+    pub xdp_fd: Option<RawFd>,
+    pub ipv6_off: bool,
+}
+
+/// The host addresses of `slots` (batch index, spec), packed into as few sends as fit,
+/// followed by the group change when `then` is given (after the addresses: a group
+/// change acts on every device in the group, so it goes once, last).
 pub(crate) fn host_addresses<'a>(
     ledger: &mut Ledger,
     limits: Limits,
     host_sock: RawFd,
     slots: impl IntoIterator<Item = (usize, &'a SlotSpec)>,
+    then: Option<GroupChange>,
 ) -> Vec<Flight> {
     let mut b = Batcher::new(host_sock, limits);
     for (slot, spec) in slots {
@@ -97,36 +110,24 @@ pub(crate) fn host_addresses<'a>(
             NLM_F_CREATE | NLM_F_EXCL,
         );
     }
-    b.finish(ledger)
-}
-
-/// The one group change that brings every host end of `group` up (and attaches `xdp_fd`),
-/// preceded, when IPv6 is off, by one that turns off IPv6 address generation.
-pub(crate) fn group_up(
-    ledger: &mut Ledger,
-    limits: Limits,
-    host_sock: RawFd,
-    group: u32,
-    xdp_fd: Option<RawFd>,
-    ipv6_off: bool,
-) -> Vec<Flight> {
-    let mut b = Batcher::new(host_sock, limits);
-    if ipv6_off {
+    if let Some(g) = then {
+        if g.ipv6_off {
+            b.push(
+                ledger,
+                WHOLE_BATCH,
+                Op::Ipv6Off,
+                link::group_ipv6_addr_gen_none(g.group),
+                0,
+            );
+        }
         b.push(
             ledger,
             WHOLE_BATCH,
-            Op::Ipv6Off,
-            link::group_ipv6_addr_gen_none(group),
+            Op::GroupUp,
+            link::group_up(g.group, g.xdp_fd),
             0,
         );
     }
-    b.push(
-        ledger,
-        WHOLE_BATCH,
-        Op::GroupUp,
-        link::group_up(group, xdp_fd),
-        0,
-    );
     b.finish(ledger)
 }
 
@@ -221,8 +222,35 @@ mod tests {
         let cfg = EngineConfig::default();
         let specs: Vec<SlotSpec> = (0..100).map(|i| SlotSpec::derive(&cfg, i, 10)).collect();
         let mut ledger = Ledger::new(0);
-        let flights = host_addresses(&mut ledger, LIMITS, 4, specs.iter().enumerate());
-        assert_eq!(flights.len(), 2); // 64 + 36 by the request limit
+        let group = GroupChange {
+            group: 7600,
+            xdp_fd: None,
+            ipv6_off: true,
+        };
+        let flights = host_addresses(
+            &mut ledger,
+            LIMITS,
+            4,
+            specs.iter().enumerate(),
+            Some(group),
+        );
+        assert_eq!(flights.len(), 2); // 64 + (36 + 2 group changes) by the request limit
         assert_eq!(decode(&flights[0].bytes).len(), 65);
+        let last = decode(&flights[1].bytes);
+        assert_eq!(last.len(), 36 + 2 + 1);
+        // The group changes come last, IPv6 off before up.
+        let kinds: Vec<_> = last[36..38]
+            .iter()
+            .map(|m| match &m.payload {
+                netlink_packet_core::NetlinkPayload::InnerMessage(
+                    RouteNetlinkMessage::NewLink(l),
+                ) => l
+                    .header
+                    .flags
+                    .contains(netlink_packet_route::link::LinkFlags::Up),
+                _ => panic!("not a group change"),
+            })
+            .collect();
+        assert_eq!(kinds, [false, true]);
     }
 }

@@ -32,6 +32,10 @@ struct State {
     paused: bool,
     /// Namespaces being created right now (by any pool thread).
     in_progress: usize,
+    /// How many ready namespaces the waiting consumer needs before it is woken (0: no
+    /// consumer waits). Waking only then keeps futex calls per chunk, not per namespace:
+    /// std's Condvar::notify_one always enters the kernel.
+    consumer_needs: usize,
     shutdown: bool,
     /// Time spent creating, and how many were created.
     busy: Duration,
@@ -108,7 +112,7 @@ impl NsPool {
     pub fn demand(&self, count: usize) {
         let mut s = self.shared.state.lock().expect("pool lock");
         s.demand += count;
-        self.shared.wanted.notify_one();
+        self.shared.wanted.notify_all();
     }
 
     /// Takes between `min` and `max` ready namespaces (fewer only when an error is
@@ -117,22 +121,27 @@ impl NsPool {
     pub fn take(&self, min: usize, max: usize) -> Vec<io::Result<PooledNs>> {
         let min = min.clamp(1, max.max(1));
         let mut s = self.shared.state.lock().expect("pool lock");
-        while (s.ready.len() < min && !s.paused) && !s.shutdown || s.ready.is_empty() && !s.shutdown
-        {
-            if !s.wants_more() {
-                // Nothing announced: ask for what is being taken.
+        // Wait until `min` are ready, or an error is queued, or nothing more is coming.
+        while !s.shutdown && (s.ready.is_empty() || s.ready.len() < min && !s.paused) {
+            if !s.wants_more() && s.in_progress == 0 {
+                // Nothing announced covers this take: ask for it.
                 s.demand = s.demand.max(min);
                 s.paused = false;
-                self.shared.wanted.notify_one();
+                self.shared.wanted.notify_all();
             }
+            s.consumer_needs = min;
             s = self.shared.ready.wait(s).expect("pool lock");
         }
+        s.consumer_needs = 0;
         let n = max.min(s.ready.len());
         let taken: Vec<_> = s.ready.drain(..n).collect();
         s.demand = s.demand.saturating_sub(taken.len());
-        s.paused = false;
+        let was_paused = std::mem::take(&mut s.paused);
         s.update_refill();
-        self.shared.wanted.notify_one();
+        if was_paused || s.wants_more() && s.in_progress == 0 {
+            // A producer may be asleep with work to do again.
+            self.shared.wanted.notify_all();
+        }
         taken
     }
 
@@ -187,7 +196,12 @@ fn produce(shared: &Shared) {
         }
         s.ready.push_back(made);
         s.update_refill();
-        shared.ready.notify_one();
+        let needed = s.consumer_needs;
+        if needed > 0
+            && (s.ready.len() >= needed || s.paused || !s.wants_more() && s.in_progress == 0)
+        {
+            shared.ready.notify_one();
+        }
     }
 }
 

@@ -96,15 +96,11 @@ pub struct PhaseTimes {
     /// Time the engine waited for the pool.
     #[serde(serialize_with = "secs")]
     pub pool_wait: Duration,
-    /// Slot-socket sends: lo up, veth, slot address, route.
+    /// Netlink work through the ring: every slot socket's send (lo up, veth, IPv6 off,
+    /// address, route), the host addresses and the final group change, which share
+    /// submissions (chunk k's host addresses ride with chunk k+1's slot sends).
     #[serde(serialize_with = "secs")]
-    pub slot_links: Duration,
-    /// Host addresses.
-    #[serde(serialize_with = "secs")]
-    pub host_addrs: Duration,
-    /// The group change that brings all host ends up.
-    #[serde(serialize_with = "secs")]
-    pub group_up: Duration,
+    pub links: Duration,
     /// Bind mounts under the pin directory.
     #[serde(serialize_with = "secs")]
     pub pin: Duration,

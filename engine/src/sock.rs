@@ -183,3 +183,12 @@ pub(crate) fn dump(
         }
     }
 }
+
+/// Takes the fd out of a netlink-sys socket (which has no `OwnedFd` conversion).
+pub(crate) fn into_owned(sock: Socket) -> std::os::fd::OwnedFd {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let fd = sock.into_raw_fd();
+    // SAFETY: into_raw_fd released the socket's ownership of this open fd (its Drop will
+    // not run), so the OwnedFd is its only owner.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}

@@ -180,12 +180,10 @@ fn print_human(r: &UpReport, hold: bool, dir: &Path) {
         r.slots_per_sec
     );
     println!(
-        "  phases (s): namespaces {:.3} (pool thread, overlapped)  waiting for pool {:.3}  slot links {:.3}  host addresses {:.3}  group up {:.3}  pin {:.3}  rollback {:.3}",
+        "  phases (s): namespaces {:.3} (pool thread, overlapped)  waiting for pool {:.3}  links {:.3}  pin {:.3}  rollback {:.3}",
         p.namespaces.as_secs_f64(),
         p.pool_wait.as_secs_f64(),
-        p.slot_links.as_secs_f64(),
-        p.host_addrs.as_secs_f64(),
-        p.group_up.as_secs_f64(),
+        p.links.as_secs_f64(),
         p.pin.as_secs_f64(),
         p.rollback.as_secs_f64()
     );
