@@ -53,8 +53,9 @@ fn newest_file(dir: &std::path::Path) -> Option<(std::time::SystemTime, PathBuf)
 }
 
 /// Runs a shell script inside new network and mount namespaces, with a private tmpfs on
-/// /run/netns: pins are files there, and a private mount namespace alone hides the bind
-/// mounts but not the files. Steps write their output to files in a scratch directory.
+/// /run/netns and a private bpffs on /sys/fs/bpf: pins are files there, and a private
+/// mount namespace alone hides mounts but not files on a shared filesystem. Steps write
+/// their output to files in a scratch directory.
 fn in_private_world(script: &str) -> (String, PathBuf) {
     let dir = std::env::temp_dir().join(format!(
         "netslot-cli-{}-{}",
@@ -63,7 +64,9 @@ fn in_private_world(script: &str) -> (String, PathBuf) {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::create_dir_all("/run/netns").unwrap();
-    let script = format!("mount -t tmpfs netslot-test /run/netns\n{script}");
+    let script = format!(
+        "mount -t tmpfs netslot-test /run/netns\nmount -t bpf netslot-test /sys/fs/bpf\n{script}"
+    );
     let out = Command::new("unshare")
         .args([
             "--net",
@@ -111,17 +114,23 @@ fn up_pins_status_reads_back_and_down_leaves_nothing() {
     }
     let (log, dir) = in_private_world(
         r#"
+        find /sys/fs/bpf -mindepth 1 > $D/before-bpf
         $NS up --slots 5 --prefix cli --group 7700 --json > $D/up.json
         ip -j netns list > $D/netns.json
         ip netns exec cli2 ip -j -4 addr show dev eth0 > $D/cli2.json
         ip netns exec cli2 ip -j route show default > $D/cli2-route.json
         $NS status --prefix cli --group 7700 --json > $D/status.json
+        ip netns exec cli1 bash -c 'for i in 1 2 3; do (echo > /dev/tcp/100.64.0.2/9) 2>/dev/null; done; true'
+        $NS stats --prefix cli --group 7700 --json > $D/stats.json
+        ls -A /sys/fs/bpf/netslot/7700 > $D/bpf-pins
         rc=0; $NS up --slots 1 --prefix cli --group 7700 2> $D/inuse.err || rc=$?; echo $rc > $D/inuse.rc
         $NS down --prefix cli --group 7700 --json > $D/down.json
         ip -j netns list > $D/after-netns.json
         ls -A /run/netns > $D/after-ls
         ip -j -d link show > $D/after-links.json
         grep -c ' /run/netns/cli' /proc/self/mountinfo > $D/after-mounts || true
+        find /sys/fs/bpf -mindepth 1 > $D/after-bpf
+        bpftool -j prog show > $D/after-progs.json
         "#,
     );
     let up = json(&dir, "up.json");
@@ -170,6 +179,41 @@ fn up_pins_status_reads_back_and_down_leaves_nothing() {
         .iter()
         .all(|s| s["host_up"] == true && s["pinned"].is_string()));
 
+    // XDP counters: pinned by `up`, attached to every host end, counting slot 1 only.
+    assert_eq!(
+        read(&dir, "bpf-pins")
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["counters", "prog"]
+    );
+    let stats = json(&dir, "stats.json");
+    let prog = stats["xdp_prog_id"].as_u64().unwrap();
+    assert!(
+        slots
+            .iter()
+            .all(|s| s["xdp_prog_id"].as_u64() == Some(prog)),
+        "{status}"
+    );
+    let per_slot: Vec<(String, u64)> = stats["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_owned(),
+                s["packets"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(per_slot.len(), 5);
+    for (name, packets) in &per_slot {
+        if name == "cli1" {
+            assert!(*packets >= 3, "cli1 sent 3 SYNs, counted {packets}");
+        } else {
+            assert_eq!(*packets, 0, "{name} sent nothing, counted {packets}");
+        }
+    }
+
     assert_eq!(read(&dir, "inuse.rc").trim(), "2");
     assert!(read(&dir, "inuse.err").contains("already in use"), "{log}");
 
@@ -197,6 +241,20 @@ fn up_pins_status_reads_back_and_down_leaves_nothing() {
         .collect();
     assert!(left.is_empty(), "devices left: {left:?}");
     assert_eq!(read(&dir, "after-mounts").trim(), "0", "bind mounts left");
+    // A fresh bpffs holds the kernel's own progs.debug/maps.debug: compare with it.
+    assert_eq!(
+        read(&dir, "after-bpf"),
+        read(&dir, "before-bpf"),
+        "bpffs entries left"
+    );
+    let progs = json(&dir, "after-progs.json");
+    let left = progs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["id"].as_u64() == Some(prog))
+        .count();
+    assert_eq!(left, 0, "XDP program {prog} still loaded after down");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -24,11 +24,11 @@ fn engine(prefix: &str) -> Engine {
 /// The TCP check adds neighbour entries, and the kernel's ARP table is one table for all
 /// namespaces (gc_thresh3 = 1024 by default, a global setting tests must not change): past
 /// it new entries fail and replies are dropped. Large tests therefore probe a sample.
-fn check_slot(slot: &netslot::Slot, host_links: &[Value]) {
-    check_slot_with(slot, host_links, true)
+fn check_slot(slot: &netslot::Slot, host_links: &[Value], xdp: Option<u32>) {
+    check_slot_with(slot, host_links, xdp, true)
 }
 
-fn check_slot_with(slot: &netslot::Slot, host_links: &[Value], tcp_probe: bool) {
+fn check_slot_with(slot: &netslot::Slot, host_links: &[Value], xdp: Option<u32>, tcp_probe: bool) {
     let spec = slot.spec().clone();
     let host = host_links
         .iter()
@@ -48,6 +48,17 @@ fn check_slot_with(slot: &netslot::Slot, host_links: &[Value], tcp_probe: bool) 
         spec.name
     );
     assert_eq!(host["linkinfo"]["info_kind"].as_str(), Some("veth"));
+    // The XDP counters, attached by the group change, in native (driver) mode.
+    let prog = host["xdp"]["prog"]["id"].as_u64().map(|id| id as u32);
+    assert_eq!(prog, xdp, "XDP program on {}: {}", spec.name, host["xdp"]);
+    if xdp.is_some() {
+        assert_eq!(
+            host["xdp"]["mode"].as_u64(),
+            Some(1),
+            "XDP_ATTACHED_DRV on {}",
+            spec.name
+        );
+    }
 
     let name = spec.name.clone();
     let host_ip = spec.host_ip;
@@ -113,7 +124,7 @@ fn one_slot_is_what_the_kernel_reports() {
         let out = e.provision(1).expect("provision");
         assert_eq!(out.report.provisioned, 1);
         let slot = out.slots.into_iter().next().unwrap().expect("slot 0");
-        check_slot(&slot, &links());
+        check_slot(&slot, &links(), e.xdp_prog_id());
         e.teardown(vec![slot]).expect("teardown");
         assert!(links_in_group(GROUP).is_empty(), "teardown left host ends");
     });
@@ -144,7 +155,7 @@ fn a_thousand_slots_are_all_complete() {
         assert_eq!(links_in_group(GROUP).len(), 1000);
         for (i, slot) in slots.iter().enumerate() {
             // TCP on every 20th slot and the last one (see check_slot on the ARP table).
-            check_slot_with(slot, &host, i % 20 == 0 || i == 999);
+            check_slot_with(slot, &host, e.xdp_prog_id(), i % 20 == 0 || i == 999);
         }
         e.teardown(slots).expect("teardown");
         assert!(links_in_group(GROUP).is_empty(), "teardown left host ends");
@@ -196,7 +207,7 @@ fn a_taken_name_fails_only_its_slot_and_leaves_nothing_of_it() {
         // The other seven stand, complete.
         let host = links();
         for s in &ok {
-            check_slot(s, &host);
+            check_slot(s, &host, e.xdp_prog_id());
         }
         // Nothing of the failed slot: no device in the group by its name or ifindex, no
         // address from its /31, and the stranger's device is untouched.
@@ -234,8 +245,10 @@ fn a_second_batch_joins_the_pool_and_teardown_takes_all() {
         let ids: Vec<u32> = slots.iter().map(|s| s.spec().id).collect();
         assert_eq!(ids, [0, 1, 2, 3, 4, 5, 6]);
         let host = links();
+        // The second call's group change attached the program to the new host ends too
+        // (do_setlink re-attaching the same program to the first batch is a no-op).
         for s in &slots {
-            check_slot(s, &host);
+            check_slot(s, &host, e.xdp_prog_id());
         }
         e.teardown(slots).expect("teardown");
         assert!(links_in_group(GROUP).is_empty());
@@ -299,5 +312,67 @@ fn bad_input_is_refused_before_any_kernel_call() {
         assert!(slots.iter().all(|s| s.netns_fd().is_ok()));
         let _ = slots[0].route_socket().as_fd();
         e.teardown(slots).unwrap();
+    });
+}
+
+#[test]
+fn xdp_counts_each_slot_on_its_own_host_end_and_goes_with_the_pool() {
+    if !require_root("xdp_counts_each_slot_on_its_own_host_end_and_goes_with_the_pool") {
+        return;
+    }
+    in_private_netns(|| {
+        let mut e = engine("x");
+        let prog = e.xdp_prog_id().expect("counters are on by default");
+        let slots: Vec<_> = e
+            .provision(4)
+            .unwrap()
+            .slots
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let before = e.counters().unwrap();
+        // Real traffic from slot 2 only: TCP connects to its host end (refused = both ways).
+        let host_ip = slots[2].spec().host_ip;
+        in_netns(slots[2].netns_fd().unwrap(), move || {
+            for _ in 0..3 {
+                tcp_refused(host_ip).unwrap();
+            }
+        });
+        let after = e.counters().unwrap();
+        let of = |v: &[netslot::SlotCounters], id: u32| {
+            v.iter()
+                .find(|c| c.id == id)
+                .map_or((0, 0), |c| (c.packets, c.bytes))
+        };
+        let (p0, b0) = of(&before, 2);
+        let (p1, b1) = of(&after, 2);
+        // At least the three SYNs (plus ARP) arrived on slot 2's host end.
+        assert!(p1 >= p0 + 3, "slot 2 packets {p0} -> {p1}");
+        assert!(b1 >= b0 + 3 * 54, "slot 2 bytes {b0} -> {b1}");
+        for id in [0, 1, 3] {
+            assert_eq!(
+                of(&before, id),
+                of(&after, id),
+                "slot {id} counted slot 2's traffic"
+            );
+        }
+        // The kernel's own view: bpftool knows the program while the pool exists.
+        let shown = run("bpftool", &["-j", "prog", "show", "id", &prog.to_string()]);
+        assert!(shown.status.success());
+        e.teardown(slots).unwrap();
+        drop(e);
+        // Devices gone, engine gone: nothing holds the program any more.
+        let mut gone = false;
+        for _ in 0..50 {
+            if !run("bpftool", &["prog", "show", "id", &prog.to_string()])
+                .status
+                .success()
+            {
+                gone = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert!(gone, "XDP program {prog} outlived its pool");
     });
 }

@@ -96,6 +96,13 @@ pub struct EngineConfig {
     /// Namespace that receives the host ends: a path such as /run/netns/NAME or
     /// /proc/PID/ns/net. `None` means the namespace of the thread creating the engine.
     pub host_netns: Option<PathBuf>,
+    /// Attach the per-slot XDP packet/byte counters (bpf/) to every host end, in the same
+    /// group change that brings them up: one RTNL acquisition for all of a call's devices.
+    pub xdp_counters: bool,
+    /// Pin the XDP program and its map in this bpffs directory (e.g.
+    /// /sys/fs/bpf/netslot/<group>) so a later process can read the counters (`netslot
+    /// stats`). `None`: they live while the engine or an attached device holds them.
+    pub bpf_pin_dir: Option<PathBuf>,
     /// Bind-mount each slot's namespace at `<dir>/<name>` (e.g. /run/netns, for
     /// `ip netns exec`). `None`: namespaces live as long as their `Slot` is held.
     pub pin_dir: Option<PathBuf>,
@@ -121,6 +128,8 @@ impl Default for EngineConfig {
             ipv6: false,
             host_netns: None,
             pin_dir: None,
+            xdp_counters: true,
+            bpf_pin_dir: None,
             pool_threads: 1,
             pool_low: 0,
             pool_high: 0,

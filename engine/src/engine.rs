@@ -2,7 +2,7 @@
 //! Owns the ring, the pool thread and the sequence ledger; the steps themselves live in
 //! their own modules.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -40,7 +40,8 @@ pub struct Engine {
     ledger: Ledger,
     ifindex_base: u32,
     next_id: u32,
-    xdp_fd: Option<RawFd>,
+    /// The XDP counters, attached by each call's group change.
+    xdp: Option<netslot_bpf::XdpCounters>,
 }
 
 /// How a slot's veth request ended, which decides what rollback must delete.
@@ -85,6 +86,21 @@ impl Engine {
         let ring = Ring::new(config.chunk + 8).map_err(EngineError::io("create io_uring"))?;
         let pool = NsPool::start(config.pool_threads, config.pool_low, config.pool_high)
             .map_err(EngineError::io("start the namespace pool thread"))?;
+        let xdp = if config.xdp_counters {
+            let xdp = netslot_bpf::XdpCounters::load().map_err(|source| EngineError::Bpf {
+                what: "load the XDP counters program".into(),
+                source,
+            })?;
+            if let Some(dir) = &config.bpf_pin_dir {
+                xdp.pin(dir).map_err(|source| EngineError::Bpf {
+                    what: format!("pin the XDP counters in {}", dir.display()),
+                    source,
+                })?;
+            }
+            Some(xdp)
+        } else {
+            None
+        };
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -99,7 +115,7 @@ impl Engine {
             ledger: Ledger::new(seed),
             ifindex_base,
             next_id: 0,
-            xdp_fd: None,
+            xdp,
         })
     }
 
@@ -111,6 +127,35 @@ impl Engine {
     /// The host namespace.
     pub fn host(&self) -> &HostNs {
         &self.host
+    }
+
+    /// Id of the XDP program attached to host ends, when the counters are on.
+    pub fn xdp_prog_id(&self) -> Option<u32> {
+        self.xdp.as_ref().map(netslot_bpf::XdpCounters::prog_id)
+    }
+
+    /// Per-slot packets and bytes counted by the XDP program, for every slot of this
+    /// engine that has seen traffic. Empty when the counters are off.
+    pub fn counters(&self) -> Result<Vec<crate::result::SlotCounters>, EngineError> {
+        let Some(xdp) = &self.xdp else {
+            return Ok(Vec::new());
+        };
+        let all = xdp.read_all().map_err(|source| EngineError::Bpf {
+            what: "read the XDP counters".into(),
+            source,
+        })?;
+        Ok(all
+            .into_iter()
+            .filter(|c| {
+                c.ifindex >= self.ifindex_base && c.ifindex - self.ifindex_base < self.next_id
+            })
+            .map(|c| crate::result::SlotCounters {
+                id: c.ifindex - self.ifindex_base,
+                ifindex: c.ifindex,
+                packets: c.packets,
+                bytes: c.bytes,
+            })
+            .collect())
     }
 
     /// Provisions `count` standard slots. See [`Engine::provision_with`].
@@ -146,7 +191,7 @@ impl Engine {
         };
         let group_change = plan::GroupChange {
             group: self.config.group,
-            xdp_fd: self.xdp_fd,
+            xdp_fd: self.xdp.as_ref().map(|x| x.prog_fd().as_raw_fd()),
             ipv6_off: !self.config.ipv6,
         };
 

@@ -39,6 +39,10 @@ mod wire;
 pub use config::{ConfigError, EngineConfig, Ipv4Cidr};
 pub use engine::{release, Engine};
 pub use host::{AddrRecord, HostNs, LinkRecord};
+/// The XDP counters program (crate `netslot-bpf`), for reading pinned counters.
+pub use netslot_bpf as bpf;
 pub use op::Op;
-pub use result::{EngineError, PhaseTimes, ProvisionReport, Provisioned, SlotError, SlotResult};
+pub use result::{
+    EngineError, PhaseTimes, ProvisionReport, Provisioned, SlotCounters, SlotError, SlotResult,
+};
 pub use slot::{mac_to_string, Slot, SlotSpec};

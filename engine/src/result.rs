@@ -75,6 +75,15 @@ pub enum EngineError {
         /// Name of one of them.
         first: String,
     },
+    /// Loading, pinning or reading the XDP counters failed.
+    #[error("{what}: {source}")]
+    Bpf {
+        /// What the engine was doing.
+        what: String,
+        /// The eBPF layer's error (names its own operation and OS error).
+        #[source]
+        source: netslot_bpf::BpfError,
+    },
     /// Something failed that the engine could not attribute to a slot.
     #[error("{0}")]
     Protocol(String),
@@ -85,6 +94,20 @@ impl EngineError {
         let what = what.into();
         move |source| EngineError::Io { what, source }
     }
+}
+
+/// Packets and bytes the XDP program counted arriving on one slot's host end (sent by
+/// the slot towards the host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SlotCounters {
+    /// Slot number.
+    pub id: u32,
+    /// Host end ifindex.
+    pub ifindex: u32,
+    /// Packets seen.
+    pub packets: u64,
+    /// Bytes seen.
+    pub bytes: u64,
 }
 
 /// Where the time of one provisioning call went.

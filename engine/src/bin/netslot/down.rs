@@ -20,6 +20,7 @@ struct DownReport {
     group: u32,
     host_ends_deleted: usize,
     namespaces_unpinned: usize,
+    xdp_counters_unpinned: bool,
     errors: Vec<String>,
 }
 
@@ -55,11 +56,27 @@ pub(crate) fn run(args: DownArgs) -> Result<ExitCode, String> {
             Err(e) => errors.push(format!("unpin {}: {e}", path.display())),
         }
     }
+    // The XDP program left with its devices; its pins go now, then the parent directory
+    // if no other pool uses it.
+    let bpf_dir = pool.bpf_pin_dir();
+    let bpf_unpinned = bpf_dir.exists();
+    if bpf_unpinned {
+        if let Err(e) = netslot::bpf::unpin(&bpf_dir) {
+            errors.push(format!("unpin XDP counters: {e}"));
+        }
+        match std::fs::remove_dir(&pool.bpf_dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound && e.raw_os_error() != Some(39) => {
+                errors.push(format!("remove {}: {e}", pool.bpf_dir.display()));
+            }
+            _ => {}
+        }
+    }
     let report = DownReport {
         prefix: pool.prefix.clone(),
         group: pool.group,
         host_ends_deleted: before,
         namespaces_unpinned: unpinned,
+        xdp_counters_unpinned: bpf_unpinned,
         errors,
     };
     if pool.json {

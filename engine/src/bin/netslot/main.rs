@@ -4,6 +4,7 @@
 mod down;
 mod output;
 mod signals;
+mod stats;
 mod status;
 mod up;
 
@@ -40,6 +41,9 @@ enum Command {
     Down(down::DownArgs),
     /// List the slots of a pool as the kernel reports them.
     Status(status::StatusArgs),
+    /// Per-slot packets and bytes counted by the XDP program on each host end (traffic
+    /// from the slot), read from the program's map pinned under --bpf-dir by `up`.
+    Stats(stats::StatsArgs),
 }
 
 /// What identifies a pool; shared by every subcommand.
@@ -54,6 +58,9 @@ struct PoolArgs {
     /// Directory where slot namespaces are pinned (bind mounts), as `ip netns` uses.
     #[arg(long, default_value = "/run/netns")]
     netns_dir: PathBuf,
+    /// bpffs directory under which `up` pins the XDP counters as <bpf-dir>/<group>.
+    #[arg(long, default_value = "/sys/fs/bpf/netslot")]
+    bpf_dir: PathBuf,
     /// Namespace holding the host ends (e.g. /run/netns/NAME); default: the current one.
     #[arg(long)]
     host_netns: Option<PathBuf>,
@@ -73,6 +80,7 @@ fn main() -> ExitCode {
         Command::Up(args) => up::run(args),
         Command::Down(args) => down::run(args),
         Command::Status(args) => status::run(args),
+        Command::Stats(args) => stats::run(args),
     };
     match result {
         Ok(code) => code,
@@ -98,6 +106,13 @@ fn require_root() -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+impl PoolArgs {
+    /// Where this pool's XDP program and counters map are pinned.
+    fn bpf_pin_dir(&self) -> PathBuf {
+        self.bpf_dir.join(self.group.to_string())
+    }
 }
 
 /// Opens the pool's host namespace.

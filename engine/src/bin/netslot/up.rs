@@ -32,6 +32,9 @@ pub(crate) struct UpArgs {
     /// Ctrl-C or SIGTERM.
     #[arg(long)]
     hold: bool,
+    /// Do not attach the XDP packet/byte counters to the host ends.
+    #[arg(long)]
+    no_xdp: bool,
     /// Slots per io_uring submission.
     #[arg(long, default_value_t = 256)]
     chunk: usize,
@@ -67,6 +70,8 @@ pub(crate) fn run(args: UpArgs) -> Result<ExitCode, String> {
         ipv6: args.ipv6,
         host_netns: args.pool.host_netns.clone(),
         pin_dir: (!args.hold).then(|| args.pool.netns_dir.clone()),
+        xdp_counters: !args.no_xdp,
+        bpf_pin_dir: (!args.hold && !args.no_xdp).then(|| args.pool.bpf_pin_dir()),
         chunk: args.chunk,
         ..EngineConfig::default()
     };
@@ -154,10 +159,19 @@ fn refuse_if_in_use(pool: &PoolArgs) -> Result<(), String> {
         .filter(|l| netslot::host::slot_number(&l.name, &pool.prefix).is_some())
         .map(|l| l.name)
         .collect();
-    if !state.slots.is_empty() || !state.foreign_in_group.is_empty() || !clashing.is_empty() {
+    let pinned_bpf = pool.bpf_pin_dir();
+    let bpf_in_use = pinned_bpf
+        .exists()
+        .then(|| pinned_bpf.display().to_string());
+    if !state.slots.is_empty()
+        || !state.foreign_in_group.is_empty()
+        || !clashing.is_empty()
+        || bpf_in_use.is_some()
+    {
         let example = clashing
             .first()
             .cloned()
+            .or(bpf_in_use)
             .or_else(|| state.slots.first().map(|s| s.name.clone()))
             .or_else(|| state.foreign_in_group.first().cloned())
             .unwrap_or_default();
