@@ -376,3 +376,30 @@ fn xdp_counts_each_slot_on_its_own_host_end_and_goes_with_the_pool() {
         assert!(gone, "XDP program {prog} outlived its pool");
     });
 }
+
+#[test]
+fn per_device_xdp_attach_reaches_every_host_end_too() {
+    if !require_root("per_device_xdp_attach_reaches_every_host_end_too") {
+        return;
+    }
+    in_private_netns(|| {
+        let mut e = Engine::new(EngineConfig {
+            prefix: "pd".into(),
+            xdp_attach: netslot::XdpAttach::PerDevice,
+            ..Default::default()
+        })
+        .unwrap();
+        let slots: Vec<_> = e
+            .provision(40)
+            .unwrap()
+            .slots
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let host = links();
+        for s in &slots {
+            check_slot(s, &host, e.xdp_prog_id());
+        }
+        e.teardown(slots).unwrap();
+    });
+}

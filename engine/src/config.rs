@@ -79,6 +79,19 @@ impl FromStr for Ipv4Cidr {
     }
 }
 
+/// How the XDP program reaches the host ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum XdpAttach {
+    /// IFLA_XDP in the one group change that brings the host ends up
+    /// (rtnl_group_changelink): no acquisition of its own, whatever the batch size.
+    #[default]
+    Group,
+    /// One RTM_SETLINK with IFLA_XDP per host end, sent with the host addresses: one RTNL
+    /// acquisition per device. For comparison, or for hosts whose tooling expects it.
+    PerDevice,
+}
+
 /// Everything that shapes a pool of standard slots.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -96,9 +109,10 @@ pub struct EngineConfig {
     /// Namespace that receives the host ends: a path such as /run/netns/NAME or
     /// /proc/PID/ns/net. `None` means the namespace of the thread creating the engine.
     pub host_netns: Option<PathBuf>,
-    /// Attach the per-slot XDP packet/byte counters (bpf/) to every host end, in the same
-    /// group change that brings them up: one RTNL acquisition for all of a call's devices.
+    /// Attach the per-slot XDP packet/byte counters (bpf/) to every host end.
     pub xdp_counters: bool,
+    /// How the counters are attached (see [`XdpAttach`]).
+    pub xdp_attach: XdpAttach,
     /// Pin the XDP program and its map in this bpffs directory (e.g.
     /// /sys/fs/bpf/netslot/<group>) so a later process can read the counters (`netslot
     /// stats`). `None`: they live while the engine or an attached device holds them.
@@ -129,6 +143,7 @@ impl Default for EngineConfig {
             host_netns: None,
             pin_dir: None,
             xdp_counters: true,
+            xdp_attach: XdpAttach::Group,
             bpf_pin_dir: None,
             pool_threads: 1,
             pool_low: 0,

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::batch::{Flight, Limits};
-use crate::config::EngineConfig;
+use crate::config::{EngineConfig, XdpAttach};
 use crate::host::HostNs;
 use crate::netns;
 use crate::op::Op;
@@ -189,9 +189,14 @@ impl Engine {
             host_netns_fd: self.host.netns_fd().as_raw_fd(),
             ipv6_off: !self.config.ipv6,
         };
+        let xdp_fd = self.xdp.as_ref().map(|x| x.prog_fd().as_raw_fd());
+        let (group_xdp, per_device_xdp) = match self.config.xdp_attach {
+            XdpAttach::Group => (xdp_fd, None),
+            XdpAttach::PerDevice => (None, xdp_fd),
+        };
         let group_change = plan::GroupChange {
             group: self.config.group,
-            xdp_fd: self.xdp.as_ref().map(|x| x.prog_fd().as_raw_fd()),
+            xdp_fd: group_xdp,
             ipv6_off: !self.config.ipv6,
         };
 
@@ -252,6 +257,7 @@ impl Engine {
                     self.host_limits,
                     host_sock,
                     ok.map(|i| (i, &specs[i])),
+                    per_device_xdp,
                     (last && chunk.is_empty()).then_some(group_change),
                 );
                 flights.append(&mut host);

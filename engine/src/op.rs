@@ -26,6 +26,8 @@ pub enum Op {
     HostAddr,
     /// Bringing all host ends up in one group change (RTM_NEWLINK by IFLA_GROUP).
     GroupUp,
+    /// Attaching the XDP counters to one host end (per-device attach only).
+    Xdp,
     /// Bind-mounting the slot's namespace under the pin directory.
     Pin,
     /// Undoing a failed slot (RTM_DELLINK of its host end).
@@ -44,6 +46,7 @@ impl Op {
             Op::Route => "route",
             Op::HostAddr => "host-addr",
             Op::GroupUp => "group-up",
+            Op::Xdp => "xdp",
             Op::Pin => "pin",
             Op::Rollback => "rollback",
         }

@@ -98,6 +98,7 @@ pub(crate) fn host_addresses<'a>(
     limits: Limits,
     host_sock: RawFd,
     slots: impl IntoIterator<Item = (usize, &'a SlotSpec)>,
+    per_device_xdp: Option<RawFd>,
     then: Option<GroupChange>,
 ) -> Vec<Flight> {
     let mut b = Batcher::new(host_sock, limits);
@@ -109,6 +110,9 @@ pub(crate) fn host_addresses<'a>(
             addr::ipv4(spec.ifindex, spec.host_ip, spec.prefix_len),
             NLM_F_CREATE | NLM_F_EXCL,
         );
+        if let Some(fd) = per_device_xdp {
+            b.push(ledger, slot, Op::Xdp, link::attach_xdp(spec.ifindex, fd), 0);
+        }
     }
     if let Some(g) = then {
         if g.ipv6_off {
@@ -232,6 +236,7 @@ mod tests {
             LIMITS,
             4,
             specs.iter().enumerate(),
+            None,
             Some(group),
         );
         assert_eq!(flights.len(), 2); // 64 + (36 + 2 group changes) by the request limit

@@ -115,6 +115,16 @@ pub(crate) fn group_up(group: u32, xdp_fd: Option<RawFd>) -> RouteNetlinkMessage
     RouteNetlinkMessage::NewLink(msg)
 }
 
+/// RTM_SETLINK attaching the XDP program `fd` to device `index` (do_setlink ->
+/// dev_change_xdp_fd): one RTNL acquisition per device.
+pub(crate) fn attach_xdp(index: u32, fd: RawFd) -> RouteNetlinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.attributes
+        .push(LinkAttribute::Xdp(vec![LinkXdp::Fd(fd)]));
+    RouteNetlinkMessage::SetLink(msg)
+}
+
 /// RTM_DELLINK by group (ifi_index 0, IFLA_GROUP): rtnl_group_dellink deletes every device
 /// of the group in one acquisition; veth_dellink takes each peer with it.
 pub(crate) fn group_delete(group: u32) -> RouteNetlinkMessage {
