@@ -4,7 +4,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 SLOTS ?= 1000
 
-.PHONY: deps build demo test lint clean
+.PHONY: deps build demo test lint bench clean
 
 deps:
 	@scripts/install-deps.sh
@@ -33,6 +33,12 @@ test: deps
 lint: deps
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## The benchmark campaign of docs/benchmarks.md (about an hour on 2 vCPUs).
+BENCH_OUT ?= bench-results
+bench: deps
+	$(CARGO) build --release -p netslot-bench
+	target/release/netslot-bench --n 100,1000,4000 --systems all --out $(BENCH_OUT)
 
 clean:
 	$(CARGO) clean

@@ -5,8 +5,10 @@ set -euo pipefail
 
 # clang/llvm/libelf/zlib/pkg-config/bpftool: eBPF programs built by libbpf-cargo.
 # iproute2: the tests' independent view of the kernel. util-linux: unshare, setpriv.
-# strace: syscall counts in the benchmarks.
-packages=(clang llvm libelf-dev zlib1g-dev pkg-config bpftool iproute2 util-linux strace)
+# strace: syscall counts in the benchmarks. containernetworking-plugins: the CNI `ptp`
+# baseline of the benchmarks and the reference plugins chained after netslot-cni.
+packages=(clang llvm libelf-dev zlib1g-dev pkg-config bpftool iproute2 util-linux strace
+  containernetworking-plugins)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -127,8 +127,12 @@ pub fn has_flag(link: &Value, flag: &str) -> bool {
 
 /// A TCP connect to a closed port: a refusal (RST) proves packets went both ways.
 pub fn tcp_refused(addr: std::net::Ipv4Addr) -> Result<(), String> {
+    // A fresh veth passes traffic only once linkwatch has activated the qdisc of the end
+    // that was up before its peer (dev_activate waits for carrier; linkwatch_do_dev runs
+    // under RTNL, so on a loaded machine it can lag seconds). SYN and ARP retransmits
+    // cover the wait: one connect with a 15 s timeout sees SYNs at 0, 1, 3 and 7 s.
     let sa = std::net::SocketAddr::from((addr, 9));
-    match std::net::TcpStream::connect_timeout(&sa, std::time::Duration::from_secs(3)) {
+    match std::net::TcpStream::connect_timeout(&sa, std::time::Duration::from_secs(15)) {
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(()),
         Err(e) => Err(format!("connect {sa}: {e} (expected a refusal)")),
         Ok(_) => Err(format!("connect {sa}: unexpectedly accepted")),

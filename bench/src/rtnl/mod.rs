@@ -26,4 +26,5 @@ pub use classify::Acquisition;
 pub use counter::RtnlCounter;
 pub use error::CounterError;
 pub use locate::{AddressSource, RtnlAddress};
+pub use perf::monotonic_ns;
 pub use report::{PidCount, RtnlReport};

@@ -234,7 +234,8 @@ impl Drop for Watchpoint {
 }
 
 /// CLOCK_MONOTONIC in ns, the clock the samples carry (`use_clockid`).
-pub(crate) fn monotonic_ns() -> u64 {
+/// CLOCK_MONOTONIC in ns: the clock of the watchpoint samples (`Acquisition::released_ns`).
+pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -1,0 +1,179 @@
+//! Kernel tests of the harness: its counters against workloads whose counts are known,
+//! and `--quick` end to end. Root only; unprivileged runs skip (fail with CI=true).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_netslot-bench");
+
+/// One harness at a time: runs must not overlap (settling, RTNL windows, debug registers).
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn privileged() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true: harness tests need root"
+        );
+        eprintln!("skipped: harness tests need root");
+    }
+    root
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("netslot-bench-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Runs the harness with `args`; returns results.json and how long the run took.
+fn run(name: &str, args: &[&str]) -> (Value, Duration) {
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = out_dir(name);
+    let started = Instant::now();
+    let status = Command::new(BIN)
+        .args(args)
+        .arg("--out")
+        .arg(&dir)
+        .status()
+        .expect("run netslot-bench");
+    let took = started.elapsed();
+    assert!(status.success(), "netslot-bench {args:?}: {status}");
+    let text = std::fs::read_to_string(dir.join("results.json")).expect("results.json");
+    for f in ["results.md", "slots_per_sec.svg", "rtnl_per_slot.svg"] {
+        assert!(dir.join(f).exists(), "{f} written");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    (serde_json::from_str(&text).expect("valid JSON"), took)
+}
+
+fn system<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v["summary"]["systems"]
+        .as_array()
+        .expect("systems")
+        .iter()
+        .find(|s| s["system"] == name)
+        .unwrap_or_else(|| panic!("{name} in the summary"))
+}
+
+fn nothing_left() {
+    let netns = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip");
+    let veth = Command::new("ip")
+        .args(["-o", "link", "show", "type", "veth"])
+        .output()
+        .expect("ip");
+    let leftover = |o: &std::process::Output| {
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.contains("nb"))
+            .count()
+    };
+    assert_eq!(leftover(&netns), 0, "named namespaces left behind");
+    assert_eq!(leftover(&veth), 0, "veth devices left behind");
+}
+
+/// The floor makes exactly 4 syscalls per slot (unshare, socket, sendto, recvfrom) and
+/// its requests take RTNL exactly 7 times per slot (kernel-notes.md: namespace 2, lo up 1,
+/// veth 1, two addresses 2, route 1); the harness must see exactly that.
+#[test]
+fn counters_match_the_floors_known_counts() {
+    if !privileged() {
+        return;
+    }
+    let (v, _) = run(
+        "floor",
+        &[
+            "--n",
+            "20,60",
+            "--systems",
+            "floor",
+            "--repeat",
+            "1",
+            "--quiet-ms",
+            "300",
+        ],
+    );
+    let s = system(&v, "floor");
+    let per = &s["per_slot"][0];
+    // Exactly one of each of the floor's own calls per slot, read from the raw counts.
+    let count = |n: u64, nr: &str| -> u64 {
+        v["runs"]
+            .as_array()
+            .expect("runs")
+            .iter()
+            .find(|r| r["n"] == n && !r["rtnl_counted"].as_bool().unwrap_or(false))
+            .map(|r| &r["syscalls_provision"]["by_comm"])
+            .and_then(|c| c.as_object())
+            .map(|c| c.values().map(|m| m[nr].as_u64().unwrap_or(0)).sum())
+            .unwrap_or_else(|| panic!("a timed run at N={n}"))
+    };
+    // x86_64 numbers: unshare 272, socket 41, sendto 44, recvfrom 45.
+    for (nr, name) in [
+        ("272", "unshare"),
+        ("41", "socket"),
+        ("44", "sendto"),
+        ("45", "recvfrom"),
+    ] {
+        assert_eq!(
+            count(60, nr) - count(20, nr),
+            40,
+            "{name} per slot is not 1"
+        );
+    }
+    // The rest is the allocator growing its heap (brk/mmap), a fraction of a call per slot.
+    let total = per["syscalls"].as_f64().expect("syscalls");
+    assert!((4.0..4.1).contains(&total), "syscalls per slot: {per}");
+    assert_eq!(per["uring_submissions"].as_f64(), Some(0.0));
+    assert_eq!(per["rtnl_own"].as_f64(), Some(7.0), "RTNL per slot: {per}");
+    for at in s["at"].as_array().expect("at") {
+        let n = at["n"].as_u64().expect("n");
+        assert_eq!(at["runs_ok"].as_u64(), Some(1), "{at}");
+        assert_eq!(at["rtnl_runs"].as_u64(), Some(1), "{at}");
+        assert!(at["rtnl_complete"].as_bool().expect("bool"), "{at}");
+        assert_eq!(
+            at["verified"].as_str(),
+            Some(format!("{n}/{n} up+v4 of {n}").as_str())
+        );
+    }
+    nothing_left();
+}
+
+/// netslot through the library: every slot verified, RTNL per slot as documented (8), and
+/// the syscall split between the pool thread and the rest is recorded.
+#[test]
+fn quick_mode_runs_under_a_minute() {
+    if !privileged() {
+        return;
+    }
+    let (v, took) = run("quick", &["--quick"]);
+    for name in ["netslot", "ip-batch", "floor"] {
+        let s = system(&v, name);
+        for at in s["at"].as_array().expect("at") {
+            assert!(at["error"].is_null(), "{name}: {at}");
+            let n = at["n"].as_u64().expect("n");
+            assert_eq!(
+                at["verified"].as_str(),
+                Some(format!("{n}/{n} up+v4 of {n}").as_str()),
+                "{name}"
+            );
+        }
+    }
+    let netslot = &system(&v, "netslot")["per_slot"][0];
+    assert_eq!(netslot["rtnl_own"].as_f64(), Some(8.0), "{netslot}");
+    assert!(
+        netslot["syscalls_pool"].as_f64().expect("pool") >= 3.0,
+        "{netslot}"
+    );
+    nothing_left();
+    assert!(took < Duration::from_secs(60), "--quick took {took:?}");
+}
