@@ -25,6 +25,9 @@ mod batch;
 pub mod config;
 mod engine;
 pub mod host;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod internals;
 mod netns;
 mod op;
 mod plan;

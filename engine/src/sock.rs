@@ -41,6 +41,13 @@ pub(crate) fn host_socket() -> io::Result<Socket> {
     Ok(sock)
 }
 
+/// The host socket's limits as the kernel grants HOST_SNDBUF/HOST_RCVBUF (sock_setsockopt
+/// doubles a forced size), without opening it: for the benches of `internals`.
+#[cfg(feature = "internals")]
+pub(crate) fn nominal_host_limits() -> Limits {
+    limits_from(2 * HOST_SNDBUF, 2 * HOST_RCVBUF)
+}
+
 /// What one send on `sock` may carry, from its actual buffer sizes.
 pub(crate) fn limits(sock: &Socket) -> io::Result<Limits> {
     let snd = get_int(sock, libc::SO_SNDBUF)?;

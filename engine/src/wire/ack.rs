@@ -134,43 +134,51 @@ fn extended_ack(after_code: &[u8], flags: u16) -> Result<(Option<String>, Option
     Ok((text, offs))
 }
 
+/// Builds an NLMSG_ERROR reply the way netlink_ack lays it out (for tests, benches and
+/// fuzzers: the engine itself only reads replies).
+#[cfg(any(test, feature = "internals"))]
+pub(crate) fn reply(
+    seq: u32,
+    code: i32,
+    echoed: &[u8],
+    capped: bool,
+    text: Option<&str>,
+) -> Vec<u8> {
+    let mut payload = code.to_ne_bytes().to_vec();
+    payload.extend_from_slice(echoed);
+    let mut flags = 0u16;
+    if capped {
+        flags |= NLM_F_CAPPED;
+    }
+    if let Some(t) = text {
+        flags |= NLM_F_ACK_TLVS;
+        let mut v = t.as_bytes().to_vec();
+        v.push(0);
+        let len = 4 + v.len();
+        payload.extend_from_slice(&(len as u16).to_ne_bytes());
+        payload.extend_from_slice(&NLMSGERR_ATTR_MSG.to_ne_bytes());
+        payload.extend_from_slice(&v);
+        while payload.len() % 4 != 0 {
+            payload.push(0);
+        }
+        payload.extend_from_slice(&8u16.to_ne_bytes());
+        payload.extend_from_slice(&NLMSGERR_ATTR_OFFS.to_ne_bytes());
+        payload.extend_from_slice(&40u32.to_ne_bytes());
+    }
+    let total = 16 + payload.len();
+    let mut out = Vec::new();
+    out.extend_from_slice(&(total as u32).to_ne_bytes());
+    out.extend_from_slice(&2u16.to_ne_bytes()); // NLMSG_ERROR
+    out.extend_from_slice(&flags.to_ne_bytes());
+    out.extend_from_slice(&seq.to_ne_bytes());
+    out.extend_from_slice(&0u32.to_ne_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Builds an NLMSG_ERROR reply the way netlink_ack lays it out.
-    fn reply(seq: u32, code: i32, echoed: &[u8], capped: bool, text: Option<&str>) -> Vec<u8> {
-        let mut payload = code.to_ne_bytes().to_vec();
-        payload.extend_from_slice(echoed);
-        let mut flags = 0u16;
-        if capped {
-            flags |= NLM_F_CAPPED;
-        }
-        if let Some(t) = text {
-            flags |= NLM_F_ACK_TLVS;
-            let mut v = t.as_bytes().to_vec();
-            v.push(0);
-            let len = 4 + v.len();
-            payload.extend_from_slice(&(len as u16).to_ne_bytes());
-            payload.extend_from_slice(&NLMSGERR_ATTR_MSG.to_ne_bytes());
-            payload.extend_from_slice(&v);
-            while payload.len() % 4 != 0 {
-                payload.push(0);
-            }
-            payload.extend_from_slice(&8u16.to_ne_bytes());
-            payload.extend_from_slice(&NLMSGERR_ATTR_OFFS.to_ne_bytes());
-            payload.extend_from_slice(&40u32.to_ne_bytes());
-        }
-        let total = 16 + payload.len();
-        let mut out = Vec::new();
-        out.extend_from_slice(&(total as u32).to_ne_bytes());
-        out.extend_from_slice(&2u16.to_ne_bytes()); // NLMSG_ERROR
-        out.extend_from_slice(&flags.to_ne_bytes());
-        out.extend_from_slice(&seq.to_ne_bytes());
-        out.extend_from_slice(&0u32.to_ne_bytes());
-        out.extend_from_slice(&payload);
-        out
-    }
 
     /// An echoed request header (nlmsghdr only) announcing `len` bytes.
     fn echoed_header(len: u32, seq: u32) -> Vec<u8> {
