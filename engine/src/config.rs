@@ -5,6 +5,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 /// Longest interface name the kernel accepts (IFNAMSIZ - 1).
 pub const MAX_IFNAME_LEN: usize = 15;
@@ -16,6 +17,8 @@ pub const DEFAULT_GROUP: u32 = 7600;
 pub const DEFAULT_IPV4_POOL: &str = "100.64.0.0/16";
 /// Smallest and largest MTU a veth device takes (ETH_MIN_MTU, ETH_MAX_MTU).
 pub const MTU_RANGE: (u32, u32) = (68, 65535);
+/// Default RTNL hold budget: a neighbour waiting this long for RTNL barely notices.
+pub const DEFAULT_MAX_RTNL_HOLD: Duration = Duration::from_millis(5);
 
 /// An IPv4 prefix such as `100.64.0.0/16`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +133,11 @@ pub struct EngineConfig {
     /// Slots per ring submission: the sendmsg of each slot socket in a chunk go to the
     /// kernel in one io_uring_enter.
     pub chunk: usize,
+    /// Longest RTNL hold the engine may cause with one multi-device request (a group
+    /// change holds RTNL for every device of the group at once, and every other network
+    /// change on the host waits). When its measured cost predicts more, host ends come up
+    /// by short per-device requests instead. `None`: no budget, fewest acquisitions.
+    pub max_rtnl_hold: Option<Duration>,
 }
 
 impl Default for EngineConfig {
@@ -144,6 +152,7 @@ impl Default for EngineConfig {
             pin_dir: None,
             xdp_counters: true,
             xdp_attach: XdpAttach::Group,
+            max_rtnl_hold: Some(DEFAULT_MAX_RTNL_HOLD),
             bpf_pin_dir: None,
             pool_threads: 1,
             pool_low: 0,

@@ -8,10 +8,11 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::batch::{Flight, Limits};
 use crate::config::{EngineConfig, XdpAttach};
+use crate::hold::{BringUpMode, HoldBudget};
 use crate::host::HostNs;
 use crate::netns;
 use crate::op::Op;
-use crate::plan::{self, PoolShape, WHOLE_BATCH};
+use crate::plan::{self, HostEnd, PoolShape, WHOLE_BATCH};
 use crate::pool::NsPool;
 use crate::reconcile::{Failure, Ledger, Settled};
 use crate::result::{EngineError, PhaseTimes, ProvisionReport, Provisioned, SlotError};
@@ -42,6 +43,10 @@ pub struct Engine {
     next_id: u32,
     /// The XDP counters, attached by each call's group change.
     xdp: Option<netslot_bpf::XdpCounters>,
+    /// The RTNL hold budget and the measured cost of group changes.
+    budget: HoldBudget,
+    /// Host ends the pool's group holds (what a group change would touch).
+    host_ends: usize,
 }
 
 /// How a slot's veth request ended, which decides what rollback must delete.
@@ -101,6 +106,7 @@ impl Engine {
         } else {
             None
         };
+        let config_max_hold = config.max_rtnl_hold;
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
@@ -115,6 +121,8 @@ impl Engine {
             ledger: Ledger::new(seed),
             ifindex_base,
             next_id: 0,
+            budget: HoldBudget::new(config_max_hold),
+            host_ends: 0,
             xdp,
         })
     }
@@ -190,20 +198,27 @@ impl Engine {
             ipv6_off: !self.config.ipv6,
         };
         let xdp_fd = self.xdp.as_ref().map(|x| x.prog_fd().as_raw_fd());
-        let (group_xdp, per_device_xdp) = match self.config.xdp_attach {
-            XdpAttach::Group => (xdp_fd, None),
-            XdpAttach::PerDevice => (None, xdp_fd),
-        };
-        let group_change = plan::GroupChange {
-            group: self.config.group,
-            xdp_fd: group_xdp,
-            ipv6_off: !self.config.ipv6,
+        // A group change would touch every host end of the group, earlier calls' too.
+        let bring_up = self.budget.mode(self.host_ends + count);
+        let (group_xdp, each) = match (bring_up, self.config.xdp_attach) {
+            (BringUpMode::PerDevice, _) => (
+                None,
+                HostEnd::AddressAndUp {
+                    ipv6_off: !self.config.ipv6,
+                    xdp_fd,
+                },
+            ),
+            (BringUpMode::Group, XdpAttach::Group) => (xdp_fd, HostEnd::Address),
+            (BringUpMode::Group, XdpAttach::PerDevice) => (
+                None,
+                xdp_fd.map_or(HostEnd::Address, HostEnd::AddressAndXdp),
+            ),
         };
 
         self.pool.demand(count);
         // Chunk k's host addresses ride in chunk k+1's submission (its slot ends exist by
-        // then), so each chunk costs one io_uring_enter; the last host addresses carry
-        // the group change.
+        // then), so each chunk costs one io_uring_enter; the group change, when the budget
+        // allows one, follows alone.
         let mut carry: Option<std::ops::Range<usize>> = None;
         let mut next = 0;
         while next < count || carry.is_some() {
@@ -248,7 +263,6 @@ impl Engine {
                     ));
                 }
             }
-            let last = next == count;
             if let Some(prev) = carry.clone() {
                 let ok = prev.filter(|&i| batch.is_ok(i));
                 let host_sock = self.host.socket_fd();
@@ -257,8 +271,7 @@ impl Engine {
                     self.host_limits,
                     host_sock,
                     ok.map(|i| (i, &specs[i])),
-                    per_device_xdp,
-                    (last && chunk.is_empty()).then_some(group_change),
+                    each,
                 );
                 flights.append(&mut host);
             }
@@ -276,6 +289,30 @@ impl Engine {
             if !chunk.is_empty() {
                 carry = Some(chunk);
             }
+        }
+
+        let made = (0..count).filter(|&i| batch.is_ok(i)).count();
+        self.host_ends += made;
+        let mut group_change = None;
+        if bring_up == BringUpMode::Group && made > 0 {
+            let t = Instant::now();
+            let mut flights = plan::group_change(
+                &mut self.ledger,
+                self.host_limits,
+                self.host.socket_fd(),
+                plan::GroupChange {
+                    group: self.config.group,
+                    xdp_fd: group_xdp,
+                    ipv6_off: !self.config.ipv6,
+                },
+            );
+            batch.count_requests(&flights);
+            let settled = self.fly(&mut flights)?;
+            batch.apply(settled);
+            let took = t.elapsed();
+            phases.links += took;
+            self.budget.observe(took, self.host_ends);
+            group_change = Some(took);
         }
 
         if let Some(dir) = self.config.pin_dir.clone() {
@@ -302,6 +339,8 @@ impl Engine {
             ring_enters: self.ring.enters - enters0,
             sendmsgs: self.ring.sends - sends0,
             requests,
+            bring_up,
+            group_change,
         };
         Ok(Provisioned { slots, report })
     }
@@ -320,6 +359,7 @@ impl Engine {
             }
             _ => {}
         }
+        self.host_ends = 0;
         let unpinned = unpin_all(&slots);
         let mut fds = Vec::with_capacity(slots.len() * 2);
         for slot in slots {

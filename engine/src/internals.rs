@@ -8,7 +8,7 @@
 
 use crate::batch::{Flight, Limits};
 use crate::config::EngineConfig;
-use crate::plan::{self, GroupChange, PoolShape};
+use crate::plan::{self, GroupChange, HostEnd, PoolShape};
 use crate::reconcile::{Ledger, Settled};
 use crate::slot::SlotSpec;
 use crate::sock;
@@ -61,12 +61,17 @@ pub fn plan(specs: &[SlotSpec]) -> Planned {
         sock::nominal_host_limits(),
         NO_FD,
         specs.iter().enumerate(),
-        None,
-        Some(GroupChange {
+        HostEnd::Address,
+    ));
+    flights.extend(plan::group_change(
+        &mut ledger,
+        sock::nominal_host_limits(),
+        NO_FD,
+        GroupChange {
             group: shape.group,
             xdp_fd: None,
             ipv6_off: true,
-        }),
+        },
     ));
     Planned { ledger, flights }
 }
@@ -179,7 +184,11 @@ mod tests {
     fn a_planned_batch_settles_fully_on_its_success_replies() {
         let specs = specs(100);
         let mut p = plan(&specs);
-        assert_eq!(p.sends(), 101, "one send per slot and one host send");
+        assert_eq!(
+            p.sends(),
+            102,
+            "one send per slot, the host addresses, the group change"
+        );
         let replies = p.success_replies();
         // lo up, veth, ipv6 off, address, route per slot; host address per slot; 2 group.
         assert_eq!(p.reconcile(&replies), (100 * 5 + 100 + 2, 0));
@@ -189,7 +198,7 @@ mod tests {
     fn refusals_fail_exactly_their_requests() {
         let mut p = plan(&specs(10));
         let replies = p.first_request_refused_replies();
-        assert_eq!(p.reconcile(&replies), (10 * 4 + 10 + 2 - 1, 11));
+        assert_eq!(p.reconcile(&replies), (10 * 4 + 10 + 2 - 2, 12));
     }
 
     #[test]

@@ -24,6 +24,7 @@
 mod batch;
 pub mod config;
 mod engine;
+mod hold;
 pub mod host;
 #[cfg(feature = "internals")]
 #[doc(hidden)]
@@ -41,6 +42,7 @@ mod wire;
 
 pub use config::{ConfigError, EngineConfig, Ipv4Cidr, XdpAttach};
 pub use engine::{release, Engine};
+pub use hold::BringUpMode;
 pub use host::{AddrRecord, HostNs, LinkRecord};
 /// The XDP counters program (crate `netslot-bpf`), for reading pinned counters.
 pub use netslot_bpf as bpf;

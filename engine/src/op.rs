@@ -26,6 +26,8 @@ pub enum Op {
     HostAddr,
     /// Bringing all host ends up in one group change (RTM_NEWLINK by IFLA_GROUP).
     GroupUp,
+    /// Bringing one host end up by its own request (under an RTNL hold budget).
+    HostUp,
     /// Attaching the XDP counters to one host end (per-device attach only).
     Xdp,
     /// Bind-mounting the slot's namespace under the pin directory.
@@ -46,6 +48,7 @@ impl Op {
             Op::Route => "route",
             Op::HostAddr => "host-addr",
             Op::GroupUp => "group-up",
+            Op::HostUp => "host-up",
             Op::Xdp => "xdp",
             Op::Pin => "pin",
             Op::Rollback => "rollback",

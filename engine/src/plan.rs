@@ -90,16 +90,30 @@ pub(crate) struct GroupChange {
     pub ipv6_off: bool,
 }
 
-/// The host addresses of `slots` (batch index, spec), packed into as few sends as fit,
-/// followed by the group change when `then` is given (after the addresses: a group
-/// change acts on every device in the group, so it goes once, last).
+/// What goes with each host end's address on the host socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HostEnd {
+    /// The address only: the host ends come up later by one group change.
+    Address,
+    /// The address, then the XDP program by its own request (XdpAttach::PerDevice).
+    AddressAndXdp(RawFd),
+    /// The address, then the host end brought up here (BringUpMode::PerDevice): IPv6
+    /// address generation off first when asked (do_setlink applies IFF_UP before
+    /// IFLA_AF_SPEC, so they cannot share a request), then IFF_UP with the XDP program.
+    AddressAndUp {
+        ipv6_off: bool,
+        xdp_fd: Option<RawFd>,
+    },
+}
+
+/// The host addresses of `slots` (batch index, spec), each with what `each` adds, packed
+/// into as few sends as fit.
 pub(crate) fn host_addresses<'a>(
     ledger: &mut Ledger,
     limits: Limits,
     host_sock: RawFd,
     slots: impl IntoIterator<Item = (usize, &'a SlotSpec)>,
-    per_device_xdp: Option<RawFd>,
-    then: Option<GroupChange>,
+    each: HostEnd,
 ) -> Vec<Flight> {
     let mut b = Batcher::new(host_sock, limits);
     for (slot, spec) in slots {
@@ -110,28 +124,60 @@ pub(crate) fn host_addresses<'a>(
             addr::ipv4(spec.ifindex, spec.host_ip, spec.prefix_len),
             NLM_F_CREATE | NLM_F_EXCL,
         );
-        if let Some(fd) = per_device_xdp {
-            b.push(ledger, slot, Op::Xdp, link::attach_xdp(spec.ifindex, fd), 0);
+        match each {
+            HostEnd::Address => {}
+            HostEnd::AddressAndXdp(fd) => {
+                b.push(ledger, slot, Op::Xdp, link::attach_xdp(spec.ifindex, fd), 0);
+            }
+            HostEnd::AddressAndUp { ipv6_off, xdp_fd } => {
+                if ipv6_off {
+                    b.push(
+                        ledger,
+                        slot,
+                        Op::Ipv6Off,
+                        link::ipv6_addr_gen_none(spec.ifindex),
+                        0,
+                    );
+                }
+                b.push(
+                    ledger,
+                    slot,
+                    Op::HostUp,
+                    link::set_up_with_xdp(spec.ifindex, xdp_fd),
+                    0,
+                );
+            }
         }
     }
-    if let Some(g) = then {
-        if g.ipv6_off {
-            b.push(
-                ledger,
-                WHOLE_BATCH,
-                Op::Ipv6Off,
-                link::group_ipv6_addr_gen_none(g.group),
-                0,
-            );
-        }
+    b.finish(ledger)
+}
+
+/// The group change that brings every host end of the group up (attaching `xdp_fd`),
+/// preceded, when IPv6 is off, by one that turns off IPv6 address generation. Sent alone,
+/// after every host address, so the engine can time it (see `hold`).
+pub(crate) fn group_change(
+    ledger: &mut Ledger,
+    limits: Limits,
+    host_sock: RawFd,
+    g: GroupChange,
+) -> Vec<Flight> {
+    let mut b = Batcher::new(host_sock, limits);
+    if g.ipv6_off {
         b.push(
             ledger,
             WHOLE_BATCH,
-            Op::GroupUp,
-            link::group_up(g.group, g.xdp_fd),
+            Op::Ipv6Off,
+            link::group_ipv6_addr_gen_none(g.group),
             0,
         );
     }
+    b.push(
+        ledger,
+        WHOLE_BATCH,
+        Op::GroupUp,
+        link::group_up(g.group, g.xdp_fd),
+        0,
+    );
     b.finish(ledger)
 }
 
@@ -221,41 +267,90 @@ mod tests {
         assert_eq!(ledger.in_flight(), 6);
     }
 
+    fn kinds(bytes: &[u8]) -> Vec<&'static str> {
+        use netlink_packet_core::NetlinkPayload::{InnerMessage, Noop};
+        use netlink_packet_route::link::LinkFlags;
+        decode(bytes)
+            .iter()
+            .map(|m| match &m.payload {
+                InnerMessage(RouteNetlinkMessage::NewAddress(_)) => "addr",
+                InnerMessage(RouteNetlinkMessage::NewLink(l))
+                    if l.header.flags.contains(LinkFlags::Up) =>
+                {
+                    "group-up"
+                }
+                InnerMessage(RouteNetlinkMessage::NewLink(_)) => "group-ipv6-off",
+                InnerMessage(RouteNetlinkMessage::SetLink(l))
+                    if l.header.flags.contains(LinkFlags::Up) =>
+                {
+                    "up"
+                }
+                InnerMessage(RouteNetlinkMessage::SetLink(_)) => "setlink",
+                Noop => "noop",
+                _ => "other",
+            })
+            .collect()
+    }
+
     #[test]
     fn host_addresses_pack_many_slots_per_send() {
         let cfg = EngineConfig::default();
         let specs: Vec<SlotSpec> = (0..100).map(|i| SlotSpec::derive(&cfg, i, 10)).collect();
         let mut ledger = Ledger::new(0);
-        let group = GroupChange {
-            group: 7600,
-            xdp_fd: None,
-            ipv6_off: true,
-        };
         let flights = host_addresses(
             &mut ledger,
             LIMITS,
             4,
             specs.iter().enumerate(),
-            None,
-            Some(group),
+            HostEnd::Address,
         );
-        assert_eq!(flights.len(), 2); // 64 + (36 + 2 group changes) by the request limit
-        assert_eq!(decode(&flights[0].bytes).len(), 65);
-        let last = decode(&flights[1].bytes);
-        assert_eq!(last.len(), 36 + 2 + 1);
-        // The group changes come last, IPv6 off before up.
-        let kinds: Vec<_> = last[36..38]
+        assert_eq!(flights.len(), 2); // 64 + 36 by the request limit
+        assert_eq!(
+            kinds(&flights[0].bytes),
+            [vec!["addr"; 64], vec!["noop"]].concat()
+        );
+        assert_eq!(
+            kinds(&flights[1].bytes),
+            [vec!["addr"; 36], vec!["noop"]].concat()
+        );
+    }
+
+    #[test]
+    fn per_device_bring_up_turns_ipv6_off_before_up() {
+        let spec = SlotSpec::derive(&EngineConfig::default(), 0, 10);
+        let mut ledger = Ledger::new(0);
+        let each = HostEnd::AddressAndUp {
+            ipv6_off: true,
+            xdp_fd: Some(7),
+        };
+        let flights = host_addresses(&mut ledger, LIMITS, 4, [(0, &spec)], each);
+        assert_eq!(kinds(&flights[0].bytes), ["addr", "setlink", "up", "noop"]);
+        let msgs = decode(&flights[0].bytes);
+        let netlink_packet_core::NetlinkPayload::InnerMessage(RouteNetlinkMessage::SetLink(up)) =
+            &msgs[2].payload
+        else {
+            panic!("not a setlink")
+        };
+        assert_eq!(up.header.index, spec.ifindex);
+        assert!(up
+            .attributes
             .iter()
-            .map(|m| match &m.payload {
-                netlink_packet_core::NetlinkPayload::InnerMessage(
-                    RouteNetlinkMessage::NewLink(l),
-                ) => l
-                    .header
-                    .flags
-                    .contains(netlink_packet_route::link::LinkFlags::Up),
-                _ => panic!("not a group change"),
-            })
-            .collect();
-        assert_eq!(kinds, [false, true]);
+            .any(|a| matches!(a, netlink_packet_route::link::LinkAttribute::Xdp(_))));
+    }
+
+    #[test]
+    fn group_change_is_ipv6_off_then_up_alone() {
+        let mut ledger = Ledger::new(0);
+        let g = GroupChange {
+            group: 7600,
+            xdp_fd: None,
+            ipv6_off: true,
+        };
+        let flights = group_change(&mut ledger, LIMITS, 4, g);
+        assert_eq!(flights.len(), 1);
+        assert_eq!(
+            kinds(&flights[0].bytes),
+            ["group-ipv6-off", "group-up", "noop"]
+        );
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::config::ConfigError;
+use crate::hold::BringUpMode;
 use crate::op::Op;
 use crate::slot::Slot;
 
@@ -136,6 +137,13 @@ fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
 }
 
+fn opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_f64(d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
+}
+
 /// Figures of one provisioning call.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ProvisionReport {
@@ -159,6 +167,12 @@ pub struct ProvisionReport {
     pub sendmsgs: u64,
     /// Netlink requests sent (excluding end markers).
     pub requests: u64,
+    /// How the host ends came up: one group change, or per device because a group change
+    /// was predicted to hold RTNL past `max_rtnl_hold`.
+    pub bring_up: BringUpMode,
+    /// How long the group change took, send to reply (an upper bound of its RTNL hold).
+    #[serde(serialize_with = "opt_secs")]
+    pub group_change: Option<Duration>,
 }
 
 impl ProvisionReport {
