@@ -36,7 +36,7 @@ mod slot;
 mod sock;
 mod wire;
 
-pub use config::{ConfigError, EngineConfig, Ipv4Cidr, XdpAttach};
+pub use config::{ConfigError, CountersAttach, EngineConfig, Ipv4Cidr, XdpAttach};
 pub use engine::{release, Engine};
 pub use host::{AddrRecord, HostNs, LinkRecord};
 /// The XDP counters program (crate `netslot-bpf`), for reading pinned counters.

@@ -3,8 +3,9 @@
 //!
 //! On a slot's own socket (its namespace): lo up, the veth pair in place, the slot
 //! address, the default route. RTM_NEWADDR and RTM_NEWROUTE act in the socket's namespace
-//! (sock_net), so these must go there. On the host socket: the host addresses, then ONE
-//! group change that brings every host end up.
+//! (sock_net), so these must go there. On the host socket: the host addresses (each with
+//! its host end's per-device attachment, if the pool uses one), then ONE group change that
+//! brings every host end up, preceded on a tc-block pool's first call by its one filter.
 
 use std::os::fd::RawFd;
 
@@ -15,7 +16,7 @@ use crate::config::SLOT_IFNAME;
 use crate::op::Op;
 use crate::reconcile::Ledger;
 use crate::slot::SlotSpec;
-use crate::wire::{addr, link, route};
+use crate::wire::{addr, link, route, tc};
 
 /// ifindex of `lo` in every network namespace (LOOPBACK_IFINDEX).
 const LOOPBACK_IFINDEX: u32 = 1;
@@ -82,12 +83,37 @@ pub(crate) fn slot_socket(
 
 /// The group change that ends a call: every host end of `group` up (attaching `xdp_fd`),
 /// preceded, when IPv6 is off, by one that turns off IPv6 address generation (do_setlink
-/// applies IFF_UP before IFLA_AF_SPEC, so they cannot share a message).
+/// applies IFF_UP before IFLA_AF_SPEC, so they cannot share a message), and by the pool's
+/// tc filter when this call must make it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct GroupChange {
     pub group: u32,
     pub xdp_fd: Option<RawFd>,
     pub ipv6_off: bool,
+    pub tc_filter: Option<TcFilter>,
+}
+
+/// The one cls_bpf filter of a tc-block pool.
+///
+/// It goes after every qdisc of the call in the same host send order, because the block
+/// exists only once a qdisc is bound to it, and before the group change, so the host ends
+/// come up already counted.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TcFilter {
+    pub block: u32,
+    pub prog_fd: RawFd,
+    pub prog_name: &'static str,
+}
+
+/// What each host end gets besides its address, in the same host send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PerDevice {
+    /// Nothing: the counters (if any) come with the group change.
+    Nothing,
+    /// RTM_SETLINK IFLA_XDP with this program fd.
+    Xdp(RawFd),
+    /// RTM_NEWQDISC clsact whose ingress block is this shared block index.
+    Clsact { block: u32 },
 }
 
 /// The host addresses of `slots` (batch index, spec), packed into as few sends as fit,
@@ -98,7 +124,7 @@ pub(crate) fn host_addresses<'a>(
     limits: Limits,
     host_sock: RawFd,
     slots: impl IntoIterator<Item = (usize, &'a SlotSpec)>,
-    per_device_xdp: Option<RawFd>,
+    per_device: PerDevice,
     then: Option<GroupChange>,
 ) -> Vec<Flight> {
     let mut b = Batcher::new(host_sock, limits);
@@ -110,11 +136,30 @@ pub(crate) fn host_addresses<'a>(
             addr::ipv4(spec.ifindex, spec.host_ip, spec.prefix_len),
             NLM_F_CREATE | NLM_F_EXCL,
         );
-        if let Some(fd) = per_device_xdp {
-            b.push(ledger, slot, Op::Xdp, link::attach_xdp(spec.ifindex, fd), 0);
+        match per_device {
+            PerDevice::Nothing => {}
+            PerDevice::Xdp(fd) => {
+                b.push(ledger, slot, Op::Xdp, link::attach_xdp(spec.ifindex, fd), 0);
+            }
+            PerDevice::Clsact { block } => b.push(
+                ledger,
+                slot,
+                Op::Qdisc,
+                tc::clsact_on_block(spec.ifindex, block),
+                NLM_F_CREATE | NLM_F_EXCL,
+            ),
         }
     }
     if let Some(g) = then {
+        if let Some(f) = g.tc_filter {
+            b.push(
+                ledger,
+                WHOLE_BATCH,
+                Op::TcFilter,
+                tc::bpf_filter_on_block(f.block, f.prog_fd, f.prog_name),
+                NLM_F_CREATE | NLM_F_EXCL,
+            );
+        }
         if g.ipv6_off {
             b.push(
                 ledger,
@@ -230,13 +275,14 @@ mod tests {
             group: 7600,
             xdp_fd: None,
             ipv6_off: true,
+            tc_filter: None,
         };
         let flights = host_addresses(
             &mut ledger,
             LIMITS,
             4,
             specs.iter().enumerate(),
-            None,
+            PerDevice::Nothing,
             Some(group),
         );
         assert_eq!(flights.len(), 2); // 64 + (36 + 2 group changes) by the request limit
@@ -257,5 +303,57 @@ mod tests {
             })
             .collect();
         assert_eq!(kinds, [false, true]);
+    }
+
+    #[test]
+    fn tc_block_puts_a_qdisc_after_each_address_and_the_filter_before_the_group_changes() {
+        let cfg = EngineConfig::default();
+        let specs: Vec<SlotSpec> = (0..3).map(|i| SlotSpec::derive(&cfg, i, 10)).collect();
+        let mut ledger = Ledger::new(0);
+        let group = GroupChange {
+            group: 7600,
+            xdp_fd: None,
+            ipv6_off: true,
+            tc_filter: Some(TcFilter {
+                block: 7600,
+                prog_fd: 8,
+                prog_name: "tc_counters",
+            }),
+        };
+        let flights = host_addresses(
+            &mut ledger,
+            LIMITS,
+            4,
+            specs.iter().enumerate(),
+            PerDevice::Clsact { block: 7600 },
+            Some(group),
+        );
+        assert_eq!(flights.len(), 1);
+        let kinds: Vec<&str> = decode(&flights[0].bytes)
+            .iter()
+            .map(|m| match &m.payload {
+                netlink_packet_core::NetlinkPayload::InnerMessage(
+                    RouteNetlinkMessage::NewAddress(_),
+                ) => "addr",
+                netlink_packet_core::NetlinkPayload::InnerMessage(
+                    RouteNetlinkMessage::NewQueueDiscipline(_),
+                ) => "qdisc",
+                netlink_packet_core::NetlinkPayload::InnerMessage(
+                    RouteNetlinkMessage::NewTrafficFilter(_),
+                ) => "filter",
+                netlink_packet_core::NetlinkPayload::InnerMessage(
+                    RouteNetlinkMessage::NewLink(_),
+                ) => "group",
+                netlink_packet_core::NetlinkPayload::Noop => "noop",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "addr", "qdisc", "addr", "qdisc", "addr", "qdisc", "filter", "group", "group",
+                "noop"
+            ]
+        );
     }
 }
