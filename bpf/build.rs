@@ -1,4 +1,4 @@
-//! Build script: vmlinux.h from the running kernel's BTF, then the XDP skeleton into OUT_DIR.
+//! Build script: vmlinux.h from the running kernel's BTF, then the XDP and tc skeletons into OUT_DIR.
 //! Leaves `src/` untouched: nothing generated is ever checked in.
 
 use std::env;
@@ -8,8 +8,14 @@ use std::process::Command;
 
 use libbpf_cargo::SkeletonBuilder;
 
-const SRC: &str = "src/bpf/xdp_counters.bpf.c";
-const HEADER: &str = "src/bpf/counters.h";
+/// Each counters program and the skeleton file generated from it (one object each,
+/// so loading one hook never loads the other program).
+const PROGRAMS: [(&str, &str); 2] = [
+    ("src/bpf/xdp_counters.bpf.c", "xdp_counters.skel.rs"),
+    ("src/bpf/tc_counters.bpf.c", "tc_counters.skel.rs"),
+];
+/// Headers every program includes: the layout and limits, the map and its update.
+const HEADERS: [&str; 2] = ["src/bpf/counters.h", "src/bpf/count.bpf.h"];
 /// Kernel BTF that vmlinux.h is dumped from (CONFIG_DEBUG_INFO_BTF=y).
 const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -20,23 +26,26 @@ fn main() {
     fs::create_dir_all(&vmlinux_dir).expect("create OUT_DIR/vmlinux");
     write_vmlinux_h(&vmlinux_dir.join("vmlinux.h"));
 
-    let skel = out.join("xdp_counters.skel.rs");
-    let src_dir = Path::new(SRC).parent().expect("SRC has a parent");
-    if let Err(err) = SkeletonBuilder::new()
-        .source(SRC)
-        .clang_args([
-            "-Wall".into(),
-            "-Werror".into(),
-            format!("-I{}", vmlinux_dir.display()),
-            format!("-I{}", src_dir.display()),
-        ])
-        .build_and_generate(&skel)
-    {
-        panic!("netslot-bpf: building the XDP skeleton from {SRC} failed (needs clang): {err:#}");
+    for (src, skel) in PROGRAMS {
+        let skel = out.join(skel);
+        let src_dir = Path::new(src).parent().expect("source has a parent");
+        if let Err(err) = SkeletonBuilder::new()
+            .source(src)
+            .clang_args([
+                "-Wall".into(),
+                "-Werror".into(),
+                format!("-I{}", vmlinux_dir.display()),
+                format!("-I{}", src_dir.display()),
+            ])
+            .build_and_generate(&skel)
+        {
+            panic!("netslot-bpf: building the skeleton from {src} failed (needs clang): {err:#}");
+        }
+        println!("cargo:rerun-if-changed={src}");
     }
-
-    println!("cargo:rerun-if-changed={SRC}");
-    println!("cargo:rerun-if-changed={HEADER}");
+    for header in HEADERS {
+        println!("cargo:rerun-if-changed={header}");
+    }
     println!("cargo:rerun-if-env-changed=NETSLOT_BPFTOOL");
 }
 

@@ -343,3 +343,72 @@ fn hold_keeps_slots_until_sigterm_then_tears_down() {
         assert!(links_in_group(7800).is_empty(), "SIGTERM left host ends");
     });
 }
+
+#[test]
+fn up_attach_tc_block_counts_through_one_filter_and_down_leaves_nothing() {
+    if !require_root("up_attach_tc_block_counts_through_one_filter_and_down_leaves_nothing") {
+        return;
+    }
+    let (log, dir) = in_private_world(
+        r#"
+        find /sys/fs/bpf -mindepth 1 > $D/before-bpf
+        $NS up --slots 3 --prefix clt --group 7701 --attach tc-block --json > $D/up.json
+        tc -j qdisc show > $D/qdiscs.json
+        tc -j filter show block 7701 > $D/filters.json
+        ip netns exec clt1 bash -c 'for i in 1 2 3; do (echo > /dev/tcp/100.64.0.2/9) 2>/dev/null; done; true'
+        $NS stats --prefix clt --group 7701 --json > $D/stats.json
+        $NS down --prefix clt --group 7701 --json > $D/down.json
+        tc -j qdisc show > $D/after-qdiscs.json
+        rc=0; tc filter show block 7701 2> $D/after-block.err || rc=$?; echo $rc > $D/after-block.rc
+        find /sys/fs/bpf -mindepth 1 > $D/after-bpf
+        bpftool -j prog show > $D/after-progs.json
+        "#,
+    );
+    assert_eq!(json(&dir, "up.json")["report"]["provisioned"], 3, "{log}");
+    let qdiscs = json(&dir, "qdiscs.json");
+    for i in 0..3 {
+        let name = format!("clt{i}");
+        assert!(
+            qdiscs
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|q| q["dev"] == name && q["kind"] == "clsact" && q["ingress_block"] == 7701),
+            "{name} has no clsact on block 7701: {qdiscs}"
+        );
+    }
+    let stats = json(&dir, "stats.json");
+    assert_eq!(stats["hook"], "tc", "{stats}");
+    let prog = stats["xdp_prog_id"].as_u64().unwrap();
+    let filters = json(&dir, "filters.json");
+    let ours: Vec<&Value> = filters
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["options"]["prog"]["id"].as_u64() == Some(prog))
+        .collect();
+    assert_eq!(ours.len(), 1, "one filter with program {prog}: {filters}");
+    for s in stats["slots"].as_array().unwrap() {
+        let packets = s["packets"].as_u64().unwrap();
+        if s["name"] == "clt1" {
+            assert!(packets >= 3, "clt1 sent 3 SYNs, counted {packets}");
+        } else {
+            assert_eq!(packets, 0, "{s}");
+        }
+    }
+    assert_eq!(json(&dir, "down.json")["host_ends_deleted"], 3);
+    assert!(
+        !read(&dir, "after-qdiscs.json").contains("clsact"),
+        "clsact qdiscs left"
+    );
+    assert_ne!(read(&dir, "after-block.rc").trim(), "0", "block 7701 left");
+    assert_eq!(read(&dir, "after-bpf"), read(&dir, "before-bpf"));
+    let left = json(&dir, "after-progs.json")
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["id"].as_u64() == Some(prog))
+        .count();
+    assert_eq!(left, 0, "tc program {prog} still loaded after down");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -82,6 +82,22 @@ pub fn ip_json(args: &[&str]) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("ip {all:?}: bad JSON: {e}: {text}"))
 }
 
+/// `tc -j <args>` parsed, in the calling thread's namespace (`Err` with tc's stderr when
+/// tc fails, e.g. for a block that does not exist).
+pub fn tc_json(args: &[&str]) -> Result<Value, String> {
+    let mut all = vec!["-j"];
+    all.extend_from_slice(args);
+    let out = run("tc", &all);
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.trim().is_empty() {
+        return Ok(Value::Array(vec![]));
+    }
+    serde_json::from_str(&text).map_err(|e| format!("tc {all:?}: bad JSON: {e}: {text}"))
+}
+
 /// The links of the calling thread's namespace, with details (`ip -d link show`).
 pub fn links() -> Vec<Value> {
     ip_json(&["-d", "link", "show"])

@@ -403,3 +403,147 @@ fn per_device_xdp_attach_reaches_every_host_end_too() {
         e.teardown(slots).unwrap();
     });
 }
+
+/// Per-slot (packets, bytes) of slot `id` in `v`, zero if it has seen nothing.
+fn counted(v: &[netslot::SlotCounters], id: u32) -> (u64, u64) {
+    v.iter()
+        .find(|c| c.id == id)
+        .map_or((0, 0), |c| (c.packets, c.bytes))
+}
+
+/// Sends three TCP connects from `slot` to its host end and checks that only that slot's
+/// counters moved.
+fn traffic_counts_only_its_slot(e: &Engine, slots: &[netslot::Slot], from: usize) {
+    let before = e.counters().unwrap();
+    let host_ip = slots[from].spec().host_ip;
+    in_netns(slots[from].netns_fd().unwrap(), move || {
+        for _ in 0..3 {
+            tcp_refused(host_ip).unwrap();
+        }
+    });
+    let after = e.counters().unwrap();
+    for s in slots {
+        let id = s.spec().id;
+        let (p0, b0) = counted(&before, id);
+        let (p1, b1) = counted(&after, id);
+        if id == slots[from].spec().id {
+            // At least the three SYNs; 54 bytes each with the Ethernet header, which
+            // cls_bpf pushes back before the program runs at ingress.
+            assert!(p1 >= p0 + 3, "slot {id} packets {p0} -> {p1}");
+            assert!(b1 >= b0 + 3 * 54, "slot {id} bytes {b0} -> {b1}");
+        } else {
+            assert_eq!(
+                (p0, b0),
+                (p1, b1),
+                "slot {id} counted slot {from}'s traffic"
+            );
+        }
+    }
+}
+
+#[test]
+fn tc_block_counts_each_slot_through_one_filter_and_goes_with_the_pool() {
+    if !require_root("tc_block_counts_each_slot_through_one_filter_and_goes_with_the_pool") {
+        return;
+    }
+    in_private_netns(|| {
+        let mut e = Engine::new(EngineConfig {
+            prefix: "tcb".into(),
+            group: GROUP,
+            xdp_attach: netslot::CountersAttach::TcBlock,
+            ..Default::default()
+        })
+        .expect("engine");
+        let block = e.config().tc_block_index();
+        let prog = e.xdp_prog_id().expect("counters are on by default");
+        let first = e.provision(3).expect("first batch");
+        let second = e.provision(2).expect("second batch");
+        let mut slots: Vec<_> = first.slots.into_iter().map(Result::unwrap).collect();
+        slots.extend(second.slots.into_iter().map(Result::unwrap));
+        assert_eq!(slots.len(), 5);
+
+        // Every slot is complete, and no XDP program is on any host end.
+        let host = links();
+        for s in &slots {
+            check_slot(s, &host, None);
+        }
+
+        // Every host end, of both calls, has a clsact qdisc on the shared ingress block.
+        let qdiscs = tc_json(&["qdisc", "show"]).expect("tc qdisc show");
+        for s in &slots {
+            let name = &s.spec().name;
+            let q = qdiscs
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|q| q["dev"].as_str() == Some(name) && q["kind"] == "clsact")
+                .unwrap_or_else(|| panic!("no clsact qdisc on {name}: {qdiscs}"));
+            assert_eq!(
+                q["ingress_block"].as_u64(),
+                Some(u64::from(block)),
+                "{name}'s ingress block: {q}"
+            );
+        }
+
+        // The block holds the one filter: cls_bpf, direct action, running our program.
+        let filters =
+            tc_json(&["filter", "show", "block", &block.to_string()]).expect("tc filter show");
+        let with_options: Vec<&Value> = filters
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f.get("options").is_some())
+            .collect();
+        assert_eq!(
+            with_options.len(),
+            1,
+            "one filter on block {block}: {filters}"
+        );
+        let f = with_options[0];
+        assert_eq!(f["kind"].as_str(), Some("bpf"), "{f}");
+        assert_eq!(f["protocol"].as_str(), Some("all"), "{f}");
+        let opts = &f["options"];
+        assert_eq!(opts["prog"]["id"].as_u64(), Some(u64::from(prog)), "{f}");
+        assert!(
+            opts["direct-action"].as_bool() == Some(true)
+                || opts.to_string().contains("direct-action"),
+            "not direct-action: {f}"
+        );
+
+        // TCP from a first-call slot and from a second-call slot: each counted on its own.
+        traffic_counts_only_its_slot(&e, &slots, 1);
+        traffic_counts_only_its_slot(&e, &slots, 4);
+
+        e.teardown(slots).expect("teardown");
+        assert!(links_in_group(GROUP).is_empty(), "teardown left host ends");
+        let qdiscs = tc_json(&["qdisc", "show"]).expect("tc qdisc show");
+        assert!(
+            !qdiscs
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|q| q["kind"] == "clsact"),
+            "teardown left clsact qdiscs: {qdiscs}"
+        );
+        // The block went with its last qdisc: tc can no longer find it.
+        let gone = tc_json(&["filter", "show", "block", &block.to_string()]);
+        assert!(
+            gone.as_ref()
+                .map_or(true, |v| v.as_array().is_none_or(Vec::is_empty)),
+            "block {block} outlived its qdiscs: {gone:?}"
+        );
+        drop(e);
+        let mut prog_gone = false;
+        for _ in 0..50 {
+            if !run("bpftool", &["prog", "show", "id", &prog.to_string()])
+                .status
+                .success()
+            {
+                prog_gone = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert!(prog_gone, "tc program {prog} outlived its pool");
+    });
+}

@@ -132,7 +132,7 @@ fn counters_match_the_floors_known_counts() {
     }
     // The rest is the allocator growing its heap (brk/mmap), a fraction of a call per slot.
     let total = per["syscalls"].as_f64().expect("syscalls");
-    assert!((4.0..4.1).contains(&total), "syscalls per slot: {per}");
+    assert!((4.0..4.25).contains(&total), "syscalls per slot: {per}");
     assert_eq!(per["uring_submissions"].as_f64(), Some(0.0));
     assert_eq!(per["rtnl_own"].as_f64(), Some(7.0), "RTNL per slot: {per}");
     for at in s["at"].as_array().expect("at") {

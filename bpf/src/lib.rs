@@ -1,15 +1,21 @@
-//! netslot-bpf: an XDP program that counts packets and bytes per slot host-end device.
-//! Leaves attaching to device groups (one RTM_NEWLINK with IFLA_GROUP + IFLA_XDP) to the engine.
+//! netslot-bpf: the counters programs (XDP, and its tc twin) that count packets and bytes per slot host-end device.
+//! Leaves attaching (one RTM_NEWLINK with IFLA_GROUP + IFLA_XDP, or one cls_bpf filter on a shared tc block) to the engine.
 //!
 //! # Pipeline, file by file
 //! - `src/bpf/counters.h`: the map value `struct counter_value` and the single
 //!   definition of every limit (`NETSLOT_COUNTERS_MAX_ENTRIES`).
-//! - `src/bpf/xdp_counters.bpf.c`: the program; a `BPF_MAP_TYPE_PERCPU_HASH`
-//!   keyed by `ctx->ingress_ifindex`, always `XDP_PASS`.
-//! - `build.rs`: `vmlinux.h` and the libbpf-cargo skeleton, both into `OUT_DIR`.
-//! - `skel.rs`: includes the skeleton; [`MAX_DEVICES`] is read from its BTF types.
-//! - `program.rs`: [`XdpCounters`] (load, fd and id for the engine, per-device attach).
-//! - `pin.rs`: [`XdpCounters::pin`], [`PinnedCounters`], [`unpin`].
+//! - `src/bpf/count.bpf.h`: the map (a `BPF_MAP_TYPE_PERCPU_HASH` keyed by
+//!   ingress ifindex) and `count_packet`, shared by both programs so they
+//!   count the same way.
+//! - `src/bpf/xdp_counters.bpf.c`: the XDP program, keyed by
+//!   `ctx->ingress_ifindex`, always `XDP_PASS`.
+//! - `src/bpf/tc_counters.bpf.c`: the sched_cls program, keyed by
+//!   `skb->ingress_ifindex`, always `TC_ACT_OK` (direct action).
+//! - `build.rs`: `vmlinux.h` and one libbpf-cargo skeleton per program, into `OUT_DIR`.
+//! - `skel.rs`: includes the skeletons; [`MAX_DEVICES`] is read from their BTF types.
+//! - `program.rs`: [`Counters`] (load for a [`Hook`], fd and id for the
+//!   engine, per-device XDP attach). [`XdpCounters`] is its earlier name.
+//! - `pin.rs`: [`Counters::pin`], [`PinnedCounters`], [`unpin`].
 //! - `bpffs.rs`: bpffs check and mount at `/sys/fs/bpf` (the only unsafe code).
 //! - `counters.rs`: reading and summing the per-CPU values, [`DeviceCounters`].
 //! - `error.rs`: [`BpfError`] naming the [`BpfOp`] and carrying the OS error.
@@ -36,9 +42,12 @@
 //! # Attaching
 //! The engine attaches with netlink: after the host ends of a batch are
 //! created in one device group, one RTM_NEWLINK (ifi_index 0, IFLA_GROUP,
-//! IFLA_XDP { IFLA_XDP_FD = [`XdpCounters::prog_fd`] }) attaches all of them
-//! under one RTNL acquisition. [`XdpCounters::attach_per_device`] is the
+//! IFLA_XDP { IFLA_XDP_FD = [`Counters::prog_fd`] }) attaches all of them
+//! under one RTNL acquisition. [`Counters::attach_per_device`] is the
 //! libbpf `bpf_xdp_attach` alternative, one RTNL acquisition per device.
+//! For [`Hook::Tc`] the engine gives every host end a clsact qdisc on one
+//! shared ingress block and adds the program once, as a cls_bpf filter on
+//! that block (docs/ebpf.md has the RTNL cost of each).
 
 #![deny(unsafe_code)]
 
@@ -53,5 +62,5 @@ pub use bpffs::BPFFS_ROOT;
 pub use counters::DeviceCounters;
 pub use error::{BpfError, BpfOp, Result};
 pub use pin::{unpin, PinnedCounters, MAP_PIN, PROG_PIN};
-pub use program::XdpCounters;
+pub use program::{Counters, Hook, XdpCounters};
 pub use skel::MAX_DEVICES;

@@ -6,11 +6,12 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
-use libbpf_rs::{MapHandle, ProgramHandle, ProgramType};
+use libbpf_rs::{MapHandle, ProgramHandle};
 
 use crate::bpffs;
 use crate::counters::{CountersMap, DeviceCounters};
 use crate::error::{BpfError, BpfOp, Result};
+use crate::program::Hook;
 
 /// File name of the pinned program inside a pin directory.
 pub const PROG_PIN: &str = "prog";
@@ -58,6 +59,7 @@ pub fn unpin(dir: &Path) -> Result<()> {
 #[derive(Debug)]
 pub struct PinnedCounters {
     dir: PathBuf,
+    hook: Hook,
     prog: ProgramHandle,
     map: CountersMap,
 }
@@ -68,21 +70,27 @@ impl PinnedCounters {
         let op = BpfOp::OpenPinned;
         let prog_path = dir.join(PROG_PIN);
         let prog = ProgramHandle::from_pinned_path(&prog_path).map_err(BpfError::libbpf(op))?;
-        if prog.prog_type() != ProgramType::Xdp {
+        let Some(hook) = Hook::of_type(prog.prog_type()) else {
             return Err(BpfError::Mismatch {
                 op,
                 path: prog_path,
-                what: "program type is not XDP",
+                what: "program type is neither XDP nor sched_cls (tc)",
             });
-        }
+        };
         let map_path = dir.join(MAP_PIN);
         let map = MapHandle::from_pinned_path(&map_path).map_err(BpfError::libbpf(op))?;
         let map = CountersMap::new(map, op, &map_path)?;
         Ok(Self {
             dir: dir.to_path_buf(),
+            hook,
             prog,
             map,
         })
+    }
+
+    /// The hook of the pinned program (XDP, or tc for a tc-block pool).
+    pub fn hook(&self) -> Hook {
+        self.hook
     }
 
     /// The pin directory this was opened from.
@@ -90,7 +98,7 @@ impl PinnedCounters {
         &self.dir
     }
 
-    /// Program fd (for IFLA_XDP_FD in a group change from a later process).
+    /// Program fd (for IFLA_XDP_FD in a group change, or TCA_BPF_FD, from a later process).
     pub fn prog_fd(&self) -> BorrowedFd<'_> {
         self.prog.as_fd()
     }

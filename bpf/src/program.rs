@@ -1,46 +1,118 @@
-//! Loaded program: `XdpCounters` owns the XDP program and counters map fds once the skeleton is loaded.
-//! Leaves group attachment to the engine (netlink IFLA_XDP); offers per-device libbpf attach for tests.
+//! Loaded program: `Counters` owns a counters program (XDP or tc) and its map fds once the skeleton is loaded.
+//! Leaves attachment to the engine (netlink IFLA_XDP, or a cls_bpf filter); offers per-device libbpf XDP attach for tests.
 
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{MapHandle, OpenObject, ProgramHandle, Xdp, XdpFlags};
+use libbpf_rs::{MapHandle, OpenObject, ProgramHandle, ProgramType, Xdp, XdpFlags};
 
 use crate::counters::{CountersMap, DeviceCounters};
 use crate::error::{BpfError, BpfOp, Result};
 use crate::pin;
-use crate::skel::XdpCountersSkelBuilder;
+use crate::skel::{TcCountersSkelBuilder, XdpCountersSkelBuilder};
 
-/// The XDP counters program and its map, loaded into the kernel.
+/// Which hook a counters program is built for. Both count the same way into the
+/// same map layout (`count.bpf.h`); they differ only in where the kernel runs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Hook {
+    /// `xdp_counters` (BPF_PROG_TYPE_XDP): attached by IFLA_XDP, per device.
+    #[default]
+    Xdp,
+    /// `tc_counters` (BPF_PROG_TYPE_SCHED_CLS): a direct-action cls_bpf filter,
+    /// for tc semantics (runs after the skb exists, can be moved to egress).
+    Tc,
+}
+
+impl Hook {
+    /// Name of the program in its object (and in `bpftool prog`, `tc filter show`).
+    pub fn prog_name(self) -> &'static str {
+        match self {
+            Self::Xdp => "xdp_counters",
+            Self::Tc => "tc_counters",
+        }
+    }
+
+    /// The kernel program type this hook's program is loaded as.
+    pub fn prog_type(self) -> ProgramType {
+        match self {
+            Self::Xdp => ProgramType::Xdp,
+            Self::Tc => ProgramType::SchedCls,
+        }
+    }
+
+    /// The hook whose program has type `ty`, if any.
+    pub fn of_type(ty: ProgramType) -> Option<Self> {
+        match ty {
+            ProgramType::Xdp => Some(Self::Xdp),
+            ProgramType::SchedCls => Some(Self::Tc),
+            _ => None,
+        }
+    }
+}
+
+/// A counters program and its map, loaded into the kernel.
 ///
 /// Holds duplicated fds only: the libbpf object and skeleton are dropped after
 /// loading, the kernel keeps program and map alive through these fds (and
-/// through any device it is attached to, or any pin).
+/// through any device or filter it is attached to, or any pin).
 #[derive(Debug)]
-pub struct XdpCounters {
+pub struct Counters {
+    hook: Hook,
     prog: ProgramHandle,
     map: CountersMap,
 }
 
-impl XdpCounters {
-    /// Opens and loads the embedded skeleton (BPF_PROG_LOAD, BPF_MAP_CREATE; needs CAP_BPF or root).
+/// The earlier name of [`Counters`], from when XDP was the only hook; kept so
+/// existing callers build unchanged. [`Counters::load`] still loads XDP.
+pub type XdpCounters = Counters;
+
+impl Counters {
+    /// Opens and loads the XDP skeleton (BPF_PROG_LOAD, BPF_MAP_CREATE; needs CAP_BPF or root).
     pub fn load() -> Result<Self> {
-        let mut object = MaybeUninit::<OpenObject>::uninit();
-        let open = XdpCountersSkelBuilder::default()
-            .open(&mut object)
-            .map_err(BpfError::libbpf(BpfOp::Open))?;
-        let skel = open.load().map_err(BpfError::libbpf(BpfOp::Load))?;
-        let prog = ProgramHandle::try_from(&skel.progs.xdp_counters)
-            .map_err(BpfError::libbpf(BpfOp::Handle))?;
-        let map =
-            MapHandle::try_from(&skel.maps.counters).map_err(BpfError::libbpf(BpfOp::Handle))?;
-        let map = CountersMap::new(map, BpfOp::Load, Path::new("<skeleton>"))?;
-        Ok(Self { prog, map })
+        Self::load_hook(Hook::Xdp)
     }
 
-    /// Program fd, for IFLA_XDP / IFLA_XDP_FD in the engine's group RTM_NEWLINK.
+    /// Opens and loads the skeleton of `hook`'s program. Only that program and
+    /// its own map are loaded: the two hooks are separate objects.
+    pub fn load_hook(hook: Hook) -> Result<Self> {
+        let mut object = MaybeUninit::<OpenObject>::uninit();
+        let (prog, map) = match hook {
+            Hook::Xdp => {
+                let open = XdpCountersSkelBuilder::default()
+                    .open(&mut object)
+                    .map_err(BpfError::libbpf(BpfOp::Open))?;
+                let skel = open.load().map_err(BpfError::libbpf(BpfOp::Load))?;
+                (
+                    ProgramHandle::try_from(&skel.progs.xdp_counters),
+                    MapHandle::try_from(&skel.maps.counters),
+                )
+            }
+            Hook::Tc => {
+                let open = TcCountersSkelBuilder::default()
+                    .open(&mut object)
+                    .map_err(BpfError::libbpf(BpfOp::Open))?;
+                let skel = open.load().map_err(BpfError::libbpf(BpfOp::Load))?;
+                (
+                    ProgramHandle::try_from(&skel.progs.tc_counters),
+                    MapHandle::try_from(&skel.maps.counters),
+                )
+            }
+        };
+        let prog = prog.map_err(BpfError::libbpf(BpfOp::Handle))?;
+        let map = map.map_err(BpfError::libbpf(BpfOp::Handle))?;
+        let map = CountersMap::new(map, BpfOp::Load, Path::new("<skeleton>"))?;
+        Ok(Self { hook, prog, map })
+    }
+
+    /// The hook this program was built for.
+    pub fn hook(&self) -> Hook {
+        self.hook
+    }
+
+    /// Program fd: for IFLA_XDP / IFLA_XDP_FD in the engine's group RTM_NEWLINK
+    /// ([`Hook::Xdp`]), or TCA_BPF_FD in its one cls_bpf filter ([`Hook::Tc`]).
     ///
     /// Must stay open until that message has been processed: the kernel takes
     /// its own reference when it attaches.
@@ -82,6 +154,7 @@ impl XdpCounters {
     /// costs one RTNL acquisition per device. Refuses (EBUSY) to replace a
     /// program already attached: `XDP_FLAGS_UPDATE_IF_NOEXIST`.
     pub fn attach_per_device(&self, ifindex: u32) -> Result<()> {
+        self.require_xdp(BpfOp::Attach { ifindex })?;
         Xdp::new(self.prog_fd())
             .attach(ifindex_arg(ifindex), XdpFlags::UPDATE_IF_NOEXIST)
             .map_err(BpfError::libbpf(BpfOp::Attach { ifindex }))
@@ -89,6 +162,7 @@ impl XdpCounters {
 
     /// Program id attached to `ifindex` in the default (native) mode, 0 if none.
     pub fn attached_id(&self, ifindex: u32) -> Result<u32> {
+        self.require_xdp(BpfOp::Query { ifindex })?;
         Xdp::new(self.prog_fd())
             .query_id(ifindex_arg(ifindex), XdpFlags::NONE)
             .map_err(BpfError::libbpf(BpfOp::Query { ifindex }))
@@ -109,6 +183,21 @@ impl XdpCounters {
         Xdp::new(self.prog_fd())
             .detach(ifindex_arg(ifindex), XdpFlags::NONE)
             .map_err(BpfError::libbpf(op))
+    }
+}
+
+impl Counters {
+    /// The per-device XDP calls make sense only for the XDP program; the kernel
+    /// would refuse a sched_cls fd too, but with a less telling EINVAL.
+    fn require_xdp(&self, op: BpfOp) -> Result<()> {
+        if self.hook == Hook::Xdp {
+            return Ok(());
+        }
+        Err(BpfError::Mismatch {
+            op,
+            path: Path::new("<loaded>").to_path_buf(),
+            what: "the loaded program is the tc one, not XDP",
+        })
     }
 }
 

@@ -5,7 +5,9 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{in_private, make_mounts_private, privileged, run, unique_tag};
-use netslot_bpf::{unpin, BpfError, PinnedCounters, XdpCounters, BPFFS_ROOT, MAP_PIN, PROG_PIN};
+use netslot_bpf::{
+    unpin, BpfError, Hook, PinnedCounters, XdpCounters, BPFFS_ROOT, MAP_PIN, PROG_PIN,
+};
 
 const PREFIX: &str = "netslot-bpf-test-";
 
@@ -110,4 +112,44 @@ fn pin_outside_bpffs_is_refused() {
         other => panic!("pin under {}: {other:?}", dir.display()),
     }
     assert!(!dir.exists(), "nothing created outside bpffs");
+}
+
+#[test]
+fn tc_program_pins_and_reopens_as_tc() {
+    if !privileged("tc_program_pins_and_reopens_as_tc") {
+        return;
+    }
+    in_private(libc::CLONE_NEWNS, || {
+        make_mounts_private();
+        let group = format!("{PREFIX}{}", unique_tag());
+        let dir = Path::new(BPFFS_ROOT).join(&group).join("g7");
+
+        let counters = netslot_bpf::Counters::load_hook(Hook::Tc).expect("load tc");
+        assert_eq!(counters.hook(), Hook::Tc);
+        // The per-device XDP calls refuse the tc program before asking the kernel.
+        assert!(matches!(
+            counters.attach_per_device(1),
+            Err(BpfError::Mismatch { .. })
+        ));
+        counters.pin(&dir).expect("pin");
+        let prog_path = dir.join(PROG_PIN);
+        let shown: serde_json::Value = serde_json::from_str(&run(
+            "bpftool",
+            &["-j", "prog", "show", "pinned", prog_path.to_str().unwrap()],
+        ))
+        .expect("bpftool json");
+        assert_eq!(shown["id"].as_u64(), Some(u64::from(counters.prog_id())));
+        assert_eq!(shown["type"].as_str(), Some("sched_cls"));
+        assert_eq!(shown["name"].as_str(), Some("tc_counters"));
+
+        drop(counters);
+        let pinned = PinnedCounters::open(&dir).expect("open pinned tc");
+        assert_eq!(pinned.hook(), Hook::Tc);
+        assert_eq!(pinned.read_all().expect("read pinned"), vec![]);
+        drop(pinned);
+
+        unpin(&dir).expect("unpin");
+        std::fs::remove_dir(dir.parent().unwrap()).expect("rmdir test group dir");
+        assert_eq!(ours_under_bpffs(), Vec::<PathBuf>::new());
+    });
 }

@@ -82,17 +82,55 @@ impl FromStr for Ipv4Cidr {
     }
 }
 
-/// How the XDP program reaches the host ends.
+/// How the counters program reaches the host ends: the attachment, whatever its hook.
+///
+/// The cost of each is in RTNL acquisitions, netslot's measure (docs/ebpf.md has the
+/// figures and the kernel functions they come from).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
-pub enum XdpAttach {
-    /// IFLA_XDP in the one group change that brings the host ends up
+pub enum CountersAttach {
+    /// XDP: IFLA_XDP in the one group change that brings the host ends up
     /// (rtnl_group_changelink): no acquisition of its own, whatever the batch size.
     #[default]
     Group,
-    /// One RTM_SETLINK with IFLA_XDP per host end, sent with the host addresses: one RTNL
-    /// acquisition per device. For comparison, or for hosts whose tooling expects it.
+    /// XDP: one RTM_SETLINK with IFLA_XDP per host end, sent with the host addresses: one
+    /// RTNL acquisition per device. For comparison, or for hosts whose tooling expects it.
     PerDevice,
+    /// tc: a clsact qdisc on every host end whose ingress block is the pool's shared block
+    /// (index [`EngineConfig::tc_block_index`]), sent with the host addresses (RTM_NEWQDISC
+    /// runs under RTNL: one acquisition per device), and ONE direct-action cls_bpf filter on
+    /// that block, made by the pool's first call (one acquisition in all). Later calls'
+    /// host ends join the block by their qdisc alone. For users who need tc semantics (the
+    /// program sees an skb) or want to move counting to egress.
+    TcBlock,
+}
+
+/// The earlier name of [`CountersAttach`], from when every choice was XDP.
+pub type XdpAttach = CountersAttach;
+
+impl CountersAttach {
+    /// The name the CLI uses (`--attach`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Group => "group",
+            Self::PerDevice => "per-device",
+            Self::TcBlock => "tc-block",
+        }
+    }
+
+    /// The hook of the program this attachment needs.
+    pub fn hook(self) -> netslot_bpf::Hook {
+        match self {
+            Self::Group | Self::PerDevice => netslot_bpf::Hook::Xdp,
+            Self::TcBlock => netslot_bpf::Hook::Tc,
+        }
+    }
+}
+
+impl fmt::Display for CountersAttach {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Everything that shapes a pool of standard slots.
@@ -112,10 +150,11 @@ pub struct EngineConfig {
     /// Namespace that receives the host ends: a path such as /run/netns/NAME or
     /// /proc/PID/ns/net. `None` means the namespace of the thread creating the engine.
     pub host_netns: Option<PathBuf>,
-    /// Attach the per-slot XDP packet/byte counters (bpf/) to every host end.
+    /// Attach the per-slot packet/byte counters (bpf/) to every host end.
     pub xdp_counters: bool,
-    /// How the counters are attached (see [`XdpAttach`]).
-    pub xdp_attach: XdpAttach,
+    /// How the counters are attached, XDP or tc (see [`CountersAttach`]). The field keeps
+    /// its first name so existing configurations build unchanged.
+    pub xdp_attach: CountersAttach,
     /// Pin the XDP program and its map in this bpffs directory (e.g.
     /// /sys/fs/bpf/netslot/<group>) so a later process can read the counters (`netslot
     /// stats`). `None`: they live while the engine or an attached device holds them.
@@ -151,7 +190,7 @@ impl Default for EngineConfig {
             host_netns: None,
             pin_dir: None,
             xdp_counters: true,
-            xdp_attach: XdpAttach::Group,
+            xdp_attach: CountersAttach::Group,
             max_rtnl_hold: Some(DEFAULT_MAX_RTNL_HOLD),
             bpf_pin_dir: None,
             pool_threads: 1,
@@ -198,6 +237,15 @@ impl EngineConfig {
             });
         }
         Ok(())
+    }
+
+    /// Index of the pool's shared tc block ([`CountersAttach::TcBlock`]): the pool's group.
+    ///
+    /// Shared block indexes are per network namespace (tcf_net's idr in cls_api.c) and
+    /// must not be 0 (qdisc_block_indexes_set refuses it), as groups must not: so the
+    /// group, which already names the pool in the host namespace, names its block too.
+    pub fn tc_block_index(&self) -> u32 {
+        self.group
     }
 
     /// Name of slot `id`'s host end and pinned namespace.

@@ -7,12 +7,12 @@ use std::path::Path;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::batch::{Flight, Limits};
-use crate::config::{EngineConfig, XdpAttach};
+use crate::config::{CountersAttach, EngineConfig};
 use crate::hold::{BringUpMode, HoldBudget};
 use crate::host::HostNs;
 use crate::netns;
 use crate::op::Op;
-use crate::plan::{self, HostEnd, PoolShape, WHOLE_BATCH};
+use crate::plan::{self, PerDevice, PoolShape, UpHere, WHOLE_BATCH};
 use crate::pool::NsPool;
 use crate::reconcile::{Failure, Ledger, Settled};
 use crate::result::{EngineError, PhaseTimes, ProvisionReport, Provisioned, SlotError};
@@ -41,8 +41,12 @@ pub struct Engine {
     ledger: Ledger,
     ifindex_base: u32,
     next_id: u32,
-    /// The XDP counters, attached by each call's group change.
-    xdp: Option<netslot_bpf::XdpCounters>,
+    /// The counters program (XDP or tc, per `config.xdp_attach`) and its map.
+    xdp: Option<netslot_bpf::Counters>,
+    /// Whether the pool's tc filter is on its shared block (tc-block only). The block
+    /// and its filter live as long as one qdisc is bound to it, so this is set by the
+    /// call whose filter request succeeded and cleared by teardown.
+    tc_filter_made: bool,
     /// The RTNL hold budget and the measured cost of group changes.
     budget: HoldBudget,
     /// Host ends the pool's group holds (what a group change would touch).
@@ -92,13 +96,15 @@ impl Engine {
         let pool = NsPool::start(config.pool_threads, config.pool_low, config.pool_high)
             .map_err(EngineError::io("start the namespace pool thread"))?;
         let xdp = if config.xdp_counters {
-            let xdp = netslot_bpf::XdpCounters::load().map_err(|source| EngineError::Bpf {
-                what: "load the XDP counters program".into(),
-                source,
-            })?;
+            let hook = config.xdp_attach.hook();
+            let xdp =
+                netslot_bpf::Counters::load_hook(hook).map_err(|source| EngineError::Bpf {
+                    what: format!("load the counters program {}", hook.prog_name()),
+                    source,
+                })?;
             if let Some(dir) = &config.bpf_pin_dir {
                 xdp.pin(dir).map_err(|source| EngineError::Bpf {
-                    what: format!("pin the XDP counters in {}", dir.display()),
+                    what: format!("pin the counters in {}", dir.display()),
                     source,
                 })?;
             }
@@ -124,6 +130,7 @@ impl Engine {
             budget: HoldBudget::new(config_max_hold),
             host_ends: 0,
             xdp,
+            tc_filter_made: false,
         })
     }
 
@@ -137,19 +144,20 @@ impl Engine {
         &self.host
     }
 
-    /// Id of the XDP program attached to host ends, when the counters are on.
+    /// Id of the counters program attached to the host ends (the XDP program, or the tc
+    /// one for [`CountersAttach::TcBlock`]), when the counters are on.
     pub fn xdp_prog_id(&self) -> Option<u32> {
         self.xdp.as_ref().map(netslot_bpf::XdpCounters::prog_id)
     }
 
-    /// Per-slot packets and bytes counted by the XDP program, for every slot of this
+    /// Per-slot packets and bytes counted by the counters program, for every slot of this
     /// engine that has seen traffic. Empty when the counters are off.
     pub fn counters(&self) -> Result<Vec<crate::result::SlotCounters>, EngineError> {
         let Some(xdp) = &self.xdp else {
             return Ok(Vec::new());
         };
         let all = xdp.read_all().map_err(|source| EngineError::Bpf {
-            what: "read the XDP counters".into(),
+            what: "read the counters".into(),
             source,
         })?;
         Ok(all
@@ -197,22 +205,29 @@ impl Engine {
             host_netns_fd: self.host.netns_fd().as_raw_fd(),
             ipv6_off: !self.config.ipv6,
         };
-        let xdp_fd = self.xdp.as_ref().map(|x| x.prog_fd().as_raw_fd());
+        let prog_fd = self.xdp.as_ref().map(|x| x.prog_fd().as_raw_fd());
         // A group change would touch every host end of the group, earlier calls' too.
         let bring_up = self.budget.mode(self.host_ends + count);
-        let (group_xdp, each) = match (bring_up, self.config.xdp_attach) {
-            (BringUpMode::PerDevice, _) => (
-                None,
-                HostEnd::AddressAndUp {
-                    ipv6_off: !self.config.ipv6,
-                    xdp_fd,
-                },
-            ),
-            (BringUpMode::Group, XdpAttach::Group) => (xdp_fd, HostEnd::Address),
-            (BringUpMode::Group, XdpAttach::PerDevice) => (
-                None,
-                xdp_fd.map_or(HostEnd::Address, HostEnd::AddressAndXdp),
-            ),
+        let up_here = (bring_up == BringUpMode::PerDevice).then_some(UpHere {
+            ipv6_off: !self.config.ipv6,
+        });
+        let block = self.config.tc_block_index();
+        let (group_xdp, per_device) = match (self.config.xdp_attach, prog_fd) {
+            (_, None) => (None, PerDevice::Nothing),
+            // Per-device bring-up carries the program in each host end's up request.
+            (CountersAttach::Group, Some(fd)) if up_here.is_some() => (None, PerDevice::Xdp(fd)),
+            (CountersAttach::Group, Some(fd)) => (Some(fd), PerDevice::Nothing),
+            (CountersAttach::PerDevice, Some(fd)) => (None, PerDevice::Xdp(fd)),
+            (CountersAttach::TcBlock, Some(_)) => (None, PerDevice::Clsact { block }),
+        };
+        // Once per pool: a later call's host ends join the block by their qdisc.
+        let mut tc_filter = match (self.config.xdp_attach, prog_fd) {
+            (CountersAttach::TcBlock, Some(fd)) if !self.tc_filter_made => Some(plan::TcFilter {
+                block,
+                prog_fd: fd,
+                prog_name: netslot_bpf::Hook::Tc.prog_name(),
+            }),
+            _ => None,
         };
 
         self.pool.demand(count);
@@ -271,12 +286,25 @@ impl Engine {
                     self.host_limits,
                     host_sock,
                     ok.map(|i| (i, &specs[i])),
-                    each,
+                    per_device,
+                    up_here,
+                    &mut tc_filter,
                 );
                 flights.append(&mut host);
             }
             batch.count_requests(&flights);
             let settled = self.fly(&mut flights)?;
+            if settled.iter().any(|s| {
+                matches!(
+                    s,
+                    Settled::Done {
+                        slot: WHOLE_BATCH,
+                        op: Op::TcFilter
+                    }
+                )
+            }) {
+                self.tc_filter_made = true;
+            }
             batch.apply(settled);
             phases.links += t.elapsed();
             progress(next, count);
@@ -348,7 +376,13 @@ impl Engine {
     /// Deletes every host end of the pool's group in one request, unpins the given slots
     /// and closes them, many fds per io_uring_enter. The kernel destroys the namespaces in
     /// a batch (cleanup_net).
+    ///
+    /// A tc-block pool's block and filter go with the last host end: each device's
+    /// unregistration destroys its clsact qdisc (clsact_destroy → tcf_block_put_ext), and
+    /// the last put of the shared block flushes its chains, which frees the filter and
+    /// drops its program reference (cls_bpf_destroy). A later call makes the filter again.
     pub fn teardown(&mut self, slots: Vec<Slot>) -> Result<(), EngineError> {
+        self.tc_filter_made = false;
         match self.host.delete_group(self.config.group) {
             // ENODEV: nothing left in the group (e.g. every slot failed).
             Err(e) if e.raw_os_error() != Some(libc::ENODEV) => {

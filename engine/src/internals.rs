@@ -8,7 +8,7 @@
 
 use crate::batch::{Flight, Limits};
 use crate::config::EngineConfig;
-use crate::plan::{self, GroupChange, HostEnd, PoolShape};
+use crate::plan::{self, GroupChange, PerDevice, PoolShape};
 use crate::reconcile::{Ledger, Settled};
 use crate::slot::SlotSpec;
 use crate::sock;
@@ -61,7 +61,9 @@ pub fn plan(specs: &[SlotSpec]) -> Planned {
         sock::nominal_host_limits(),
         NO_FD,
         specs.iter().enumerate(),
-        HostEnd::Address,
+        PerDevice::Nothing,
+        None,
+        &mut None,
     ));
     flights.extend(plan::group_change(
         &mut ledger,

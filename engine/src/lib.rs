@@ -40,7 +40,7 @@ mod slot;
 mod sock;
 mod wire;
 
-pub use config::{ConfigError, EngineConfig, Ipv4Cidr, XdpAttach};
+pub use config::{ConfigError, CountersAttach, EngineConfig, Ipv4Cidr, XdpAttach};
 pub use engine::{release, Engine};
 pub use hold::BringUpMode;
 pub use host::{AddrRecord, HostNs, LinkRecord};

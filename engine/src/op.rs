@@ -30,6 +30,10 @@ pub enum Op {
     HostUp,
     /// Attaching the XDP counters to one host end (per-device attach only).
     Xdp,
+    /// The clsact qdisc of one host end, joining the pool's shared tc block (tc-block only).
+    Qdisc,
+    /// The one cls_bpf filter on the pool's shared tc block (tc-block only, first call).
+    TcFilter,
     /// Bind-mounting the slot's namespace under the pin directory.
     Pin,
     /// Undoing a failed slot (RTM_DELLINK of its host end).
@@ -50,6 +54,8 @@ impl Op {
             Op::GroupUp => "group-up",
             Op::HostUp => "host-up",
             Op::Xdp => "xdp",
+            Op::Qdisc => "qdisc",
+            Op::TcFilter => "tc-filter",
             Op::Pin => "pin",
             Op::Rollback => "rollback",
         }

@@ -3,8 +3,9 @@
 //!
 //! On a slot's own socket (its namespace): lo up, the veth pair in place, the slot
 //! address, the default route. RTM_NEWADDR and RTM_NEWROUTE act in the socket's namespace
-//! (sock_net), so these must go there. On the host socket: the host addresses, then ONE
-//! group change that brings every host end up.
+//! (sock_net), so these must go there. On the host socket: the host addresses (each with
+//! its host end's per-device attachment, if the pool uses one), then ONE group change that
+//! brings every host end up, preceded on a tc-block pool's first call by its one filter.
 
 use std::os::fd::RawFd;
 
@@ -15,7 +16,7 @@ use crate::config::SLOT_IFNAME;
 use crate::op::Op;
 use crate::reconcile::Ledger;
 use crate::slot::SlotSpec;
-use crate::wire::{addr, link, route};
+use crate::wire::{addr, link, route, tc};
 
 /// ifindex of `lo` in every network namespace (LOOPBACK_IFINDEX).
 const LOOPBACK_IFINDEX: u32 = 1;
@@ -90,30 +91,49 @@ pub(crate) struct GroupChange {
     pub ipv6_off: bool,
 }
 
-/// What goes with each host end's address on the host socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum HostEnd {
-    /// The address only: the host ends come up later by one group change.
-    Address,
-    /// The address, then the XDP program by its own request (XdpAttach::PerDevice).
-    AddressAndXdp(RawFd),
-    /// The address, then the host end brought up here (BringUpMode::PerDevice): IPv6
-    /// address generation off first when asked (do_setlink applies IFF_UP before
-    /// IFLA_AF_SPEC, so they cannot share a request), then IFF_UP with the XDP program.
-    AddressAndUp {
-        ipv6_off: bool,
-        xdp_fd: Option<RawFd>,
-    },
+/// The one cls_bpf filter of a tc-block pool.
+///
+/// It goes right after the first qdisc of the call in the host send order, because the
+/// block exists only once a qdisc is bound to it, and before any host end comes up, so
+/// every host end is counted from its first packet.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TcFilter {
+    pub block: u32,
+    pub prog_fd: RawFd,
+    pub prog_name: &'static str,
 }
 
-/// The host addresses of `slots` (batch index, spec), each with what `each` adds, packed
-/// into as few sends as fit.
+/// What each host end gets besides its address, in the same host send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PerDevice {
+    /// Nothing: the counters (if any) come with the group change.
+    Nothing,
+    /// IFLA_XDP with this program fd: by its own RTM_SETLINK, or inside the host end's
+    /// own up request when it comes up per device.
+    Xdp(RawFd),
+    /// RTM_NEWQDISC clsact whose ingress block is this shared block index.
+    Clsact { block: u32 },
+}
+
+/// Bring each host end up right after its address (BringUpMode::PerDevice): IPv6 address
+/// generation off first when asked (do_setlink applies IFF_UP before IFLA_AF_SPEC, so
+/// they cannot share a request), then IFF_UP, carrying the XDP program if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UpHere {
+    pub ipv6_off: bool,
+}
+
+/// The host addresses of `slots` (batch index, spec), each with its `per_device` request
+/// and, with `up_here`, its own bring-up, packed into as few sends as fit. `filter`, when
+/// given, is taken and sent right after the first qdisc.
 pub(crate) fn host_addresses<'a>(
     ledger: &mut Ledger,
     limits: Limits,
     host_sock: RawFd,
     slots: impl IntoIterator<Item = (usize, &'a SlotSpec)>,
-    each: HostEnd,
+    per_device: PerDevice,
+    up_here: Option<UpHere>,
+    filter: &mut Option<TcFilter>,
 ) -> Vec<Flight> {
     let mut b = Batcher::new(host_sock, limits);
     for (slot, spec) in slots {
@@ -124,29 +144,49 @@ pub(crate) fn host_addresses<'a>(
             addr::ipv4(spec.ifindex, spec.host_ip, spec.prefix_len),
             NLM_F_CREATE | NLM_F_EXCL,
         );
-        match each {
-            HostEnd::Address => {}
-            HostEnd::AddressAndXdp(fd) => {
+        let mut up_xdp = None;
+        match per_device {
+            PerDevice::Nothing => {}
+            PerDevice::Xdp(fd) if up_here.is_some() => up_xdp = Some(fd),
+            PerDevice::Xdp(fd) => {
                 b.push(ledger, slot, Op::Xdp, link::attach_xdp(spec.ifindex, fd), 0);
             }
-            HostEnd::AddressAndUp { ipv6_off, xdp_fd } => {
-                if ipv6_off {
-                    b.push(
-                        ledger,
-                        slot,
-                        Op::Ipv6Off,
-                        link::ipv6_addr_gen_none(spec.ifindex),
-                        0,
-                    );
-                }
+            PerDevice::Clsact { block } => {
                 b.push(
                     ledger,
                     slot,
-                    Op::HostUp,
-                    link::set_up_with_xdp(spec.ifindex, xdp_fd),
+                    Op::Qdisc,
+                    tc::clsact_on_block(spec.ifindex, block),
+                    NLM_F_CREATE | NLM_F_EXCL,
+                );
+                if let Some(f) = filter.take() {
+                    b.push(
+                        ledger,
+                        WHOLE_BATCH,
+                        Op::TcFilter,
+                        tc::bpf_filter_on_block(f.block, f.prog_fd, f.prog_name),
+                        NLM_F_CREATE | NLM_F_EXCL,
+                    );
+                }
+            }
+        }
+        if let Some(UpHere { ipv6_off }) = up_here {
+            if ipv6_off {
+                b.push(
+                    ledger,
+                    slot,
+                    Op::Ipv6Off,
+                    link::ipv6_addr_gen_none(spec.ifindex),
                     0,
                 );
             }
+            b.push(
+                ledger,
+                slot,
+                Op::HostUp,
+                link::set_up_with_xdp(spec.ifindex, up_xdp),
+                0,
+            );
         }
     }
     b.finish(ledger)
@@ -302,7 +342,9 @@ mod tests {
             LIMITS,
             4,
             specs.iter().enumerate(),
-            HostEnd::Address,
+            PerDevice::Nothing,
+            None,
+            &mut None,
         );
         assert_eq!(flights.len(), 2); // 64 + 36 by the request limit
         assert_eq!(
@@ -319,11 +361,16 @@ mod tests {
     fn per_device_bring_up_turns_ipv6_off_before_up() {
         let spec = SlotSpec::derive(&EngineConfig::default(), 0, 10);
         let mut ledger = Ledger::new(0);
-        let each = HostEnd::AddressAndUp {
-            ipv6_off: true,
-            xdp_fd: Some(7),
-        };
-        let flights = host_addresses(&mut ledger, LIMITS, 4, [(0, &spec)], each);
+        let up = Some(UpHere { ipv6_off: true });
+        let flights = host_addresses(
+            &mut ledger,
+            LIMITS,
+            4,
+            [(0, &spec)],
+            PerDevice::Xdp(7),
+            up,
+            &mut None,
+        );
         assert_eq!(kinds(&flights[0].bytes), ["addr", "setlink", "up", "noop"]);
         let msgs = decode(&flights[0].bytes);
         let netlink_packet_core::NetlinkPayload::InnerMessage(RouteNetlinkMessage::SetLink(up)) =
@@ -351,6 +398,55 @@ mod tests {
         assert_eq!(
             kinds(&flights[0].bytes),
             ["group-ipv6-off", "group-up", "noop"]
+        );
+    }
+
+    #[test]
+    fn tc_block_puts_the_filter_right_after_the_first_qdisc_and_before_any_up() {
+        let cfg = EngineConfig::default();
+        let specs: Vec<SlotSpec> = (0..3).map(|i| SlotSpec::derive(&cfg, i, 10)).collect();
+        let mut filter = Some(TcFilter {
+            block: 7600,
+            prog_fd: 8,
+            prog_name: "tc_counters",
+        });
+        let mut ledger = Ledger::new(0);
+        let flights = host_addresses(
+            &mut ledger,
+            LIMITS,
+            4,
+            specs.iter().enumerate(),
+            PerDevice::Clsact { block: 7600 },
+            Some(UpHere { ipv6_off: false }),
+            &mut filter,
+        );
+        assert!(filter.is_none(), "the filter was taken");
+        assert_eq!(flights.len(), 1);
+        let kinds: Vec<&str> = decode(&flights[0].bytes)
+            .iter()
+            .map(|m| match &m.payload {
+                netlink_packet_core::NetlinkPayload::InnerMessage(
+                    RouteNetlinkMessage::NewAddress(_),
+                ) => "addr",
+                netlink_packet_core::NetlinkPayload::InnerMessage(
+                    RouteNetlinkMessage::NewQueueDiscipline(_),
+                ) => "qdisc",
+                netlink_packet_core::NetlinkPayload::InnerMessage(
+                    RouteNetlinkMessage::NewTrafficFilter(_),
+                ) => "filter",
+                netlink_packet_core::NetlinkPayload::InnerMessage(
+                    RouteNetlinkMessage::SetLink(_),
+                ) => "up",
+                netlink_packet_core::NetlinkPayload::Noop => "noop",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "addr", "qdisc", "filter", "up", "addr", "qdisc", "up", "addr", "qdisc", "up",
+                "noop"
+            ]
         );
     }
 }

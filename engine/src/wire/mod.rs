@@ -2,13 +2,15 @@
 //! Messages are built and parsed with netlink-packet-route/-core; no sockets, no sequencing policy.
 //!
 //! One file per kind of kernel object, as rtnetlink groups them: `link` (RTM_*LINK),
-//! `addr` (RTM_NEWADDR), `route` (RTM_NEWROUTE); `ack` reads NLMSG_ERROR replies,
+//! `addr` (RTM_NEWADDR), `route` (RTM_NEWROUTE), `tc` (RTM_NEWQDISC, RTM_NEWTFILTER);
+//! `ack` reads NLMSG_ERROR replies,
 //! including the extended-ACK text the crate leaves unparsed.
 
 pub(crate) mod ack;
 pub(crate) mod addr;
 pub(crate) mod link;
 pub(crate) mod route;
+pub(crate) mod tc;
 
 use bytes::BytesMut;
 use netlink_packet_core::{

@@ -41,8 +41,9 @@ enum Command {
     Down(down::DownArgs),
     /// List the slots of a pool as the kernel reports them.
     Status(status::StatusArgs),
-    /// Per-slot packets and bytes counted by the XDP program on each host end (traffic
-    /// from the slot), read from the program's map pinned under --bpf-dir by `up`.
+    /// Per-slot packets and bytes counted by the counters program (XDP, or tc with
+    /// `up --attach tc-block`) on each host end (traffic from the slot), read from the
+    /// program's map pinned under --bpf-dir by `up`.
     Stats(stats::StatsArgs),
 }
 
@@ -58,7 +59,7 @@ struct PoolArgs {
     /// Directory where slot namespaces are pinned (bind mounts), as `ip netns` uses.
     #[arg(long, default_value = "/run/netns")]
     netns_dir: PathBuf,
-    /// bpffs directory under which `up` pins the XDP counters as <bpf-dir>/<group>.
+    /// bpffs directory under which `up` pins the counters (XDP or tc) as <bpf-dir>/<group>.
     #[arg(long, default_value = "/sys/fs/bpf/netslot")]
     bpf_dir: PathBuf,
     /// Namespace holding the host ends (e.g. /run/netns/NAME); default: the current one.

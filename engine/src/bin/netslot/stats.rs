@@ -26,7 +26,10 @@ struct SlotStats {
 struct StatsReport {
     prefix: String,
     group: u32,
+    /// Id of the counters program (kept under its first name for JSON readers).
     xdp_prog_id: u32,
+    /// "xdp" or "tc": which counters program the pool was made with.
+    hook: &'static str,
     slots: Vec<SlotStats>,
 }
 
@@ -36,7 +39,7 @@ pub(crate) fn run(args: StatsArgs) -> Result<ExitCode, String> {
     let dir = pool.bpf_pin_dir();
     let counters = netslot::bpf::PinnedCounters::open(&dir).map_err(|e| {
         format!(
-            "no XDP counters pinned for group {} at {} ({e}); were the slots made by `netslot up` without --hold or --no-xdp?",
+            "no counters pinned for group {} at {} ({e}); were the slots made by `netslot up` without --hold or --no-xdp?",
             pool.group,
             dir.display()
         )
@@ -72,15 +75,20 @@ pub(crate) fn run(args: StatsArgs) -> Result<ExitCode, String> {
         prefix: pool.prefix.clone(),
         group: pool.group,
         xdp_prog_id: counters.prog_id(),
+        hook: match counters.hook() {
+            netslot::bpf::Hook::Xdp => "xdp",
+            netslot::bpf::Hook::Tc => "tc",
+        },
         slots: slots.into_iter().map(|(_, s)| s).collect(),
     };
     if pool.json {
         crate::output::print_json(&report);
     } else {
         println!(
-            "pool prefix={} group={}: XDP program {} on {} host end(s)",
+            "pool prefix={} group={}: {} program {} on {} host end(s)",
             report.prefix,
             report.group,
+            report.hook,
             report.xdp_prog_id,
             report.slots.len()
         );

@@ -3,10 +3,10 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use serde::Serialize;
 
-use netslot::{Engine, EngineConfig, Ipv4Cidr, ProvisionReport, SlotError};
+use netslot::{CountersAttach, Engine, EngineConfig, Ipv4Cidr, ProvisionReport, SlotError};
 
 use crate::output::{print_json, Progress};
 use crate::PoolArgs;
@@ -32,9 +32,13 @@ pub(crate) struct UpArgs {
     /// Ctrl-C or SIGTERM.
     #[arg(long)]
     hold: bool,
-    /// Do not attach the XDP packet/byte counters to the host ends.
+    /// Do not attach the packet/byte counters to the host ends (whatever --attach says).
     #[arg(long)]
     no_xdp: bool,
+    /// How the packet/byte counters reach the host ends. Costs are RTNL acquisitions (the
+    /// kernel's global networking lock), measured on 6.18 (docs/ebpf.md).
+    #[arg(long, value_enum, default_value_t = AttachArg::Group)]
+    attach: AttachArg,
     /// Slots per io_uring submission.
     #[arg(long, default_value_t = 256)]
     chunk: usize,
@@ -68,6 +72,30 @@ fn parse_hold(s: &str) -> Result<HoldBudgetArg, String> {
     ))))
 }
 
+/// `--attach`: the library's [`CountersAttach`], with the help text `--help` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AttachArg {
+    /// XDP, attached by the one group change that brings the host ends up: no RTNL
+    /// acquisition of its own, whatever the number of slots.
+    Group,
+    /// XDP, one RTM_SETLINK per host end: one RTNL acquisition per slot.
+    PerDevice,
+    /// tc: a clsact qdisc per host end on one shared ingress block (one RTNL acquisition
+    /// per slot) and one cls_bpf filter on that block (one acquisition per pool). For tc
+    /// semantics; `netslot stats` reads it the same way.
+    TcBlock,
+}
+
+impl From<AttachArg> for CountersAttach {
+    fn from(a: AttachArg) -> Self {
+        match a {
+            AttachArg::Group => Self::Group,
+            AttachArg::PerDevice => Self::PerDevice,
+            AttachArg::TcBlock => Self::TcBlock,
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct SlotLine {
     id: u32,
@@ -99,6 +127,7 @@ pub(crate) fn run(args: UpArgs) -> Result<ExitCode, String> {
         host_netns: args.pool.host_netns.clone(),
         pin_dir: (!args.hold).then(|| args.pool.netns_dir.clone()),
         xdp_counters: !args.no_xdp,
+        xdp_attach: args.attach.into(),
         bpf_pin_dir: (!args.hold && !args.no_xdp).then(|| args.pool.bpf_pin_dir()),
         chunk: args.chunk,
         max_rtnl_hold: args.max_rtnl_hold.0,
