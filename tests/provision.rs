@@ -547,3 +547,44 @@ fn tc_block_counts_each_slot_through_one_filter_and_goes_with_the_pool() {
         assert!(prog_gone, "tc program {prog} outlived its pool");
     });
 }
+
+/// The RTNL hold budget: with no budget the host ends come up by one group change; with a
+/// budget that no group change fits, each comes up by its own requests. Either way the
+/// kernel shows every slot complete: up, XDP attached, no IPv6 on either end.
+#[test]
+fn both_bring_up_modes_leave_every_slot_complete() {
+    if !require_root("both_bring_up_modes_leave_every_slot_complete") {
+        return;
+    }
+    in_private_netns(|| {
+        for (prefix, budget, mode) in [
+            ("gu", None, netslot::BringUpMode::Group),
+            (
+                "pd",
+                Some(std::time::Duration::ZERO),
+                netslot::BringUpMode::PerDevice,
+            ),
+        ] {
+            let mut e = Engine::new(EngineConfig {
+                prefix: prefix.into(),
+                max_rtnl_hold: budget,
+                ..Default::default()
+            })
+            .unwrap();
+            // Two calls: the second one's group change (if any) also touches the first's.
+            let mut slots = Vec::new();
+            for n in [30, 20] {
+                let out = e.provision(n).unwrap();
+                assert_eq!(out.report.bring_up, mode, "{prefix}");
+                assert_eq!(out.report.group_change.is_some(), budget.is_none());
+                slots.extend(out.slots.into_iter().map(Result::unwrap));
+            }
+            let host = links();
+            for s in &slots {
+                check_slot(s, &host, e.xdp_prog_id());
+            }
+            e.teardown(slots).unwrap();
+            assert!(links_in_group(GROUP).is_empty(), "{prefix}: host ends left");
+        }
+    });
+}
