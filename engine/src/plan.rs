@@ -92,7 +92,8 @@ pub(crate) struct GroupChange {
 
 /// The host addresses of `slots` (batch index, spec), packed into as few sends as fit,
 /// followed by the group change when `then` is given (after the addresses: a group
-/// change acts on every device in the group, so it goes once, last).
+/// change acts on every device in the group, so it goes once, last). `ack` is 0, or
+/// NLM_F_ACK when fault injection asks for a reply to every request.
 pub(crate) fn host_addresses<'a>(
     ledger: &mut Ledger,
     limits: Limits,
@@ -100,6 +101,7 @@ pub(crate) fn host_addresses<'a>(
     slots: impl IntoIterator<Item = (usize, &'a SlotSpec)>,
     per_device_xdp: Option<RawFd>,
     then: Option<GroupChange>,
+    ack: u16,
 ) -> Vec<Flight> {
     let mut b = Batcher::new(host_sock, limits);
     for (slot, spec) in slots {
@@ -108,10 +110,16 @@ pub(crate) fn host_addresses<'a>(
             slot,
             Op::HostAddr,
             addr::ipv4(spec.ifindex, spec.host_ip, spec.prefix_len),
-            NLM_F_CREATE | NLM_F_EXCL,
+            NLM_F_CREATE | NLM_F_EXCL | ack,
         );
         if let Some(fd) = per_device_xdp {
-            b.push(ledger, slot, Op::Xdp, link::attach_xdp(spec.ifindex, fd), 0);
+            b.push(
+                ledger,
+                slot,
+                Op::Xdp,
+                link::attach_xdp(spec.ifindex, fd),
+                ack,
+            );
         }
     }
     if let Some(g) = then {
@@ -121,7 +129,7 @@ pub(crate) fn host_addresses<'a>(
                 WHOLE_BATCH,
                 Op::Ipv6Off,
                 link::group_ipv6_addr_gen_none(g.group),
-                0,
+                ack,
             );
         }
         b.push(
@@ -129,7 +137,7 @@ pub(crate) fn host_addresses<'a>(
             WHOLE_BATCH,
             Op::GroupUp,
             link::group_up(g.group, g.xdp_fd),
-            0,
+            ack,
         );
     }
     b.finish(ledger)
@@ -238,6 +246,7 @@ mod tests {
             specs.iter().enumerate(),
             None,
             Some(group),
+            0,
         );
         assert_eq!(flights.len(), 2); // 64 + (36 + 2 group changes) by the request limit
         assert_eq!(decode(&flights[0].bytes).len(), 65);

@@ -41,6 +41,17 @@ pub(crate) fn host_socket() -> io::Result<Socket> {
     Ok(sock)
 }
 
+/// Sets SO_SNDBUF / SO_RCVBUF (fault injection: smaller than the forced sizes).
+pub(crate) fn set_buffers(sock: &Socket, snd: Option<usize>, rcv: Option<usize>) -> io::Result<()> {
+    if let Some(v) = snd {
+        set_int(sock, libc::SO_SNDBUF, v)?;
+    }
+    if let Some(v) = rcv {
+        set_int(sock, libc::SO_RCVBUF, v)?;
+    }
+    Ok(())
+}
+
 /// What one send on `sock` may carry, from its actual buffer sizes.
 pub(crate) fn limits(sock: &Socket) -> io::Result<Limits> {
     let snd = get_int(sock, libc::SO_SNDBUF)?;
@@ -114,6 +125,17 @@ pub(crate) struct Refusal {
     pub ext_ack: Option<String>,
 }
 
+impl std::error::Error for Refusal {}
+
+/// The kernel's errno behind `e`: an OS error's, or a [`request`] refusal's.
+pub(crate) fn errno_of(e: &io::Error) -> Option<i32> {
+    e.raw_os_error().or_else(|| {
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<Refusal>())
+            .map(|r| r.errno)
+    })
+}
+
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", io::Error::from_raw_os_error(self.errno))?;
@@ -143,8 +165,10 @@ pub(crate) fn request(sock: &Socket, message: RouteNetlinkMessage, seq: u32) -> 
                 errno: a.errno,
                 ext_ack: a.message,
             };
-            return Err(io::Error::from_raw_os_error(a.errno))
-                .map_err(|e| io::Error::new(e.kind(), format!("{refusal}")));
+            // The Refusal rides inside the io::Error so callers can still read the errno
+            // (`errno_of`); a formatted message alone would lose it.
+            let kind = io::Error::from_raw_os_error(a.errno).kind();
+            return Err(io::Error::new(kind, refusal));
         }
     }
 }
