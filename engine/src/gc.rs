@@ -400,8 +400,12 @@ pub fn reclaim(
         foreign_in_group: foreign,
         errors: Vec::new(),
     };
-    // A slot is complete when its host end and its pinned namespace both exist.
-    let complete = |id: u32| !whole_pool && end_ids.contains(&id) && mounted_ids.contains(&id);
+    // A slot is complete when its host end and its pinned namespace both exist. Without a
+    // netns directory the pins cannot be seen: a committed pool's host ends are then kept
+    // (an engine that pins nothing must not judge a pool that pinned its slots).
+    let pins_seen = scope.netns_dir.is_some();
+    let complete =
+        |id: u32| !whole_pool && end_ids.contains(&id) && (!pins_seen || mounted_ids.contains(&id));
     for (id, l) in &ends {
         if complete(*id) {
             report.kept_slots += 1;
