@@ -173,12 +173,39 @@ pub(crate) fn request(sock: &Socket, message: RouteNetlinkMessage, seq: u32) -> 
     }
 }
 
-/// Runs a dump request and returns each reply message's bytes (header included).
+/// NLM_F_DUMP_INTR: the kernel saw the table change during the dump (include/uapi/linux/netlink.h).
+const NLM_F_DUMP_INTR: u16 = 0x10;
+/// How many times an interrupted dump is run again before it is reported as an error.
+const DUMP_ATTEMPTS: u32 = 10;
+
+/// Runs a dump request and returns each reply message's bytes (header included). A dump
+/// the kernel marks as interrupted (devices came or went meanwhile, e.g. cleanup_net
+/// destroying namespaces) may miss or repeat entries, so it is run again; gc must not
+/// miss a host end because a dump raced with the kernel.
 pub(crate) fn dump(
     sock: &Socket,
     message: RouteNetlinkMessage,
     seq: u32,
 ) -> io::Result<Vec<Vec<u8>>> {
+    for attempt in 0..DUMP_ATTEMPTS {
+        let seq = seq.wrapping_add(attempt.wrapping_mul(0x1000_0000));
+        match dump_once(sock, message.clone(), seq)? {
+            (messages, false) => return Ok(messages),
+            (_, true) => continue,
+        }
+    }
+    Err(io::Error::other(format!(
+        "dump interrupted (NLM_F_DUMP_INTR) {DUMP_ATTEMPTS} times in a row: the kernel's table kept changing"
+    )))
+}
+
+/// One dump: the messages, and whether the kernel flagged it as interrupted.
+fn dump_once(
+    sock: &Socket,
+    message: RouteNetlinkMessage,
+    seq: u32,
+) -> io::Result<(Vec<Vec<u8>>, bool)> {
+    let mut interrupted = false;
     let mut out = BytesMut::new();
     wire::push_request(&mut out, message, NLM_F_DUMP, seq);
     sock.send(&out, 0)?;
@@ -191,8 +218,9 @@ pub(crate) fn dump(
                 .map_err(|e| io::Error::other(format!("dump reply: {e}")))?;
             let len = b.length() as usize;
             if b.sequence_number() == seq {
+                interrupted |= b.flags() & NLM_F_DUMP_INTR != 0;
                 match b.message_type() {
-                    NLMSG_DONE => return Ok(messages),
+                    NLMSG_DONE => return Ok((messages, interrupted)),
                     NLMSG_ERROR => {
                         let acks =
                             wire::ack::parse(&buf[off..off + len]).map_err(io::Error::other)?;
