@@ -3,109 +3,10 @@
 //! namespace (`unshare --net --mount`), so /run/netns of the machine is never touched.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use netslot_kernel_tests::*;
 use serde_json::Value;
-
-/// The `netslot` binary built next to this test (cargo builds workspace binaries first).
-fn netslot() -> PathBuf {
-    let exe = std::env::current_exe().expect("test path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let bin = dir.join("netslot");
-    assert!(
-        bin.exists(),
-        "{} missing: run `cargo build -p netslot` first (make test does)",
-        bin.display()
-    );
-    // `cargo test` does not rebuild another package's binary: refuse to test a stale one.
-    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).unwrap();
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/src");
-    if let Some((_, newer)) = newest_file(&src).filter(|(t, _)| *t > built) {
-        panic!(
-            "{} is older than {}: run `cargo build -p netslot` first (make test does)",
-            bin.display(),
-            newer.display()
-        );
-    }
-    bin
-}
-
-/// The most recently modified file under `dir`.
-fn newest_file(dir: &std::path::Path) -> Option<(std::time::SystemTime, PathBuf)> {
-    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        let candidate = if path.is_dir() {
-            newest_file(&path)
-        } else {
-            let modified = entry.metadata().and_then(|m| m.modified()).ok();
-            modified.map(|t| (t, path))
-        };
-        if let Some(c) = candidate {
-            if newest.as_ref().is_none_or(|n| c.0 > n.0) {
-                newest = Some(c);
-            }
-        }
-    }
-    newest
-}
-
-/// Runs a shell script inside new network and mount namespaces, with a private tmpfs on
-/// /run/netns and a private bpffs on /sys/fs/bpf: pins are files there, and a private
-/// mount namespace alone hides mounts but not files on a shared filesystem. Steps write
-/// their output to files in a scratch directory.
-fn in_private_world(script: &str) -> (String, PathBuf) {
-    let dir = std::env::temp_dir().join(format!(
-        "netslot-cli-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::create_dir_all("/run/netns").unwrap();
-    let script = format!(
-        "mount -t tmpfs netslot-test /run/netns\nmount -t bpf netslot-test /sys/fs/bpf\n{script}"
-    );
-    let out = Command::new("unshare")
-        .args([
-            "--net",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-euc",
-            &script,
-        ])
-        .env("NS", netslot())
-        .env("D", &dir)
-        .output()
-        .expect("run unshare");
-    let log = format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "script failed: {log}");
-    (log, dir)
-}
-
-fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
-
-fn read(dir: &std::path::Path, name: &str) -> String {
-    std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
-fn json(dir: &std::path::Path, name: &str) -> Value {
-    let text = read(dir, name);
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}: {text}"))
-}
 
 #[test]
 fn up_pins_status_reads_back_and_down_leaves_nothing() {
@@ -317,10 +218,15 @@ fn hold_keeps_slots_until_sigterm_then_tears_down() {
         return;
     }
     in_private_netns(|| {
+        // Only a network namespace here: the ownership record goes to a scratch directory,
+        // not the machine's /run/netslot.
+        let run_dir = std::env::temp_dir().join(format!("netslot-hold-{}", rand_suffix()));
         let mut child = Command::new(netslot())
             .args([
                 "up", "--slots", "3", "--prefix", "hold", "--group", "7800", "--hold",
             ])
+            .arg("--run-dir")
+            .arg(&run_dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -334,6 +240,19 @@ fn hold_keeps_slots_until_sigterm_then_tears_down() {
         assert!(holding.is_some(), "netslot never said it was holding");
         let held = links_in_group(7800);
         assert_eq!(held.len(), 3, "{held:?}");
+        // A live owner: gc refuses to touch its pool, naming the owner.
+        let gc = Command::new(netslot())
+            .args(["gc", "--prefix", "hold", "--group", "7800", "--run-dir"])
+            .arg(&run_dir)
+            .output()
+            .unwrap();
+        assert_eq!(gc.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&gc.stderr);
+        assert!(
+            err.contains("owned by a running process") && err.contains(&child.id().to_string()),
+            "{err}"
+        );
+        assert_eq!(links_in_group(7800).len(), 3, "gc touched a live pool");
         // No pins with --hold.
         assert!(!std::path::Path::new("/run/netns/hold0").exists());
         let r = run("kill", &["-TERM", &child.id().to_string()]);
@@ -341,7 +260,79 @@ fn hold_keeps_slots_until_sigterm_then_tears_down() {
         let status = child.wait().unwrap();
         assert!(status.success(), "exit {status}");
         assert!(links_in_group(7800).is_empty(), "SIGTERM left host ends");
+        // The torn-down pool leaves no ownership record.
+        let left: Vec<_> = std::fs::read_dir(&run_dir).unwrap().collect();
+        assert!(left.is_empty(), "records left: {left:?}");
+        std::fs::remove_dir(&run_dir).unwrap();
     });
+}
+
+#[test]
+fn gc_keeps_a_committed_pool_and_removes_only_its_incomplete_slots() {
+    if !require_root("gc_keeps_a_committed_pool_and_removes_only_its_incomplete_slots") {
+        return;
+    }
+    let (log, dir) = in_private_world(
+        r#"
+        $NS up --slots 6 --prefix gco --group 7810 > /dev/null
+        ip link del gco3                               # pinned namespace, host end gone
+        touch /run/netns/gco9                          # pin file that is no mount
+        ip link add name gco7 group 7810 type veth peer name peer7   # host end, no pin
+        $NS gc --prefix gco --group 7810 --dry-run --json > $D/dry.json
+        ip -j link show group 7810 > $D/after-dry-links.json
+        ls /run/netns > $D/after-dry-ls
+        $NS gc --prefix gco --group 7810 --json > $D/gc.json
+        $NS status --prefix gco --group 7810 --json > $D/status.json
+        grep -c ' /run/netns/gco' /proc/self/mountinfo > $D/mounts || true
+        $NS down --prefix gco --group 7810 > /dev/null
+        ls -A /run/netns /run/netslot > $D/final-ls
+        "#,
+    );
+    let names = |v: &Value, key: &str| -> Vec<String> {
+        v[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .map_or_else(|| x["name"].as_str().unwrap().to_owned(), str::to_owned)
+            })
+            .collect()
+    };
+    let dry = json(&dir, "dry.json");
+    assert_eq!(dry["record"], "committed", "{log}");
+    assert_eq!(dry["whole_pool"], false);
+    assert_eq!(dry["kept_slots"], 5);
+    assert_eq!(names(&dry, "host_ends"), ["gco7"]);
+    assert_eq!(names(&dry, "namespaces"), ["/run/netns/gco3"]);
+    assert_eq!(names(&dry, "stale_files"), ["/run/netns/gco9"]);
+    // The dry run removed nothing.
+    let still = json(&dir, "after-dry-links.json").to_string();
+    assert!(still.contains("\"gco7\""), "{still}");
+    let ls = read(&dir, "after-dry-ls");
+    assert!(ls.contains("gco3") && ls.contains("gco9"), "{ls}");
+
+    let gc = json(&dir, "gc.json");
+    assert_eq!(gc["errors"], Value::Array(vec![]), "{log}");
+    assert_eq!(
+        gc["by_group_delete"], false,
+        "a committed pool keeps its group"
+    );
+    let status = json(&dir, "status.json");
+    let slots = status["slots"].as_array().unwrap();
+    let ids: Vec<u64> = slots.iter().map(|s| s["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [0, 1, 2, 4, 5], "{status}");
+    assert!(slots
+        .iter()
+        .all(|s| s["host_up"] == true && s["pinned"].is_string()));
+    assert_eq!(read(&dir, "mounts").trim(), "5");
+    assert_eq!(
+        read(&dir, "final-ls").split_whitespace().count(),
+        2,
+        "{}",
+        read(&dir, "final-ls")
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

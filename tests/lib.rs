@@ -3,6 +3,7 @@
 #![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use serde_json::Value;
@@ -153,4 +154,111 @@ pub fn tcp_refused(addr: std::net::Ipv4Addr) -> Result<(), String> {
         Err(e) => Err(format!("connect {sa}: {e} (expected a refusal)")),
         Ok(_) => Err(format!("connect {sa}: unexpectedly accepted")),
     }
+}
+
+/// The `netslot` binary built next to this test (cargo builds workspace binaries first).
+pub fn netslot() -> PathBuf {
+    let exe = std::env::current_exe().expect("test path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let bin = dir.join("netslot");
+    assert!(
+        bin.exists(),
+        "{} missing: run `cargo build -p netslot` first (make test does)",
+        bin.display()
+    );
+    // `cargo test` does not rebuild another package's binary: refuse to test a stale one.
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).unwrap();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/src");
+    if let Some((_, newer)) = newest_file(&src).filter(|(t, _)| *t > built) {
+        panic!(
+            "{} is older than {}: run `cargo build -p netslot` first (make test does)",
+            bin.display(),
+            newer.display()
+        );
+    }
+    bin
+}
+
+/// The most recently modified file under `dir`.
+fn newest_file(dir: &std::path::Path) -> Option<(std::time::SystemTime, PathBuf)> {
+    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let candidate = if path.is_dir() {
+            newest_file(&path)
+        } else {
+            let modified = entry.metadata().and_then(|m| m.modified()).ok();
+            modified.map(|t| (t, path))
+        };
+        if let Some(c) = candidate {
+            if newest.as_ref().is_none_or(|n| c.0 > n.0) {
+                newest = Some(c);
+            }
+        }
+    }
+    newest
+}
+
+/// Runs a shell script inside new network and mount namespaces, with a private tmpfs on
+/// /run (so /run/netns pins and /run/netslot ownership records are private) and a private
+/// bpffs on /sys/fs/bpf: pins are files there, and a private mount namespace alone hides
+/// mounts but not files on a shared filesystem. Steps write their output to files in a
+/// scratch directory ($D); $NS is the netslot binary.
+pub fn in_private_world(script: &str) -> (String, PathBuf) {
+    in_private_world_env(script, &[])
+}
+
+/// [`in_private_world`] with extra environment variables for the script.
+pub fn in_private_world_env(script: &str, env: &[(&str, &str)]) -> (String, PathBuf) {
+    let dir = std::env::temp_dir().join(format!(
+        "netslot-cli-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = format!(
+        "mount -t tmpfs netslot-test /run\nmkdir /run/netns\nmount -t bpf netslot-test /sys/fs/bpf\n{script}"
+    );
+    let out = Command::new("unshare")
+        .args([
+            "--net",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-euc",
+            &script,
+        ])
+        .env("NS", netslot())
+        .env("D", &dir)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run unshare");
+    let log = format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "script failed: {log}");
+    (log, dir)
+}
+
+/// A suffix that makes scratch names unique.
+pub fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// A file the script wrote into its scratch directory.
+pub fn read(dir: &std::path::Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// A JSON file the script wrote into its scratch directory.
+pub fn json(dir: &std::path::Path, name: &str) -> Value {
+    let text = read(dir, name);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}: {text}"))
 }

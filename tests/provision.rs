@@ -588,3 +588,64 @@ fn both_bring_up_modes_leave_every_slot_complete() {
         }
     });
 }
+
+#[test]
+fn a_live_engine_owns_its_pool_and_the_next_one_reclaims_a_dead_ones_slots() {
+    if !require_root("a_live_engine_owns_its_pool_and_the_next_one_reclaims_a_dead_ones_slots") {
+        return;
+    }
+    in_private_netns(|| {
+        let run_dir = std::env::temp_dir().join(format!("netslot-own-{}", rand_suffix()));
+        let config = EngineConfig {
+            prefix: "own".into(),
+            group: 7610,
+            run_dir: Some(run_dir.clone()),
+            ..Default::default()
+        };
+        let mut a = Engine::new(config.clone()).expect("first owner");
+        let slots_of_a: Vec<_> = a
+            .provision(3)
+            .unwrap()
+            .slots
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        // A second engine on the same pool is refused while the first lives.
+        let err = Engine::new(config.clone()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                netslot::EngineError::Claim(netslot::gc::GcError::Owned { group: 7610, .. })
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains(&std::process::id().to_string()),
+            "{err}"
+        );
+        assert_eq!(
+            links_in_group(7610).len(),
+            3,
+            "the refusal touched the pool"
+        );
+        // The owner goes away without tearing down (as if it had died): its record still
+        // says `building`, so the next engine reclaims the pool before making anything.
+        // `slots` stays held (its namespaces, and so the host ends, stay alive) while the
+        // engine that made them goes.
+        drop(a);
+        assert_eq!(links_in_group(7610).len(), 3);
+        let mut c = Engine::new(config).expect("next owner reclaims");
+        assert!(
+            links_in_group(7610).is_empty(),
+            "dead owner's host ends left"
+        );
+        let out = c.provision(2).unwrap();
+        let slots: Vec<_> = out.slots.into_iter().map(Result::unwrap).collect();
+        c.teardown(slots).unwrap();
+        drop(c);
+        drop(slots_of_a); // their host ends went with the reclaim; now the namespaces go
+        let left: Vec<_> = std::fs::read_dir(&run_dir).unwrap().collect();
+        assert!(left.is_empty(), "records left: {left:?}");
+        std::fs::remove_dir(&run_dir).unwrap();
+    });
+}

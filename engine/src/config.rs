@@ -177,6 +177,33 @@ pub struct EngineConfig {
     /// change on the host waits). When its measured cost predicts more, host ends come up
     /// by short per-device requests instead. `None`: no budget, fewest acquisitions.
     pub max_rtnl_hold: Option<Duration>,
+    /// Directory of pool ownership records (e.g. [`crate::gc::DEFAULT_RUN_DIR`]). When
+    /// set, the engine claims its pool there for its whole life (a second engine or
+    /// `netslot gc` is refused while it lives) and first reclaims what a dead owner of
+    /// the same pool left in the kernel (see [`crate::gc`]). `None`: no claim, no
+    /// reclaim; the caller answers for the group.
+    pub run_dir: Option<PathBuf>,
+    /// Fault injection for tests only; the default injects nothing.
+    pub faults: FaultInjection,
+}
+
+/// Conditions the engine never chooses itself, so tests can make the kernel hit them:
+/// small host socket buffers (the send limit, EMSGSIZE, and the receive limit, ENOBUFS).
+/// The default changes nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FaultInjection {
+    /// SO_SNDBUF of the host socket instead of the forced 4 MiB. The kernel doubles it
+    /// and enforces a minimum; the engine reads the result back and splits its sends
+    /// to fit (netlink_sendmsg refuses a longer send with EMSGSIZE).
+    pub host_sndbuf: Option<usize>,
+    /// SO_RCVBUF of the host socket instead of the forced 16 MiB.
+    pub host_rcvbuf: Option<usize>,
+    /// Do not bound requests per host send by the receive buffer, so their replies can
+    /// overrun it (netlink_overrun: replies dropped, ENOBUFS on the next read).
+    pub unbounded_host_requests: bool,
+    /// Ask for an ACK on every host request (NLM_F_ACK), so every request has a reply
+    /// to lose.
+    pub ack_every_host_request: bool,
 }
 
 impl Default for EngineConfig {
@@ -197,6 +224,8 @@ impl Default for EngineConfig {
             pool_low: 0,
             pool_high: 0,
             chunk: 256,
+            run_dir: None,
+            faults: FaultInjection::default(),
         }
     }
 }

@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::batch::{Flight, Limits};
 use crate::config::{CountersAttach, EngineConfig};
+use crate::gc::{self, PoolLock, PoolPhase};
 use crate::hold::{BringUpMode, HoldBudget};
 use crate::host::HostNs;
 use crate::netns;
@@ -51,6 +52,14 @@ pub struct Engine {
     budget: HoldBudget,
     /// Host ends the pool's group holds (what a group change would touch).
     host_ends: usize,
+    /// The claim on the pool (with `EngineConfig::run_dir`), held for the engine's life.
+    lock: Option<PoolLock>,
+    /// Whether slots of this engine may still exist in the kernel.
+    holds_slots: bool,
+    /// Whether [`Engine::commit`] was called.
+    committed: bool,
+    /// Requests settled from kernel state after an overrun dropped their replies.
+    recovered: u64,
 }
 
 /// How a slot's veth request ended, which decides what rollback must delete.
@@ -63,8 +72,9 @@ enum VethFate {
 }
 
 impl Engine {
-    /// Opens the host namespace, checks that the pool's group is free, and starts the
-    /// namespace pool and the ring.
+    /// Opens the host namespace, claims the pool and reclaims a dead owner's leftovers
+    /// (with `run_dir`), checks that the pool's group is free, and starts the namespace
+    /// pool and the ring.
     pub fn new(config: EngineConfig) -> Result<Self, EngineError> {
         config.check(0, 1)?;
         let host = match &config.host_netns {
@@ -74,22 +84,43 @@ impl Engine {
             )))?,
             None => HostNs::current().map_err(EngineError::io("open the host namespace"))?,
         };
+        let mut lock = match &config.run_dir {
+            Some(dir) => Some(claim_and_reclaim(&config, &host, dir)?),
+            None => None,
+        };
         let links = host
             .links()
             .map_err(EngineError::io("dump links of the host namespace"))?;
         let in_group: Vec<_> = links.iter().filter(|l| l.group == config.group).collect();
         if let Some(first) = in_group.first() {
+            if let Some(l) = lock.take().filter(|l| l.found().is_none()) {
+                let _ = l.remove(); // the claim made it; the refusal leaves nothing
+            }
             return Err(EngineError::GroupInUse {
                 group: config.group,
                 count: in_group.len(),
                 first: first.name.clone(),
             });
         }
+        if let Some(lock) = &mut lock {
+            // Only now: a refused engine must leave a committed pool's record as it was.
+            lock.set_phase(PoolPhase::Building)
+                .map_err(EngineError::io(format!(
+                    "ownership record {}: write",
+                    lock.path().display()
+                )))?;
+        }
         // Explicit ifindexes above every existing one: both ends get base + id, so host
         // addresses can be sent without looking the device up.
         let ifindex_base = links.iter().map(|l| l.index).max().unwrap_or(1) + 1;
-        let host_limits =
+        let faults = &config.faults;
+        sock::set_buffers(host.socket(), faults.host_sndbuf, faults.host_rcvbuf)
+            .map_err(EngineError::io("set host socket buffers (fault injection)"))?;
+        let mut host_limits =
             sock::limits(host.socket()).map_err(EngineError::io("read host socket buffers"))?;
+        if faults.unbounded_host_requests {
+            host_limits.max_requests = usize::MAX;
+        }
         let (snd, rcv) = sock::default_buffers();
         let slot_limits = sock::limits_from(snd, rcv);
         let ring = Ring::new(config.chunk + 8).map_err(EngineError::io("create io_uring"))?;
@@ -131,7 +162,26 @@ impl Engine {
             host_ends: 0,
             xdp,
             tc_filter_made: false,
+            lock,
+            holds_slots: false,
+            committed: false,
+            recovered: 0,
         })
+    }
+
+    /// Marks the pool as meant to outlive this engine (its slots are pinned): the
+    /// ownership record says `committed`, so `gc` keeps its complete slots after the
+    /// engine is gone. Without it, a pool whose engine died is all garbage to `gc`.
+    pub fn commit(&mut self) -> Result<(), EngineError> {
+        if let Some(lock) = &mut self.lock {
+            lock.set_phase(PoolPhase::Committed)
+                .map_err(EngineError::io(format!(
+                    "ownership record {}: write",
+                    lock.path().display()
+                )))?;
+        }
+        self.committed = true;
+        Ok(())
     }
 
     /// The configuration in force.
@@ -190,9 +240,11 @@ impl Engine {
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Provisioned, EngineError> {
         self.config.check(self.next_id, count)?;
+        self.holds_slots = true;
         let started = Instant::now();
         let pool_before = self.pool.stats();
         let (enters0, sends0) = (self.ring.enters, self.ring.sends);
+        let recovered0 = self.recovered;
         let first = self.next_id;
         self.next_id += u32::try_from(count).expect("checked against the name length");
         let specs: Vec<SlotSpec> = (0..count as u32)
@@ -219,6 +271,16 @@ impl Engine {
             (CountersAttach::Group, Some(fd)) => (Some(fd), PerDevice::Nothing),
             (CountersAttach::PerDevice, Some(fd)) => (None, PerDevice::Xdp(fd)),
             (CountersAttach::TcBlock, Some(_)) => (None, PerDevice::Clsact { block }),
+        };
+        let group = plan::GroupChange {
+            group: self.config.group,
+            xdp_fd: group_xdp,
+            ipv6_off: !self.config.ipv6,
+        };
+        let ack = if self.config.faults.ack_every_host_request {
+            netlink_packet_core::NLM_F_ACK
+        } else {
+            0
         };
         // Once per pool: a later call's host ends join the block by their qdisc.
         let mut tc_filter = match (self.config.xdp_attach, prog_fd) {
@@ -289,11 +351,13 @@ impl Engine {
                     per_device,
                     up_here,
                     &mut tc_filter,
+                    ack,
                 );
                 flights.append(&mut host);
             }
             batch.count_requests(&flights);
             let settled = self.fly(&mut flights)?;
+            let settled = self.recover_lost(settled, &specs, group, per_device);
             if settled.iter().any(|s| {
                 matches!(
                     s,
@@ -321,26 +385,24 @@ impl Engine {
 
         let made = (0..count).filter(|&i| batch.is_ok(i)).count();
         self.host_ends += made;
-        let mut group_change = None;
+        let mut group_change_took = None;
         if bring_up == BringUpMode::Group && made > 0 {
             let t = Instant::now();
             let mut flights = plan::group_change(
                 &mut self.ledger,
                 self.host_limits,
                 self.host.socket_fd(),
-                plan::GroupChange {
-                    group: self.config.group,
-                    xdp_fd: group_xdp,
-                    ipv6_off: !self.config.ipv6,
-                },
+                group,
+                ack,
             );
             batch.count_requests(&flights);
             let settled = self.fly(&mut flights)?;
+            let settled = self.recover_lost(settled, &specs, group, per_device);
             batch.apply(settled);
             let took = t.elapsed();
             phases.links += took;
             self.budget.observe(took, self.host_ends);
-            group_change = Some(took);
+            group_change_took = Some(took);
         }
 
         if let Some(dir) = self.config.pin_dir.clone() {
@@ -368,7 +430,8 @@ impl Engine {
             sendmsgs: self.ring.sends - sends0,
             requests,
             bring_up,
-            group_change,
+            group_change: group_change_took,
+            recovered_after_overrun: self.recovered - recovered0,
         };
         Ok(Provisioned { slots, report })
     }
@@ -385,7 +448,7 @@ impl Engine {
         self.tc_filter_made = false;
         match self.host.delete_group(self.config.group) {
             // ENODEV: nothing left in the group (e.g. every slot failed).
-            Err(e) if e.raw_os_error() != Some(libc::ENODEV) => {
+            Err(e) if crate::sock::errno_of(&e) != Some(libc::ENODEV) => {
                 return Err(EngineError::Io {
                     what: format!("delete device group {}", self.config.group),
                     source: e,
@@ -404,6 +467,9 @@ impl Engine {
         self.ring
             .close_all(fds)
             .map_err(EngineError::io("close slot namespaces"))?;
+        if unpinned.is_ok() {
+            self.holds_slots = false;
+        }
         unpinned
     }
 
@@ -451,6 +517,14 @@ impl Engine {
                 }
                 match reply {
                     Ok(len) => settled.extend(pending.on_reply(&mut self.ledger, &bufs[i][..len])),
+                    // The receive buffer overran: replies were dropped. Read on what is
+                    // still queued; the marker no longer proves success (see reconcile).
+                    Err(libc::ENOBUFS) => pending.overrun = true,
+                    Err(libc::EAGAIN) if pending.overrun => settled.extend(pending.give_up(
+                        &mut self.ledger,
+                        libc::ENOBUFS,
+                        crate::reconcile::LOST_TO_OVERRUN.into(),
+                    )),
                     Err(libc::EAGAIN) => settled.extend(pending.give_up(
                         &mut self.ledger,
                         0,
@@ -470,6 +544,101 @@ impl Engine {
             }
             first = false;
         }
+    }
+
+    /// Settles from the kernel's own state the host requests whose replies a receive-buffer
+    /// overrun may have dropped: a host address is done if the address dump shows it on
+    /// its host end; a group change, a per-device bring-up or XDP attach (idempotent) is
+    /// sent again, alone, with an ACK. Anything else stays failed, naming the overrun.
+    fn recover_lost(
+        &mut self,
+        settled: Vec<Settled>,
+        specs: &[SlotSpec],
+        group: plan::GroupChange,
+        per_device: PerDevice,
+    ) -> Vec<Settled> {
+        let per_device_xdp = match per_device {
+            PerDevice::Xdp(fd) => Some(fd),
+            PerDevice::Nothing | PerDevice::Clsact { .. } => None,
+        };
+        let lost =
+            |s: &Settled| matches!(s, Settled::Failed { why, .. } if why.errno == libc::ENOBUFS);
+        if !settled.iter().any(lost) {
+            return settled;
+        }
+        let addrs = self.host.addresses().ok();
+        let mut out = Vec::with_capacity(settled.len());
+        for s in settled {
+            let Settled::Failed { slot, op, why } = s else {
+                out.push(s);
+                continue;
+            };
+            if why.errno != libc::ENOBUFS {
+                out.push(Settled::Failed { slot, op, why });
+                continue;
+            }
+            let recovered = match op {
+                Op::HostAddr if slot != WHOLE_BATCH => {
+                    let spec = &specs[slot];
+                    match &addrs {
+                        Some(a) => {
+                            if a.iter().any(|r| {
+                                r.index == spec.ifindex
+                                    && r.addr == std::net::IpAddr::V4(spec.host_ip)
+                            }) {
+                                Ok(())
+                            } else {
+                                Err("the kernel's address dump shows the address missing".into())
+                            }
+                        }
+                        None => Err("the address dump to check it failed too".to_owned()),
+                    }
+                }
+                Op::GroupUp => self
+                    .host
+                    .resend(crate::wire::link::group_up(group.group, group.xdp_fd))
+                    .map_err(|e| format!("sent again alone: {e}")),
+                Op::Ipv6Off if slot == WHOLE_BATCH => self
+                    .host
+                    .resend(crate::wire::link::group_ipv6_addr_gen_none(group.group))
+                    .map_err(|e| format!("sent again alone: {e}")),
+                // A per-device bring-up, both idempotent.
+                Op::HostIpv6Off if slot != WHOLE_BATCH => self
+                    .host
+                    .resend(crate::wire::link::ipv6_addr_gen_none(specs[slot].ifindex))
+                    .map_err(|e| format!("sent again alone: {e}")),
+                Op::HostUp if slot != WHOLE_BATCH => self
+                    .host
+                    .resend(crate::wire::link::set_up_with_xdp(
+                        specs[slot].ifindex,
+                        per_device_xdp,
+                    ))
+                    .map_err(|e| format!("sent again alone: {e}")),
+                Op::Xdp if slot != WHOLE_BATCH => match per_device_xdp {
+                    Some(fd) => self
+                        .host
+                        .resend(crate::wire::link::attach_xdp(specs[slot].ifindex, fd))
+                        .map_err(|e| format!("sent again alone: {e}")),
+                    None => Err("no program to attach".into()),
+                },
+                _ => Err("not recoverable from kernel state".into()),
+            };
+            match recovered {
+                Ok(()) => {
+                    self.recovered += 1;
+                    out.push(Settled::Done { slot, op });
+                }
+                Err(more) => out.push(Settled::Failed {
+                    slot,
+                    op,
+                    why: Failure {
+                        detail: Some(format!("{}; {more}", why.detail.unwrap_or_default())),
+                        ..why
+                    },
+                }),
+            }
+        }
+        out
     }
 
     /// Deletes the host end of every failed slot in `range` that may have one, then closes
@@ -544,6 +713,49 @@ impl Engine {
             }
         }
     }
+}
+
+impl Drop for Engine {
+    /// Drops the ownership record of a pool that is gone (torn down, never committed), so
+    /// nothing of it is left; otherwise the record stays for `gc` to judge.
+    fn drop(&mut self) {
+        if let Some(lock) = self.lock.take() {
+            if !self.committed && !self.holds_slots {
+                let _ = lock.remove();
+            }
+        }
+    }
+}
+
+/// Claims the pool in `dir` and removes what a dead owner left, before anything is made.
+fn claim_and_reclaim(
+    config: &EngineConfig,
+    host: &HostNs,
+    dir: &Path,
+) -> Result<PoolLock, EngineError> {
+    let mut lock = PoolLock::claim(dir, host, config.group)?;
+    let scope = gc::Scope {
+        prefix: config.prefix.clone(),
+        group: config.group,
+        netns_dir: config.pin_dir.clone(),
+        bpf_pin_dir: config.bpf_pin_dir.clone(),
+    };
+    let report = gc::reclaim(host, &scope, &mut lock, false)?;
+    if !report.errors.is_empty() {
+        return Err(EngineError::Leftovers {
+            group: config.group,
+            errors: report.errors,
+        });
+    }
+    if report.found_anything() {
+        tracing::info!(
+            group = config.group,
+            host_ends = report.host_ends.len(),
+            namespaces = report.namespaces.len(),
+            "reclaimed what a dead owner left"
+        );
+    }
+    Ok(lock)
 }
 
 /// Unpins and closes slots (the kernel then destroys their namespaces and veth pairs).

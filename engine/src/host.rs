@@ -116,6 +116,21 @@ impl HostNs {
     pub fn delete_group(&self, group: u32) -> io::Result<()> {
         sock::request(&self.sock, link::group_delete(group), self.next_seq())
     }
+
+    /// Sends one request alone with an ACK and waits for it (recovery of a request whose
+    /// reply an overrun dropped; only for idempotent requests).
+    pub(crate) fn resend(
+        &self,
+        message: netlink_packet_route::RouteNetlinkMessage,
+    ) -> io::Result<()> {
+        sock::request(&self.sock, message, self.next_seq())
+    }
+
+    /// Deletes one device by ifindex (gc of a single orphaned host end; its veth peer goes
+    /// with it).
+    pub fn delete_link(&self, index: u32) -> io::Result<()> {
+        sock::request(&self.sock, link::delete_index(index), self.next_seq())
+    }
 }
 
 fn parse_link(bytes: &[u8]) -> Option<LinkRecord> {
@@ -210,6 +225,12 @@ pub fn slot_number(name: &str, prefix: &str) -> Option<u32> {
         return None;
     }
     digits.parse().ok()
+}
+
+/// The kernel's errno behind an error of this module (e.g. ENODEV from
+/// [`HostNs::delete_group`] when the group is already empty).
+pub fn errno(e: &io::Error) -> Option<i32> {
+    sock::errno_of(e)
 }
 
 /// Unmounts and removes a pinned namespace.

@@ -64,6 +64,7 @@ pub fn plan(specs: &[SlotSpec]) -> Planned {
         PerDevice::Nothing,
         None,
         &mut None,
+        0,
     ));
     flights.extend(plan::group_change(
         &mut ledger,
@@ -74,6 +75,7 @@ pub fn plan(specs: &[SlotSpec]) -> Planned {
             xdp_fd: None,
             ipv6_off: true,
         },
+        0,
     ));
     Planned { ledger, flights }
 }

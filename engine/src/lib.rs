@@ -18,12 +18,14 @@
 //! - `result`: slots, per-slot errors with errno and extended-ACK text, the report.
 //!
 //! Beside them: `wire` (netlink encoding via netlink-packet-route), `sock` and `netns`
-//! (the only unsafe code), `host` (the host namespace and kernel read-back), `config`.
+//! (the only unsafe code), `host` (the host namespace and kernel read-back), `config`,
+//! [`gc`](crate::gc) (ownership records and reclaiming what crashed owners left).
 #![deny(unsafe_code)]
 
 mod batch;
 pub mod config;
 mod engine;
+pub mod gc;
 mod hold;
 pub mod host;
 #[cfg(feature = "internals")]
@@ -40,7 +42,7 @@ mod slot;
 mod sock;
 mod wire;
 
-pub use config::{ConfigError, CountersAttach, EngineConfig, Ipv4Cidr, XdpAttach};
+pub use config::{ConfigError, CountersAttach, EngineConfig, FaultInjection, Ipv4Cidr, XdpAttach};
 pub use engine::{release, Engine};
 pub use hold::BringUpMode;
 pub use host::{AddrRecord, HostNs, LinkRecord};

@@ -1,4 +1,5 @@
-//! netns: network-namespace system calls: create, open, enter, pin and unpin.
+//! netns: network-namespace system calls: create, open, enter, pin and unpin, and the
+//! flock on the ownership record that sits beside the pins (see `gc`).
 //! No netlink here; the only other file besides `sock` and `ring` allowed `unsafe`.
 #![allow(unsafe_code)]
 
@@ -151,4 +152,20 @@ pub(crate) fn unpin(path: &Path) -> io::Result<()> {
         }
     }
     std::fs::remove_file(path)
+}
+
+/// Takes an exclusive flock on `file` without waiting: Ok(false) when another open file
+/// description holds it. The kernel releases it when the last fd of ours closes, even on
+/// SIGKILL, which is what lets `gc` tell a dead owner from a live one.
+pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
+    // SAFETY: flock takes an fd we keep open for the call and a flag word; no memory.
+    let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        return Ok(false);
+    }
+    Err(err)
 }

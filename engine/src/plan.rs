@@ -125,7 +125,9 @@ pub(crate) struct UpHere {
 
 /// The host addresses of `slots` (batch index, spec), each with its `per_device` request
 /// and, with `up_here`, its own bring-up, packed into as few sends as fit. `filter`, when
-/// given, is taken and sent right after the first qdisc.
+/// given, is taken and sent right after the first qdisc. `ack` is 0, or NLM_F_ACK when
+/// fault injection asks for a reply to every request.
+#[allow(clippy::too_many_arguments)] // each is one independent choice of the caller's
 pub(crate) fn host_addresses<'a>(
     ledger: &mut Ledger,
     limits: Limits,
@@ -134,6 +136,7 @@ pub(crate) fn host_addresses<'a>(
     per_device: PerDevice,
     up_here: Option<UpHere>,
     filter: &mut Option<TcFilter>,
+    ack: u16,
 ) -> Vec<Flight> {
     let mut b = Batcher::new(host_sock, limits);
     for (slot, spec) in slots {
@@ -142,14 +145,20 @@ pub(crate) fn host_addresses<'a>(
             slot,
             Op::HostAddr,
             addr::ipv4(spec.ifindex, spec.host_ip, spec.prefix_len),
-            NLM_F_CREATE | NLM_F_EXCL,
+            NLM_F_CREATE | NLM_F_EXCL | ack,
         );
         let mut up_xdp = None;
         match per_device {
             PerDevice::Nothing => {}
             PerDevice::Xdp(fd) if up_here.is_some() => up_xdp = Some(fd),
             PerDevice::Xdp(fd) => {
-                b.push(ledger, slot, Op::Xdp, link::attach_xdp(spec.ifindex, fd), 0);
+                b.push(
+                    ledger,
+                    slot,
+                    Op::Xdp,
+                    link::attach_xdp(spec.ifindex, fd),
+                    ack,
+                );
             }
             PerDevice::Clsact { block } => {
                 b.push(
@@ -157,7 +166,7 @@ pub(crate) fn host_addresses<'a>(
                     slot,
                     Op::Qdisc,
                     tc::clsact_on_block(spec.ifindex, block),
-                    NLM_F_CREATE | NLM_F_EXCL,
+                    NLM_F_CREATE | NLM_F_EXCL | ack,
                 );
                 if let Some(f) = filter.take() {
                     b.push(
@@ -165,7 +174,7 @@ pub(crate) fn host_addresses<'a>(
                         WHOLE_BATCH,
                         Op::TcFilter,
                         tc::bpf_filter_on_block(f.block, f.prog_fd, f.prog_name),
-                        NLM_F_CREATE | NLM_F_EXCL,
+                        NLM_F_CREATE | NLM_F_EXCL | ack,
                     );
                 }
             }
@@ -175,9 +184,9 @@ pub(crate) fn host_addresses<'a>(
                 b.push(
                     ledger,
                     slot,
-                    Op::Ipv6Off,
+                    Op::HostIpv6Off,
                     link::ipv6_addr_gen_none(spec.ifindex),
-                    0,
+                    ack,
                 );
             }
             b.push(
@@ -185,7 +194,7 @@ pub(crate) fn host_addresses<'a>(
                 slot,
                 Op::HostUp,
                 link::set_up_with_xdp(spec.ifindex, up_xdp),
-                0,
+                ack,
             );
         }
     }
@@ -200,6 +209,7 @@ pub(crate) fn group_change(
     limits: Limits,
     host_sock: RawFd,
     g: GroupChange,
+    ack: u16,
 ) -> Vec<Flight> {
     let mut b = Batcher::new(host_sock, limits);
     if g.ipv6_off {
@@ -208,7 +218,7 @@ pub(crate) fn group_change(
             WHOLE_BATCH,
             Op::Ipv6Off,
             link::group_ipv6_addr_gen_none(g.group),
-            0,
+            ack,
         );
     }
     b.push(
@@ -216,7 +226,7 @@ pub(crate) fn group_change(
         WHOLE_BATCH,
         Op::GroupUp,
         link::group_up(g.group, g.xdp_fd),
-        0,
+        ack,
     );
     b.finish(ledger)
 }
@@ -345,6 +355,7 @@ mod tests {
             PerDevice::Nothing,
             None,
             &mut None,
+            0,
         );
         assert_eq!(flights.len(), 2); // 64 + 36 by the request limit
         assert_eq!(
@@ -370,6 +381,7 @@ mod tests {
             PerDevice::Xdp(7),
             up,
             &mut None,
+            0,
         );
         assert_eq!(kinds(&flights[0].bytes), ["addr", "setlink", "up", "noop"]);
         let msgs = decode(&flights[0].bytes);
@@ -393,7 +405,7 @@ mod tests {
             xdp_fd: None,
             ipv6_off: true,
         };
-        let flights = group_change(&mut ledger, LIMITS, 4, g);
+        let flights = group_change(&mut ledger, LIMITS, 4, g, 0);
         assert_eq!(flights.len(), 1);
         assert_eq!(
             kinds(&flights[0].bytes),
@@ -419,6 +431,7 @@ mod tests {
             PerDevice::Clsact { block: 7600 },
             Some(UpHere { ipv6_off: false }),
             &mut filter,
+            0,
         );
         assert!(filter.is_none(), "the filter was taken");
         assert_eq!(flights.len(), 1);

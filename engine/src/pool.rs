@@ -170,17 +170,35 @@ impl Drop for NsPool {
 }
 
 fn produce(shared: &Shared) {
+    // Each unshare leaves this thread inside the namespace it just made, which is handed
+    // out as a slot: a thread sitting in it keeps it alive after the slot is torn down
+    // (found by the soak test: one namespace outlived every teardown). So the thread goes
+    // home whenever it runs out of work: one setns per busy period, not per namespace.
+    let home = netns::open_current().ok();
+    let mut away = false;
     let mut s = shared.state.lock().expect("pool lock");
     loop {
         while !s.wants_more() {
             if s.shutdown {
                 return;
             }
+            if away {
+                if let Some(home) = &home {
+                    drop(s);
+                    if let Err(e) = netns::enter(std::os::fd::AsFd::as_fd(home)) {
+                        tracing::warn!("pool thread cannot return to its namespace: {e}");
+                    }
+                    away = false;
+                    s = shared.state.lock().expect("pool lock");
+                    continue;
+                }
+            }
             s = shared.wanted.wait(s).expect("pool lock");
         }
         s.in_progress += 1;
         drop(s);
         let started = Instant::now();
+        away = true;
         let made = create_one();
         let took = started.elapsed();
         s = shared.state.lock().expect("pool lock");

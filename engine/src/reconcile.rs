@@ -12,6 +12,10 @@ use slab::Slab;
 use crate::op::Op;
 use crate::wire::ack;
 
+/// Detail of an op whose reply may have been dropped by a receive-buffer overrun.
+pub(crate) const LOST_TO_OVERRUN: &str =
+    "its reply may have been dropped: the receive buffer overran (ENOBUFS)";
+
 /// Who a sequence number belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Tag {
@@ -83,6 +87,9 @@ pub(crate) struct Pending {
     pub complete: bool,
     /// Replies that matched nothing of this send.
     pub strays: usize,
+    /// The receive buffer overran (ENOBUFS) while this send's replies were queued: some
+    /// replies were dropped, so the marker no longer proves that nothing before it failed.
+    pub overrun: bool,
 }
 
 impl Pending {
@@ -92,6 +99,7 @@ impl Pending {
             marker,
             complete: false,
             strays: 0,
+            overrun: false,
         }
     }
 
@@ -112,6 +120,12 @@ impl Pending {
 
     fn on_ack(&mut self, ledger: &mut Ledger, a: &ack::Ack, out: &mut Vec<Settled>) {
         if a.seq == self.marker && !self.complete {
+            if self.overrun {
+                // Error replies before the marker may be among the dropped ones: what is
+                // unsettled is unknown, not done. The engine re-reads the kernel's state.
+                out.extend(self.give_up(ledger, libc::ENOBUFS, LOST_TO_OVERRUN.into()));
+                return;
+            }
             ledger.settle(a.seq);
             self.complete = true;
             for seq in self.requests.drain(..) {
@@ -279,6 +293,21 @@ mod tests {
         p.on_reply(&mut ledger, &reply(first, 1));
         let out = p.give_up(&mut ledger, 0, "no reply".into());
         assert_eq!(out.len(), 3);
+        assert_eq!(ledger.in_flight(), 0);
+    }
+
+    #[test]
+    fn after_an_overrun_the_marker_settles_nothing_as_done() {
+        let mut ledger = Ledger::new(0);
+        let mut p = send(&mut ledger, 4);
+        p.overrun = true;
+        let out = p.on_reply(&mut ledger, &reply(p.marker, 0));
+        assert!(p.complete);
+        assert_eq!(out.len(), 4);
+        assert!(out.iter().all(|s| matches!(
+            s,
+            Settled::Failed { slot: 4, why, .. } if why.errno == libc::ENOBUFS
+        )));
         assert_eq!(ledger.in_flight(), 0);
     }
 

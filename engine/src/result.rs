@@ -85,6 +85,17 @@ pub enum EngineError {
         #[source]
         source: netslot_bpf::BpfError,
     },
+    /// The pool is owned by a live process, or its ownership record is unusable.
+    #[error(transparent)]
+    Claim(#[from] crate::gc::GcError),
+    /// Reclaiming what a dead owner left failed in part; nothing new was created.
+    #[error("reclaiming what a dead owner of group {group} left failed: {}", errors.join("; "))]
+    Leftovers {
+        /// The group.
+        group: u32,
+        /// Each names the object, the operation and the error.
+        errors: Vec<String>,
+    },
     /// Something failed that the engine could not attribute to a slot.
     #[error("{0}")]
     Protocol(String),
@@ -173,6 +184,9 @@ pub struct ProvisionReport {
     /// How long the group change took, send to reply (an upper bound of its RTNL hold).
     #[serde(serialize_with = "opt_secs")]
     pub group_change: Option<Duration>,
+    /// Requests whose replies a receive-buffer overrun (ENOBUFS) dropped, settled from
+    /// the kernel's state instead (address dump, or sent again alone).
+    pub recovered_after_overrun: u64,
 }
 
 impl ProvisionReport {

@@ -48,6 +48,17 @@ pub(crate) fn nominal_host_limits() -> Limits {
     limits_from(2 * HOST_SNDBUF, 2 * HOST_RCVBUF)
 }
 
+/// Sets SO_SNDBUF / SO_RCVBUF (fault injection: smaller than the forced sizes).
+pub(crate) fn set_buffers(sock: &Socket, snd: Option<usize>, rcv: Option<usize>) -> io::Result<()> {
+    if let Some(v) = snd {
+        set_int(sock, libc::SO_SNDBUF, v)?;
+    }
+    if let Some(v) = rcv {
+        set_int(sock, libc::SO_RCVBUF, v)?;
+    }
+    Ok(())
+}
+
 /// What one send on `sock` may carry, from its actual buffer sizes.
 pub(crate) fn limits(sock: &Socket) -> io::Result<Limits> {
     let snd = get_int(sock, libc::SO_SNDBUF)?;
@@ -121,6 +132,17 @@ pub(crate) struct Refusal {
     pub ext_ack: Option<String>,
 }
 
+impl std::error::Error for Refusal {}
+
+/// The kernel's errno behind `e`: an OS error's, or a [`request`] refusal's.
+pub(crate) fn errno_of(e: &io::Error) -> Option<i32> {
+    e.raw_os_error().or_else(|| {
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<Refusal>())
+            .map(|r| r.errno)
+    })
+}
+
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", io::Error::from_raw_os_error(self.errno))?;
@@ -150,18 +172,47 @@ pub(crate) fn request(sock: &Socket, message: RouteNetlinkMessage, seq: u32) -> 
                 errno: a.errno,
                 ext_ack: a.message,
             };
-            return Err(io::Error::from_raw_os_error(a.errno))
-                .map_err(|e| io::Error::new(e.kind(), format!("{refusal}")));
+            // The Refusal rides inside the io::Error so callers can still read the errno
+            // (`errno_of`); a formatted message alone would lose it.
+            let kind = io::Error::from_raw_os_error(a.errno).kind();
+            return Err(io::Error::new(kind, refusal));
         }
     }
 }
 
-/// Runs a dump request and returns each reply message's bytes (header included).
+/// NLM_F_DUMP_INTR: the kernel saw the table change during the dump (include/uapi/linux/netlink.h).
+const NLM_F_DUMP_INTR: u16 = 0x10;
+/// How many times an interrupted dump is run again before it is reported as an error.
+const DUMP_ATTEMPTS: u32 = 10;
+
+/// Runs a dump request and returns each reply message's bytes (header included). A dump
+/// the kernel marks as interrupted (devices came or went meanwhile, e.g. cleanup_net
+/// destroying namespaces) may miss or repeat entries, so it is run again; gc must not
+/// miss a host end because a dump raced with the kernel.
 pub(crate) fn dump(
     sock: &Socket,
     message: RouteNetlinkMessage,
     seq: u32,
 ) -> io::Result<Vec<Vec<u8>>> {
+    for attempt in 0..DUMP_ATTEMPTS {
+        let seq = seq.wrapping_add(attempt.wrapping_mul(0x1000_0000));
+        match dump_once(sock, message.clone(), seq)? {
+            (messages, false) => return Ok(messages),
+            (_, true) => continue,
+        }
+    }
+    Err(io::Error::other(format!(
+        "dump interrupted (NLM_F_DUMP_INTR) {DUMP_ATTEMPTS} times in a row: the kernel's table kept changing"
+    )))
+}
+
+/// One dump: the messages, and whether the kernel flagged it as interrupted.
+fn dump_once(
+    sock: &Socket,
+    message: RouteNetlinkMessage,
+    seq: u32,
+) -> io::Result<(Vec<Vec<u8>>, bool)> {
+    let mut interrupted = false;
     let mut out = BytesMut::new();
     wire::push_request(&mut out, message, NLM_F_DUMP, seq);
     sock.send(&out, 0)?;
@@ -174,8 +225,9 @@ pub(crate) fn dump(
                 .map_err(|e| io::Error::other(format!("dump reply: {e}")))?;
             let len = b.length() as usize;
             if b.sequence_number() == seq {
+                interrupted |= b.flags() & NLM_F_DUMP_INTR != 0;
                 match b.message_type() {
-                    NLMSG_DONE => return Ok(messages),
+                    NLMSG_DONE => return Ok((messages, interrupted)),
                     NLMSG_ERROR => {
                         let acks =
                             wire::ack::parse(&buf[off..off + len]).map_err(io::Error::other)?;

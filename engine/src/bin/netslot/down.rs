@@ -31,6 +31,12 @@ pub(crate) fn run(args: DownArgs) -> Result<ExitCode, String> {
         return Err("group 0 is every default device; refusing to delete it".into());
     }
     let host = open_host(pool)?;
+    // Claim the pool: refuse while a live process owns it, and mark it as being removed,
+    // so that if this process dies halfway `gc` removes the rest.
+    let mut lock = netslot::gc::PoolLock::claim(&pool.run_dir, &host, pool.group)
+        .map_err(|e| e.to_string())?;
+    lock.set_phase(netslot::gc::PoolPhase::Removing)
+        .map_err(|e| format!("ownership record {}: write: {e}", lock.path().display()))?;
     let before = host
         .links()
         .map_err(|e| format!("link dump failed: {e}"))?
@@ -42,7 +48,7 @@ pub(crate) fn run(args: DownArgs) -> Result<ExitCode, String> {
         match host.delete_group(pool.group) {
             Ok(()) => {}
             // ENODEV: the group emptied meanwhile (its namespaces went first).
-            Err(e) if e.raw_os_error() == Some(libc_enodev()) => {}
+            Err(e) if netslot::host::errno(&e) == Some(libc_enodev()) => {}
             Err(e) => errors.push(format!("delete group {}: {e}", pool.group)),
         }
     }
@@ -69,6 +75,11 @@ pub(crate) fn run(args: DownArgs) -> Result<ExitCode, String> {
                 errors.push(format!("remove {}: {e}", pool.bpf_dir.display()));
             }
             _ => {}
+        }
+    }
+    if errors.is_empty() {
+        if let Err(e) = lock.remove() {
+            errors.push(format!("ownership record: unlink: {e}"));
         }
     }
     let report = DownReport {

@@ -2,6 +2,7 @@
 //! Thin over the library: every kernel action goes through `netslot::Engine` / `HostNs`.
 
 mod down;
+mod gc;
 mod output;
 mod signals;
 mod stats;
@@ -39,6 +40,11 @@ enum Command {
     /// Remove every slot of a pool: delete its host ends by device group (one request) and
     /// unpin its namespaces. The kernel destroys the namespaces in bulk.
     Down(down::DownArgs),
+    /// Remove what of a pool no live process owns: everything of a pool whose `up` or `down`
+    /// died (no committed record), or the incomplete slots of a committed pool (a pin
+    /// without its host end, a host end without its pin, a pin file that is not a mount).
+    /// Refuses while a live process (`up --hold`, `up`, `down`) owns the pool.
+    Gc(gc::GcArgs),
     /// List the slots of a pool as the kernel reports them.
     Status(status::StatusArgs),
     /// Per-slot packets and bytes counted by the counters program (XDP, or tc with
@@ -62,6 +68,10 @@ struct PoolArgs {
     /// bpffs directory under which `up` pins the counters (XDP or tc) as <bpf-dir>/<group>.
     #[arg(long, default_value = "/sys/fs/bpf/netslot")]
     bpf_dir: PathBuf,
+    /// Directory of pool ownership records: a live owner holds a flock on
+    /// <run-dir>/net<netns-inode>-group<group>.lock (see `netslot gc --help`).
+    #[arg(long, default_value = netslot::gc::DEFAULT_RUN_DIR)]
+    run_dir: PathBuf,
     /// Namespace holding the host ends (e.g. /run/netns/NAME); default: the current one.
     #[arg(long)]
     host_netns: Option<PathBuf>,
@@ -80,6 +90,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => up::run(args),
         Command::Down(args) => down::run(args),
+        Command::Gc(args) => gc::run(args),
         Command::Status(args) => status::run(args),
         Command::Stats(args) => stats::run(args),
     };
@@ -113,6 +124,18 @@ impl PoolArgs {
     /// Where this pool's XDP program and counters map are pinned.
     fn bpf_pin_dir(&self) -> PathBuf {
         self.bpf_dir.join(self.group.to_string())
+    }
+}
+
+impl PoolArgs {
+    /// Where this pool's objects live, for gc.
+    fn gc_scope(&self) -> netslot::gc::Scope {
+        netslot::gc::Scope {
+            prefix: self.prefix.clone(),
+            group: self.group,
+            netns_dir: Some(self.netns_dir.clone()),
+            bpf_pin_dir: Some(self.bpf_pin_dir()),
+        }
     }
 }
 

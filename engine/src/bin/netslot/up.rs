@@ -131,10 +131,28 @@ pub(crate) fn run(args: UpArgs) -> Result<ExitCode, String> {
         bpf_pin_dir: (!args.hold && !args.no_xdp).then(|| args.pool.bpf_pin_dir()),
         chunk: args.chunk,
         max_rtnl_hold: args.max_rtnl_hold.0,
+        run_dir: Some(args.pool.run_dir.clone()),
         ..EngineConfig::default()
     };
     // Every input check before the first kernel change.
     config.check(0, args.slots).map_err(|e| e.to_string())?;
+    // What a dead owner left goes first (the same reconcile as `netslot gc`); a live
+    // owner makes this refuse.
+    let host = crate::open_host(&args.pool)?;
+    let reclaimed = netslot::gc::collect(&host, &args.pool.run_dir, &args.pool.gc_scope(), false)
+        .map_err(|e| e.to_string())?;
+    drop(host);
+    if !reclaimed.errors.is_empty() {
+        return Err(format!(
+            "could not remove what a dead owner of group {} left: {}",
+            args.pool.group,
+            reclaimed.errors.join("; ")
+        ));
+    }
+    if reclaimed.found_anything() && !args.pool.json {
+        eprint!("netslot up: first, as `netslot gc` would: ");
+        crate::gc::print_human(&reclaimed);
+    }
     refuse_if_in_use(&args.pool)?;
     let signals = if args.hold {
         Some(crate::signals::Blocked::termination())
@@ -148,6 +166,10 @@ pub(crate) fn run(args: UpArgs) -> Result<ExitCode, String> {
         .provision_with(args.slots, |done, _| progress.update(done))
         .map_err(|e| e.to_string())?;
     progress.finish();
+    if !args.hold {
+        // The pins now hold the pool on purpose: gc keeps its complete slots.
+        engine.commit().map_err(|e| e.to_string())?;
+    }
 
     let mut slots = Vec::new();
     let mut errors = Vec::new();

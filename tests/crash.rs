@@ -1,0 +1,188 @@
+//! Crashes: `netslot up --slots 4000` (and `down`) killed with SIGKILL at points chosen by
+//! watching kernel state, then `netslot gc`; nothing of the pool may remain. Each kill
+//! point runs in its own private network and mount namespace (tmpfs /run, private bpffs)
+//! with its own prefix and group.
+//!
+//! "No namespace left" is checked three ways, all kernel-reported and scoped to the test:
+//! - no nsfs bind mount in the private mount namespace (/proc/self/mountinfo);
+//! - `ip netns list-id` in the test's host namespace is empty once cleanup_net has run:
+//!   every slot namespace that got a veth pair has an nsid there (its host end reports
+//!   `link_netnsid`), and the kernel drops the id only when the namespace is destroyed.
+//!   (iproute2 prints only the first part of a long nsid dump, about 130 entries, so the
+//!   figure before gc is a lower bound; "empty" is exact.)
+//! - the killed process is reaped, so its sockets, which held the namespaces it had made
+//!   but not linked yet, are closed; such namespaces have no other holder.
+//!
+//! The machine-wide net_namespace slab count is recorded for the report, not asserted:
+//! other processes (e.g. a benchmark) create namespaces too.
+
+use netslot_kernel_tests::*;
+use serde_json::Value;
+
+const SLOTS: &str = "4000";
+
+/// Shell functions shared by every kill point. `wait_until CMD N PID` polls a
+/// kernel-reported count until it reaches N, failing if PID exits first.
+const PRELUDE: &str = r#"
+links()  { ip -o link show group "$G" 2>/dev/null | wc -l; }
+pins()   { grep -c " /run/netns/$P[0-9]" /proc/self/mountinfo || true; }
+fds()    { ls /proc/"$1"/fd 2>/dev/null | wc -l; }
+# A dump racing with namespace destruction may be interrupted (NLM_F_DUMP_INTR): retry.
+nsids()  { until out=$(ip -j netns list-id 2>/dev/null); do sleep 0.05; done
+           echo "${out:-[]}" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
+slab()   { awk '$1=="net_namespace"{print $2}' /proc/slabinfo; }
+# Polls a kernel-reported count until it reaches a threshold, then SIGKILLs the victim
+# at once (the figure is written after the kill, so writing it costs no time).
+kill_when() { # cmd threshold pid [le]
+  while :; do
+    v=$($1)
+    if [ "${4:-ge}" = le ]; then [ "$v" -le "$2" ] && break; else [ "$v" -ge "$2" ] && break; fi
+    kill -0 "$3" 2>/dev/null || { echo "process $3 ended before $1 reached $2 (at $v)" >&2; exit 1; }
+    sleep 0.01
+  done
+  if kill -9 "$3" 2>/dev/null; then echo killed; else echo missed; fi > $D/killed
+  echo "$1=$v"
+}
+snapshot() { # name
+  echo "links=$(links) pins=$(pins) nsids=$(nsids) bpf=$(find /sys/fs/bpf/netslot -mindepth 1 2>/dev/null | wc -l) records=$(ls -A /run/netslot 2>/dev/null | wc -l) slab=$(slab)" > $D/$1
+}
+"#;
+
+const AFTER_KILL: &str = r#"
+wait $VICTIM 2>/dev/null || true
+[ "$(cat $D/killed)" = killed ] || { echo "the victim exited before the kill" >&2; exit 1; }
+snapshot before-gc
+t0=$(date +%s.%N)
+$NS gc --prefix $P --group $G --json > $D/gc.json
+t1=$(date +%s.%N)
+echo "$t0 $t1" | awk '{printf "%.3f\n", $2-$1}' > $D/gc-seconds
+# cleanup_net runs in a kernel worker: wait (up to 120 s) for the last nsid to go.
+i=0; while [ "$(nsids)" -gt 0 ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done
+echo "$i" > $D/settle-ticks
+snapshot after
+grep -c nsfs /proc/self/mountinfo > $D/nsfs-mounts || true
+until ip -j -d link show > $D/after-links.json 2>/dev/null; do sleep 0.1; done
+find /sys/fs/bpf -mindepth 1 > $D/after-bpf
+ls -A /run/netns /run/netslot > $D/after-ls 2>&1 || true
+"#;
+
+fn kv(text: &str, key: &str) -> i64 {
+    text.split_whitespace()
+        .find_map(|f| f.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{key} missing in {text:?}"))
+}
+
+fn crash_and_collect(name: &str, prefix: &str, group: u32, kill: &str) {
+    let script = format!("{PRELUDE}\n{kill}\n{AFTER_KILL}");
+    let g = group.to_string();
+    let (log, dir) = in_private_world_env(&script, &[("P", prefix), ("G", &g), ("N", SLOTS)]);
+    assert_eq!(
+        read(&dir, "killed").trim(),
+        "killed",
+        "{name}: exited before the kill"
+    );
+    let at_kill = read(&dir, "at-kill");
+    let before = read(&dir, "before-gc");
+    let after = read(&dir, "after");
+    let gc = json(&dir, "gc.json");
+    eprintln!(
+        "{name}: at kill: {} | before gc: {} | gc {} s, removed {} host ends (group delete: {}), {} namespaces, {} stale files, bpf {} | after: {} | settle {} x 100 ms",
+        at_kill.trim(),
+        before.trim(),
+        read(&dir, "gc-seconds").trim(),
+        gc["host_ends"].as_array().map_or(0, Vec::len),
+        gc["by_group_delete"],
+        gc["namespaces"].as_array().map_or(0, Vec::len),
+        gc["stale_files"].as_array().map_or(0, Vec::len),
+        gc["bpf_pins"],
+        after.trim(),
+        read(&dir, "settle-ticks").trim(),
+    );
+    assert_eq!(gc["errors"], Value::Array(vec![]), "{name}: {log}");
+    assert_eq!(
+        gc["whole_pool"], true,
+        "{name}: a crashed pool is all garbage"
+    );
+    // gc had something to do: at least the XDP pins `up` made first.
+    assert!(gc["bpf_pins"].is_string(), "{name}: {gc}");
+    assert_eq!(kv(&after, "links"), 0, "{name}: host ends left: {after}");
+    assert_eq!(
+        kv(&after, "pins"),
+        0,
+        "{name}: namespace pins left: {after}"
+    );
+    assert_eq!(kv(&after, "nsids"), 0, "{name}: namespaces alive: {after}");
+    assert_eq!(kv(&after, "bpf"), 0, "{name}: BPF pins left: {after}");
+    assert_eq!(kv(&after, "records"), 0, "{name}: ownership record left");
+    assert_eq!(read(&dir, "nsfs-mounts").trim(), "0", "{name}: nsfs mounts");
+    let left: Vec<Value> = json(&dir, "after-links.json")
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| {
+            l["group"] == g.as_str() || l["ifname"].as_str().is_some_and(|n| n.starts_with(prefix))
+        })
+        .cloned()
+        .collect();
+    assert!(left.is_empty(), "{name}: devices left: {left:?}");
+    assert_eq!(
+        read(&dir, "after-bpf")
+            .lines()
+            .filter(|l| !l.ends_with(".debug"))
+            .count(),
+        0,
+        "{name}: bpffs: {}",
+        read(&dir, "after-bpf")
+    );
+    assert_eq!(
+        read(&dir, "after-ls").split_whitespace().count(),
+        2,
+        "{}",
+        read(&dir, "after-ls")
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn sigkill_at_any_point_then_gc_leaves_nothing() {
+    if !require_root("sigkill_at_any_point_then_gc_leaves_nothing") {
+        return;
+    }
+    // While the pool thread is creating namespaces: the process holds 300 sockets (one
+    // per namespace), read from /proc/PID/fd.
+    crash_and_collect(
+        "during namespace creation",
+        "kns",
+        7961,
+        r#"$NS up --slots $N --prefix $P --group $G > $D/up.out 2>&1 & VICTIM=$!
+        f() { fds $VICTIM; }
+        echo "$(kill_when f 300 $VICTIM) links=$(links)" > $D/at-kill"#,
+    );
+    // Mid-batch: half the host ends exist in the group.
+    crash_and_collect(
+        "mid-batch",
+        "kmb",
+        7962,
+        r#"$NS up --slots $N --prefix $P --group $G > $D/up.out 2>&1 & VICTIM=$!
+        echo "$(kill_when links 2000 $VICTIM)" > $D/at-kill"#,
+    );
+    // While pinning: the first bind mounts exist (pinning 4000 takes about 0.3 s, so the
+    // kill lands as soon as the poll sees one).
+    crash_and_collect(
+        "during pinning",
+        "kpn",
+        7963,
+        r#"$NS up --slots $N --prefix $P --group $G > $D/up.out 2>&1 & VICTIM=$!
+        echo "$(kill_when pins 1 $VICTIM) links=$(links) pins-after-kill=$(pins)" > $D/at-kill"#,
+    );
+    // During `down`: the group is gone and the first pins are.
+    crash_and_collect(
+        "during down",
+        "kdn",
+        7964,
+        r#"$NS up --slots $N --prefix $P --group $G > $D/up.out 2>&1
+        $NS down --prefix $P --group $G > $D/down.out 2>&1 & VICTIM=$!
+        echo "$(kill_when pins 3900 $VICTIM le) links=$(links) pins-after-kill=$(pins)" > $D/at-kill"#,
+    );
+}

@@ -1,0 +1,253 @@
+//! Fault injection against the real kernel: each test in its own private network
+//! namespace, with its own prefix and group. Every failure must name the slot and the
+//! operation, leave the other slots complete and leave nothing half-made of the failed
+//! one; every check reads the kernel through iproute2.
+
+use netslot::{ConfigError, Engine, EngineConfig, EngineError, FaultInjection, Op};
+use netslot_kernel_tests::*;
+
+fn config(prefix: &str, group: u32) -> EngineConfig {
+    EngineConfig {
+        prefix: prefix.into(),
+        group,
+        ..Default::default()
+    }
+}
+
+/// Every host end of `group` is up with exactly its /31, per the kernel.
+fn assert_complete(group: u32, slots: &[netslot::Slot]) {
+    let in_group = links_in_group(group);
+    assert_eq!(in_group.len(), slots.len(), "host ends in group {group}");
+    for s in slots {
+        let spec = s.spec();
+        let l = in_group
+            .iter()
+            .find(|l| l["ifname"].as_str() == Some(&spec.name))
+            .unwrap_or_else(|| panic!("{} missing", spec.name));
+        assert!(has_flag(l, "UP"), "{} not up", spec.name);
+        assert_eq!(ipv4_addrs(&spec.name), [format!("{}/31", spec.host_ip)]);
+    }
+}
+
+#[test]
+fn a_small_send_buffer_splits_host_sends_instead_of_failing() {
+    if !require_root("a_small_send_buffer_splits_host_sends_instead_of_failing") {
+        return;
+    }
+    in_private_netns(|| {
+        // SO_SNDBUF 4096: the kernel makes it 8192, so one send carries at most 8160 bytes
+        // (netlink_sendmsg refuses more with EMSGSIZE). A 256-slot chunk of host addresses
+        // is about 10 KiB: it must go as two sends.
+        let mut e = Engine::new(EngineConfig {
+            faults: FaultInjection {
+                host_sndbuf: Some(4096),
+                ..Default::default()
+            },
+            ..config("fsnd", 7981)
+        })
+        .unwrap();
+        let out = e.provision(600).unwrap();
+        let errors: Vec<String> = out
+            .slots
+            .iter()
+            .filter_map(|s| s.as_ref().err().map(ToString::to_string))
+            .collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        // One sendmsg per slot socket; the rest are host sends: three chunks would be
+        // three or four with the default buffer, split they are at least five.
+        let host_sends = out.report.sendmsgs - 600;
+        eprintln!("host sends with an 8 KiB send buffer: {host_sends}");
+        assert!(host_sends >= 5, "host sends: {host_sends}");
+        let slots: Vec<_> = out.slots.into_iter().map(Result::unwrap).collect();
+        assert_complete(7981, &slots);
+        e.teardown(slots).unwrap();
+        assert!(links_in_group(7981).is_empty());
+    });
+}
+
+#[test]
+fn acks_dropped_by_a_receive_overrun_are_settled_from_kernel_state() {
+    if !require_root("acks_dropped_by_a_receive_overrun_are_settled_from_kernel_state") {
+        return;
+    }
+    in_private_netns(|| {
+        // A tiny receive buffer, a reply to every request and no bound on requests per
+        // send: the kernel drops most ACKs (netlink_overrun) and the next read is ENOBUFS.
+        // No op may be settled as done on the marker's word; each is settled from the
+        // kernel's state instead.
+        let mut e = Engine::new(EngineConfig {
+            faults: FaultInjection {
+                host_rcvbuf: Some(1024),
+                unbounded_host_requests: true,
+                ack_every_host_request: true,
+                ..Default::default()
+            },
+            ..config("frcv", 7982)
+        })
+        .unwrap();
+        let out = e.provision(300).unwrap();
+        let errors: Vec<String> = out
+            .slots
+            .iter()
+            .filter_map(|s| s.as_ref().err().map(ToString::to_string))
+            .collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        eprintln!(
+            "requests settled from kernel state after ENOBUFS: {}",
+            out.report.recovered_after_overrun
+        );
+        assert!(
+            out.report.recovered_after_overrun > 0,
+            "no overrun happened: the test proves nothing"
+        );
+        let slots: Vec<_> = out.slots.into_iter().map(Result::unwrap).collect();
+        assert_complete(7982, &slots);
+        e.teardown(slots).unwrap();
+        assert!(links_in_group(7982).is_empty());
+    });
+}
+
+#[test]
+fn a_kernel_refusal_mid_batch_fails_only_its_slot() {
+    if !require_root("a_kernel_refusal_mid_batch_fails_only_its_slot") {
+        return;
+    }
+    in_private_netns(|| {
+        let mut e = Engine::new(config("fref", 7983)).unwrap();
+        let first: Vec<_> = e
+            .provision(2)
+            .unwrap()
+            .slots
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        // Another device takes the ifindex the engine will give slot 7 (base + 7); its
+        // peer gets one far away (left to itself it would take the next, slot 8's).
+        let base = first[0].spec().ifindex - first[0].spec().id;
+        let taken = (base + 7).to_string();
+        let far = (base + 50_000).to_string();
+        let out = run(
+            "ip",
+            &[
+                "link", "add", "name", "alien", "index", &taken, "type", "veth", "peer", "name",
+                "alien-p", "index", &far,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = e.provision(10).unwrap();
+        assert_eq!(out.report.failed, 1);
+        let mut ok = first;
+        for r in out.slots {
+            match r {
+                Ok(s) => ok.push(s),
+                Err(err) => {
+                    eprintln!("refused: {err}");
+                    assert_eq!((err.id, err.name.as_str(), err.op), (7, "fref7", Op::Veth));
+                    assert_ne!(err.errno, 0);
+                    let text = err.to_string();
+                    assert!(text.contains("fref7") && text.contains("veth"), "{text}");
+                }
+            }
+        }
+        assert_eq!(ok.len(), 11);
+        assert_complete(7983, &ok);
+        // Nothing of slot 7: no host end by its name, no address of its /31, and the
+        // other device still holds its ifindex.
+        assert!(!links().iter().any(|l| l["ifname"] == "fref7"));
+        let (host_ip, _) = EngineConfig::default().ipv4_pool.pair(7).unwrap();
+        let all = ip_json(&["-4", "addr", "show"]).to_string();
+        assert!(
+            !all.contains(&format!("\"{host_ip}\"")),
+            "slot 7's address remains"
+        );
+        let alien = links()
+            .into_iter()
+            .find(|l| l["ifname"] == "alien")
+            .unwrap();
+        assert_eq!(alien["ifindex"].as_u64(), Some(u64::from(base + 7)));
+        e.teardown(ok).unwrap();
+        assert!(links_in_group(7983).is_empty());
+    });
+}
+
+#[test]
+fn pool_address_exhaustion_is_refused_and_leaves_the_pool_as_it_was() {
+    if !require_root("pool_address_exhaustion_is_refused_and_leaves_the_pool_as_it_was") {
+        return;
+    }
+    in_private_netns(|| {
+        // A /29 holds four /31 pairs.
+        let mut e = Engine::new(EngineConfig {
+            ipv4_pool: "10.77.0.0/29".parse().unwrap(),
+            ..config("fexh", 7984)
+        })
+        .unwrap();
+        let three: Vec<_> = e
+            .provision(3)
+            .unwrap()
+            .slots
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let before = links().len();
+        let err = e.provision(2).unwrap_err();
+        eprintln!("refused: {err}");
+        assert!(
+            matches!(
+                err,
+                EngineError::Config(ConfigError::PoolTooSmall {
+                    capacity: 4,
+                    wanted: 5,
+                    ..
+                })
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("10.77.0.0/29"), "{err}");
+        assert_eq!(links().len(), before, "a refused call created devices");
+        assert_complete(7984, &three);
+        // The last pair is still usable.
+        let one = e.provision(1).unwrap();
+        assert_eq!(one.report.provisioned, 1);
+        let mut all = three;
+        all.extend(one.slots.into_iter().map(Result::unwrap));
+        assert_complete(7984, &all);
+        e.teardown(all).unwrap();
+    });
+}
+
+#[test]
+fn invalid_names_and_cidrs_are_refused_before_any_kernel_call() {
+    if !require_root("invalid_names_and_cidrs_are_refused_before_any_kernel_call") {
+        return;
+    }
+    in_private_netns(|| {
+        let before = links().len();
+        for (prefix, why) in [
+            ("a/b", "not usable"),
+            ("a b", "not usable"),
+            ("", "not usable"),
+            ("fifteen-bytes-x", "15"),
+        ] {
+            let err = Engine::new(config(prefix, 7985)).unwrap_err();
+            eprintln!("prefix {prefix:?}: {err}");
+            assert!(err.to_string().contains(why), "{prefix:?}: {err}");
+        }
+        for (cidr, why) in [
+            ("10.0.0.1/24", "host bits"),
+            ("10.0.0.0/32", "at least a /31"),
+            ("10.0.0.0", "not an IPv4 prefix"),
+            ("10.0.0.0/33", "at least a /31"),
+            ("fd00::/64", "not an IPv4 prefix"),
+        ] {
+            let err = cidr.parse::<netslot::Ipv4Cidr>().unwrap_err();
+            eprintln!("cidr {cidr:?}: {err}");
+            assert!(err.to_string().contains(why), "{cidr:?}: {err}");
+        }
+        assert_eq!(links().len(), before, "a refused input created devices");
+    });
+}
