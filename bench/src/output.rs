@@ -16,6 +16,10 @@ pub struct Results<'a> {
     pub command: String,
     /// Machine and kernel.
     pub machine: Machine,
+    /// Whether `--neighbour` was given (each run says whether its neighbour ran).
+    pub neighbour: bool,
+    /// The neighbour's pace, one request per this many microseconds (0: flat out).
+    pub neighbour_period_us: Option<u64>,
     /// Summary (medians, per-slot figures).
     pub summary: &'a Summary,
     /// Every run, with every raw figure.
@@ -67,6 +71,44 @@ impl Machine {
 
 fn num(x: Option<f64>, digits: usize) -> String {
     x.map_or("–".into(), |v| format!("{v:.digits$}"))
+}
+
+/// The neighbour's table, when any run had one: what a bystander's link changes cost
+/// while the system provisions, next to the system's longest own hold.
+fn neighbour_table(s: &mut String, summary: &Summary) {
+    let any = summary
+        .systems
+        .iter()
+        .any(|sys| sys.at.iter().any(|a| a.neighbour_runs > 0));
+    if !any {
+        return;
+    }
+    s.push_str(
+        "\nNeighbour: RTNL latency of a bystander while the system provisions (another \
+         process toggles a veth up/down in its own namespace, one request at a time, each \
+         waiting for its ACK; medians over runs; runs marked * were RTNL-counted, whose \
+         watchpoint traps slow every RTNL request):\n\n\
+         | system | N | runs | requests | p50 us | p99 us | max us | RTNL neighbour (counted) | \
+         longest own hold ms |\n|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for sys in &summary.systems {
+        let name = sys.system.map_or("?", SystemKind::name);
+        for a in sys.at.iter().filter(|a| a.neighbour_runs > 0) {
+            let _ = writeln!(
+                s,
+                "| {name} | {} | {}{} | {} | {} | {} | {} | {} | {} |",
+                a.n,
+                a.neighbour_runs,
+                if a.neighbour_counted { "*" } else { "" },
+                num(a.neighbour_requests, 0),
+                num(a.neighbour_p50_us, 0),
+                num(a.neighbour_p99_us, 0),
+                num(a.neighbour_max_us, 0),
+                num(a.rtnl_neighbour, 0),
+                num(a.longest_own_hold_us.map(|u| u / 1e3), 2),
+            );
+        }
+    }
 }
 
 /// The summary as Markdown: one row per (system, N), then per-slot figures.
@@ -142,22 +184,24 @@ pub fn markdown(summary: &Summary, machine: &Machine, command: &str) -> String {
     }
     s.push_str(
         "\nRTNL holds of the system's own acquisitions (counted run; all holders' histogram \
-         in the JSON):\n\n| system | N | p50 hold us | p99 hold us | longest hold ms (any holder) |\n\
-         |---|---|---|---|---|\n",
+         in the JSON):\n\n| system | N | p50 hold us | p99 hold us | longest own hold ms | \
+         longest hold ms (any holder) |\n|---|---|---|---|---|---|\n",
     );
     for sys in &summary.systems {
         let name = sys.system.map_or("?", SystemKind::name);
         for a in &sys.at {
             let _ = writeln!(
                 s,
-                "| {name} | {} | {} | {} | {} |",
+                "| {name} | {} | {} | {} | {} | {} |",
                 a.n,
                 num(a.own_hold_p50_us, 1),
                 num(a.own_hold_p99_us, 1),
+                num(a.longest_own_hold_us.map(|u| u / 1e3), 2),
                 num(a.longest_hold_us.map(|u| u / 1e3), 2),
             );
         }
     }
+    neighbour_table(&mut s, summary);
     s.push_str("\nNotes:\n\n");
     for sys in &summary.systems {
         let Some(kind) = sys.system else { continue };

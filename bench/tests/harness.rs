@@ -64,6 +64,8 @@ fn system<'a>(v: &'a Value, name: &str) -> &'a Value {
 }
 
 fn nothing_left() {
+    // Under the lock: another test's harness may be running otherwise.
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let netns = Command::new("ip")
         .args(["netns", "list"])
         .output()
@@ -80,6 +82,18 @@ fn nothing_left() {
     };
     assert_eq!(leftover(&netns), 0, "named namespaces left behind");
     assert_eq!(leftover(&veth), 0, "veth devices left behind");
+    let bystander = String::from_utf8_lossy(&veth.stdout).contains("bystander");
+    assert!(!bystander, "the neighbour's veth is in the host namespace");
+    // No harness process (child or neighbour) outlives its run.
+    let ours = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| c.split(|&b| b == 0).next() == Some(BIN.as_bytes()))
+        })
+        .count();
+    assert_eq!(ours, 0, "harness processes left running");
 }
 
 /// The floor makes exactly 4 syscalls per slot (unshare, socket, sendto, recvfrom) and
@@ -176,4 +190,62 @@ fn quick_mode_runs_under_a_minute() {
     );
     nothing_left();
     assert!(took < Duration::from_secs(60), "--quick took {took:?}");
+}
+
+/// `--neighbour`: a bystander toggles a veth in a namespace of its own through every timed
+/// step; each run records that it ran, how many requests it made and their latency, its
+/// RTNL acquisitions are counted apart from the system's, and nothing is left behind.
+#[test]
+fn neighbour_runs_beside_the_system() {
+    if !privileged() {
+        return;
+    }
+    let (v, _) = run(
+        "neighbour",
+        &[
+            "--n",
+            "30",
+            "--systems",
+            "netslot,floor",
+            "--repeat",
+            "1",
+            "--neighbour",
+            "--quiet-ms",
+            "300",
+        ],
+    );
+    assert_eq!(v["neighbour"].as_bool(), Some(true), "flag recorded");
+    let runs = v["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 4, "one timed and one RTNL run per system");
+    for r in runs {
+        assert!(r["error"].is_null(), "{}", r["error"]);
+        assert_eq!(r["neighbour_ran"].as_bool(), Some(true), "{}", r["system"]);
+        let nb = &r["neighbour"];
+        assert!(nb["requests"].as_u64().expect("requests") > 0, "{nb}");
+        assert_eq!(nb["failed"].as_u64(), Some(0), "{nb}");
+        let p50 = nb["p50_us"].as_f64().expect("p50");
+        let p99 = nb["p99_us"].as_f64().expect("p99");
+        let max = nb["max_us"].as_f64().expect("max");
+        assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{nb}");
+        if r["rtnl_counted"].as_bool().expect("bool") {
+            // The neighbour's acquisitions are its own category, never the system's.
+            let f = &r["rtnl_provision"];
+            assert!(f["neighbour"].as_u64().expect("neighbour") > 0, "{f}");
+            let pid = nb["pid"].as_u64().expect("pid");
+            assert!(
+                f["by_pid"]
+                    .as_array()
+                    .expect("by_pid")
+                    .iter()
+                    .any(|e| e[0].as_u64() == Some(pid)),
+                "{f}"
+            );
+        }
+    }
+    for name in ["netslot", "floor"] {
+        let at = &system(&v, name)["at"][0];
+        assert_eq!(at["neighbour_runs"].as_u64(), Some(1), "{at}");
+        assert!(at["neighbour_p50_us"].as_f64().expect("p50") > 0.0, "{at}");
+    }
+    nothing_left();
 }

@@ -115,19 +115,26 @@ fn take_stdout() -> Result<File, SystemError> {
 /// mounts a private tmpfs on /run/netns (named namespaces die with the child).
 fn private_namespaces() -> Result<(), SystemError> {
     for ns in ["net", "mnt"] {
-        let mine = fs::read_link(format!("/proc/self/ns/{ns}"))
-            .map_err(SystemError::ctx(format!("read /proc/self/ns/{ns}")))?;
-        let parent = std::os::unix::process::parent_id();
-        let theirs = fs::read_link(format!("/proc/{parent}/ns/{ns}"))
-            .map_err(SystemError::ctx(format!("read /proc/{parent}/ns/{ns}")))?;
-        if mine == theirs {
-            return Err(SystemError(format!(
-                "the child shares its parent's {ns} namespace; run it through the harness \
-                 (unshare --net --mount --propagation private)"
-            )));
-        }
+        differs_from_parent(ns)?;
     }
     mount_tmpfs(NETNS_DIR)
+}
+
+/// Refuses unless this process's `ns` namespace (`net`, `mnt`) differs from its parent's:
+/// a process started by hand would otherwise change the host's own network.
+pub(crate) fn differs_from_parent(ns: &str) -> Result<(), SystemError> {
+    let mine = fs::read_link(format!("/proc/self/ns/{ns}"))
+        .map_err(SystemError::ctx(format!("read /proc/self/ns/{ns}")))?;
+    let parent = std::os::unix::process::parent_id();
+    let theirs = fs::read_link(format!("/proc/{parent}/ns/{ns}"))
+        .map_err(SystemError::ctx(format!("read /proc/{parent}/ns/{ns}")))?;
+    if mine == theirs {
+        return Err(SystemError(format!(
+            "this process shares its parent's {ns} namespace; run it through the harness \
+             (which starts it under unshare)"
+        )));
+    }
+    Ok(())
 }
 
 fn mount_tmpfs(dir: &str) -> Result<(), SystemError> {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::neighbour::{Neighbour, NeighbourReport};
 use super::protocol::{self, Done, Gone, Verified};
 use crate::rtnl::{monotonic_ns, RtnlCounter, RtnlReport};
 use crate::syscount::{Counts, SyscallCounter};
@@ -26,6 +27,9 @@ pub struct RunOptions {
     /// Live network namespaces (slab objects) when the harness started; a run starts
     /// only when the count is back near it (the previous run's namespaces are freed).
     pub netns_baseline: std::cell::Cell<Option<u64>>,
+    /// Run a neighbour (see `neighbour`) through the timed step of every run, one request
+    /// per this period; `None`: no neighbour.
+    pub neighbour: Option<Duration>,
 }
 
 /// SLUB's count of allocated `struct net` (every network namespace not yet freed).
@@ -99,6 +103,10 @@ pub struct RtnlFigures {
     pub kernel: u64,
     /// Acquisitions by other user processes on the machine (noise).
     pub foreign: u64,
+    /// Acquisitions by the harness's own neighbour (`--neighbour`), kept apart from both
+    /// the system's and the machine's noise.
+    #[serde(default)]
+    pub neighbour: u64,
     /// Longest hold by anyone, microseconds.
     pub longest_hold_us: Option<f64>,
     /// Longest hold by the child, microseconds.
@@ -151,6 +159,12 @@ pub struct RunRecord {
     pub teardown_to_quiet_s: Option<f64>,
     /// Network namespaces allocated (slab) just before the timed step.
     pub netns_objects_before: Option<u64>,
+    /// Whether a neighbour ran through this run's timed step.
+    #[serde(default)]
+    pub neighbour_ran: bool,
+    /// What the neighbour measured (`None`: no neighbour, or it failed: see `error`).
+    #[serde(default)]
+    pub neighbour: Option<NeighbourReport>,
 }
 
 struct Talk {
@@ -258,6 +272,8 @@ pub fn run_one(
         rtnl_teardown: None,
         teardown_to_quiet_s: None,
         netns_objects_before: None,
+        neighbour_ran: false,
+        neighbour: None,
     };
     let mut talk = match spawn(system, spec, counters, opts) {
         Ok(t) => t,
@@ -321,6 +337,15 @@ fn drive(
     let pid = talk.child.id();
     talk.send(protocol::SETUP)?;
     talk.expect(protocol::READY)?;
+    // The neighbour makes its namespace and veth before the settle wait, so the kernel
+    // work they cause is over before the timed step; it lives until this function
+    // returns (after the teardown window), so freeing its namespace falls into the next
+    // run's settle wait.
+    let mut neighbour = opts
+        .neighbour
+        .map(|period| Neighbour::spawn(&opts.exe, period))
+        .transpose()?;
+    let neighbour_pid = neighbour.as_ref().map(Neighbour::pid);
 
     // Provisioning window: quiet first (the previous run's teardown is over), then go.
     let mut rtnl = start_rtnl(counters)?;
@@ -338,16 +363,25 @@ fn drive(
         );
     }
     rec.netns_objects_before = netns_objects();
+    if let Some(nb) = &mut neighbour {
+        nb.start()?;
+        rec.neighbour_ran = true;
+    }
     let go_ns = monotonic_ns();
     let s0 = snapshot(counters)?;
     talk.send(protocol::GO)?;
-    let done: Done = parse(&talk.expect(protocol::DONE)?)?;
+    let done = talk.expect(protocol::DONE);
     let s1 = snapshot(counters)?;
+    // Stopped right after DONE (before the settle wait), whether the step worked or not.
+    if let Some(nb) = &mut neighbour {
+        rec.neighbour = Some(nb.stop()?);
+    }
+    let done: Done = parse(&done?)?;
     rec.syscalls_provision = diff(&s0, &s1);
     rec.done = Some(done);
     if let Some(c) = rtnl {
         let settled = c.settle(opts.quiet, opts.settle_max);
-        rec.rtnl_provision = Some(figures(&c.stop(), pid, settled, go_ns));
+        rec.rtnl_provision = Some(figures(&c.stop(), pid, neighbour_pid, settled, go_ns));
     }
 
     talk.send(protocol::VERIFY)?;
@@ -380,7 +414,7 @@ fn drive(
     // The quiet period itself is not teardown time.
     rec.teardown_to_quiet_s = Some((t.elapsed().saturating_sub(opts.quiet)).as_secs_f64());
     if let Some(c) = rtnl {
-        rec.rtnl_teardown = Some(figures(&c.stop(), pid, settled, teardown_ns));
+        rec.rtnl_teardown = Some(figures(&c.stop(), pid, neighbour_pid, settled, teardown_ns));
     }
     if let Some(e) = &gone.error {
         rec.error = Some(format!("teardown: {e}"));
@@ -405,9 +439,17 @@ fn is_kernel_thread(pid: u32, comm: Option<&str>) -> bool {
 }
 
 /// Splits the acquisitions released at or after `since_ns` (CLOCK_MONOTONIC) into the
-/// child's, kernel threads' and others'; earlier ones belong to the settle wait.
-pub fn figures(r: &RtnlReport, child: u32, settled: bool, since_ns: u64) -> RtnlFigures {
+/// child's, the neighbour's, kernel threads' and others'; earlier ones belong to the
+/// settle wait.
+pub fn figures(
+    r: &RtnlReport,
+    child: u32,
+    neighbour: Option<u32>,
+    settled: bool,
+    since_ns: u64,
+) -> RtnlFigures {
     let own_pids = r.descendants(child);
+    let neighbour_pids = neighbour.map(|p| r.descendants(p)).unwrap_or_default();
     let acq: Vec<_> = r
         .acquisitions()
         .iter()
@@ -441,6 +483,8 @@ pub fn figures(r: &RtnlReport, child: u32, settled: bool, since_ns: u64) -> Rtnl
         let comm = r.comm(pid);
         if own_pids.contains(&pid) {
             f.own += count;
+        } else if neighbour_pids.contains(&pid) {
+            f.neighbour += count;
         } else if is_kernel_thread(pid, comm.as_deref()) {
             f.kernel += count;
         } else {

@@ -55,6 +55,31 @@ pub struct AtN {
     pub own_hold_p50_us: Option<f64>,
     /// Median over counted runs of the p99 hold of the system's own acquisitions, us.
     pub own_hold_p99_us: Option<f64>,
+    /// Median over counted runs of the system's longest own hold, us.
+    #[serde(default)]
+    pub longest_own_hold_us: Option<f64>,
+    /// Runs whose neighbour figures make the medians below (the timed runs if any had a
+    /// neighbour, else the RTNL-counted ones, whose traps slow every RTNL request).
+    #[serde(default)]
+    pub neighbour_runs: usize,
+    /// Whether those runs were RTNL-counted.
+    #[serde(default)]
+    pub neighbour_counted: bool,
+    /// Median over runs of the neighbour's request count.
+    #[serde(default)]
+    pub neighbour_requests: Option<f64>,
+    /// Median over runs of the neighbour's p50 request latency, us.
+    #[serde(default)]
+    pub neighbour_p50_us: Option<f64>,
+    /// Median over runs of the neighbour's p99 request latency, us.
+    #[serde(default)]
+    pub neighbour_p99_us: Option<f64>,
+    /// Median over runs of the neighbour's largest request latency, us.
+    #[serde(default)]
+    pub neighbour_max_us: Option<f64>,
+    /// Median RTNL acquisitions by the neighbour (counted runs, provisioning window).
+    #[serde(default)]
+    pub rtnl_neighbour: Option<f64>,
     /// Median RTNL acquisitions (all holders) in the teardown window.
     pub rtnl_teardown: Option<f64>,
     /// Median seconds from teardown request to RTNL quiet.
@@ -134,6 +159,19 @@ fn at_n(n: usize, runs: &[&RunRecord]) -> AtN {
     let sys = || ok.iter().filter_map(|r| r.syscalls_provision.as_ref());
     let counted: Vec<&RunRecord> = ok.iter().copied().filter(|r| r.rtnl_counted).collect();
     let rp = || counted.iter().filter_map(|r| r.rtnl_provision.as_ref());
+    // Neighbour figures from the same runs as the timing, when those had one.
+    let nb_timed: Vec<_> = timed.iter().filter_map(|r| r.neighbour.as_ref()).collect();
+    let (nb, nb_counted) = if nb_timed.is_empty() {
+        let c: Vec<_> = counted
+            .iter()
+            .filter_map(|r| r.neighbour.as_ref())
+            .collect();
+        let any = !c.is_empty();
+        (c, any)
+    } else {
+        let counted_only = timed.iter().all(|r| r.rtnl_counted);
+        (nb_timed, counted_only)
+    };
     AtN {
         n,
         runs_ok: timed.len(),
@@ -157,6 +195,18 @@ fn at_n(n: usize, runs: &[&RunRecord]) -> AtN {
         longest_hold_us: med(rp().filter_map(|f| f.longest_hold_us)),
         own_hold_p50_us: med(rp().filter_map(|f| hold_percentile(&f.own_holds_ns, 50.0))),
         own_hold_p99_us: med(rp().filter_map(|f| hold_percentile(&f.own_holds_ns, 99.0))),
+        longest_own_hold_us: med(rp().filter_map(|f| f.longest_own_hold_us)),
+        neighbour_runs: nb.len(),
+        neighbour_counted: nb_counted,
+        neighbour_requests: med(nb.iter().map(|r| r.requests as f64)),
+        neighbour_p50_us: med(nb.iter().filter_map(|r| r.p50_us)),
+        neighbour_p99_us: med(nb.iter().filter_map(|r| r.p99_us)),
+        neighbour_max_us: med(nb.iter().filter_map(|r| r.max_us)),
+        rtnl_neighbour: med(counted
+            .iter()
+            .filter(|r| r.neighbour_ran)
+            .filter_map(|r| r.rtnl_provision.as_ref())
+            .map(|f| f.neighbour as f64)),
         longest_hold_max_us: rp().filter_map(|f| f.longest_hold_us).reduce(f64::max),
         rtnl_teardown: med(ok
             .iter()

@@ -88,6 +88,8 @@ pub enum SystemKind {
     Netslot,
     /// The same, WARM: the pool already holds N namespaces.
     NetslotWarm,
+    /// As netslot (COLD) with the engine's RTNL hold budget off (`max_rtnl_hold: None`).
+    NetslotUnbounded,
     /// iproute2, one command per step.
     IpLoop,
     /// `ip -batch`: one batch in the host namespace, one per slot namespace.
@@ -110,6 +112,7 @@ impl SystemKind {
     pub const ALL: &'static [SystemKind] = &[
         SystemKind::Netslot,
         SystemKind::NetslotWarm,
+        SystemKind::NetslotUnbounded,
         SystemKind::IpLoop,
         SystemKind::IpBatch,
         SystemKind::ThreadsCpus,
@@ -124,6 +127,7 @@ impl SystemKind {
         match self {
             SystemKind::Netslot => "netslot",
             SystemKind::NetslotWarm => "netslot-warm",
+            SystemKind::NetslotUnbounded => "netslot-unbounded",
             SystemKind::IpLoop => "ip-loop",
             SystemKind::IpBatch => "ip-batch",
             SystemKind::CniPtp => "cni-ptp",
@@ -144,8 +148,14 @@ impl SystemKind {
         match self {
             SystemKind::Netslot => {
                 "library, COLD: pool thread makes namespaces (fds) inside the timed step, \
-                 io_uring batches per chunk, group up; IPv6 off on the slot devices \
-                 (engine default)"
+                 io_uring batches per chunk, group up; IPv6 off on the slot devices; \
+                 RTNL hold budget on (engine default, max_rtnl_hold 5 ms: host ends come \
+                 up per device when one group change is predicted to hold RTNL longer)"
+            }
+            SystemKind::NetslotUnbounded => {
+                "library, COLD, as netslot but with the RTNL hold budget off \
+                 (max_rtnl_hold: None): host ends always come up by one group change for \
+                 the whole batch, fewest acquisitions, however long that one hold is"
             }
             SystemKind::NetslotWarm => {
                 "library, WARM: as netslot, but the pool holds N namespaces before the \
@@ -195,6 +205,7 @@ impl SystemKind {
         match self {
             SystemKind::Netslot => Box::new(netslot::NetslotSystem::default()),
             SystemKind::NetslotWarm => Box::new(netslot::NetslotSystem::warm()),
+            SystemKind::NetslotUnbounded => Box::new(netslot::NetslotSystem::unbounded()),
             SystemKind::IpBatch => Box::new(ip_batch::IpBatch),
             SystemKind::IpLoop => Box::new(ip_loop::IpLoop),
             SystemKind::CniPtp => Box::new(cni::Cni::default()),

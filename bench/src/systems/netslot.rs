@@ -3,7 +3,8 @@
 //!
 //! Two regimes (design.md): COLD creates every namespace inside the timed step; WARM
 //! starts the engine with a pool of N namespaces (pool_low = 1, pool_high = N) and waits in
-//! the untimed setup until the pool is full. The engine has no public "pool ready" query,
+//! the untimed setup until the pool is full. `netslot-unbounded` is COLD with the
+//! engine's RTNL hold budget off, to show what the budget costs and what it spares others. The engine has no public "pool ready" query,
 //! so setup watches this process's fd count: each pooled namespace holds one socket.
 
 use std::time::{Duration, Instant};
@@ -16,15 +17,37 @@ use super::{Provision, RunSpec, System, SystemError};
 const FILL_MAX: Duration = Duration::from_secs(300);
 
 /// The engine and the slots it made.
-#[derive(Default)]
 pub struct NetslotSystem {
     /// Pre-fill the pool with N namespaces before the timed step.
     pub warm: bool,
+    /// The engine's RTNL hold budget (`EngineConfig::max_rtnl_hold`).
+    pub max_rtnl_hold: Option<Duration>,
     engine: Option<Engine>,
     slots: Vec<Slot>,
 }
 
+impl Default for NetslotSystem {
+    /// COLD, with the engine's own defaults (the hold budget on).
+    fn default() -> Self {
+        Self {
+            warm: false,
+            max_rtnl_hold: EngineConfig::default().max_rtnl_hold,
+            engine: None,
+            slots: Vec::new(),
+        }
+    }
+}
+
 impl NetslotSystem {
+    /// COLD with the hold budget off: host ends come up by one group change for the
+    /// whole batch, however long it holds RTNL (the fewest acquisitions).
+    pub fn unbounded() -> Self {
+        Self {
+            max_rtnl_hold: None,
+            ..Self::default()
+        }
+    }
+
     /// The WARM regime: the pool holds N namespaces before the timed step.
     pub fn warm() -> Self {
         Self {
@@ -49,6 +72,7 @@ impl System for NetslotSystem {
             group: spec.group,
             pool_low,
             pool_high,
+            max_rtnl_hold: self.max_rtnl_hold,
             ..Default::default()
         })
         .map_err(SystemError::ctx("Engine::new"))?;

@@ -34,6 +34,18 @@ pub fn set_up(index: u32) -> RouteNetlinkMessage {
     RouteNetlinkMessage::SetLink(m)
 }
 
+/// RTM_SETLINK: IFF_UP set or cleared on device `index` (the change mask names IFF_UP
+/// either way, so "down" is a real change, not an empty request).
+pub fn set_link(index: u32, up: bool) -> RouteNetlinkMessage {
+    let mut m = LinkMessage::default();
+    m.header.index = index;
+    if up {
+        m.header.flags = LinkFlags::Up;
+    }
+    m.header.change_mask = LinkFlags::Up;
+    RouteNetlinkMessage::SetLink(m)
+}
+
 /// RTM_SETLINK by name: move the device to the namespace `ns_fd`
 /// (__dev_change_net_namespace: the expensive path kernel-notes.md warns about).
 pub fn move_by_name(name: &str, ns_fd: RawFd) -> RouteNetlinkMessage {

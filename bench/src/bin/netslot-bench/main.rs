@@ -1,6 +1,7 @@
 //! netslot-bench: runs netslot and its baselines on the standard slot at several N,
 //! each system in its own private namespaces, and writes JSON, Markdown and SVG.
-//! `netslot-bench child ...` is the harness's own re-execution; do not call it by hand.
+//! `netslot-bench child ...` and `netslot-bench neighbour ...` are the harness's own
+//! re-executions; do not call them by hand.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use netslot_bench::harness::child::child_main;
+use netslot_bench::harness::neighbour::neighbour_main;
 use netslot_bench::harness::parent::netns_objects;
 use netslot_bench::harness::{run_one, summarize, Counters, RunOptions, RunRecord};
 use netslot_bench::output::{markdown, Machine, Results};
@@ -62,6 +64,14 @@ struct Cli {
     /// Device group of the host ends.
     #[arg(long, default_value_t = 7600)]
     group: u32,
+    /// Run a neighbour through every timed step: another process toggles a veth in a
+    /// namespace of its own and records the latency of each request (off unless given).
+    #[arg(long)]
+    neighbour: bool,
+    /// The neighbour's pace: one request per this many microseconds (0: as fast as it
+    /// can, which takes a CPU from the system under test).
+    #[arg(long, default_value_t = 1000)]
+    neighbour_period_us: u64,
     #[command(subcommand)]
     child: Option<ChildCmd>,
 }
@@ -80,10 +90,19 @@ enum ChildCmd {
         #[arg(long)]
         group: u32,
     },
+    /// Internal: the neighbour (the harness starts it under unshare --net).
+    #[command(hide = true)]
+    Neighbour {
+        #[arg(long)]
+        period_us: u64,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(ChildCmd::Neighbour { period_us }) = &cli.child {
+        return ExitCode::from(neighbour_main(Duration::from_micros(*period_us)) as u8);
+    }
     if let Some(ChildCmd::Child {
         system,
         n,
@@ -148,6 +167,9 @@ fn run(mut cli: Cli) -> Result<(), String> {
         settle_max: Duration::from_secs(cli.settle_max_s),
         exe,
         netns_baseline: std::cell::Cell::new(netns_objects()),
+        neighbour: cli
+            .neighbour
+            .then(|| Duration::from_micros(cli.neighbour_period_us)),
     };
     let counters = Counters {
         syscalls: if cli.no_syscalls {
@@ -178,9 +200,18 @@ fn run(mut cli: Cli) -> Result<(), String> {
                 let label = if count_rtnl { "rtnl" } else { "timed" };
                 eprint!("[{label} {}] {system} N={n} ... ", repeat + 1);
                 let rec = run_one(system, &spec, repeat, count_rtnl, &counters, &opts);
+                let nb = rec.neighbour.as_ref().map_or(String::new(), |nb| {
+                    format!(
+                        "; neighbour {} requests, p50 {:.0} us, p99 {:.0} us, max {:.0} us",
+                        nb.requests,
+                        nb.p50_us.unwrap_or(f64::NAN),
+                        nb.p99_us.unwrap_or(f64::NAN),
+                        nb.max_us.unwrap_or(f64::NAN)
+                    )
+                });
                 match (&rec.error, &rec.done) {
                     (None, Some(d)) => eprintln!(
-                        "{:.0} slots/s ({} ok, {} failed, wall {:.3} s)",
+                        "{:.0} slots/s ({} ok, {} failed, wall {:.3} s{nb})",
                         d.provision.ok as f64 / d.wall_s,
                         d.provision.ok,
                         d.provision.failed,
@@ -210,6 +241,11 @@ fn write_outputs(
     let results = Results {
         command: command.to_string(),
         machine: machine.clone(),
+        neighbour: cli.neighbour || runs.iter().any(|r| r.neighbour_ran),
+        neighbour_period_us: runs
+            .iter()
+            .find_map(|r| r.neighbour.as_ref().map(|n| n.period_us))
+            .or(cli.neighbour.then_some(cli.neighbour_period_us)),
         summary: &summary,
         runs,
     };
