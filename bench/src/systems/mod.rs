@@ -150,7 +150,8 @@ impl SystemKind {
                 "library, COLD: pool thread makes namespaces (fds) inside the timed step, \
                  io_uring batches per chunk, group up; IPv6 off on the slot devices; \
                  RTNL hold budget on (engine default, max_rtnl_hold 5 ms: host ends come \
-                 up per device when one group change is predicted to hold RTNL longer)"
+                 up per device when one group change is predicted to hold RTNL longer); \
+                 plus the XDP counters on every host end, which no baseline attaches"
             }
             SystemKind::NetslotUnbounded => {
                 "library, COLD, as netslot but with the RTNL hold budget off \
@@ -164,38 +165,38 @@ impl SystemKind {
             SystemKind::IpLoop => {
                 "iproute2 one command per step, slot after slot: netns add, lo up, veth in \
                  place (peer in the slot, host end in the group), host end up, host address, \
-                 eth0 up, slot address, route (8 `ip` processes per slot); IPv6 left on"
+                 eth0 up, slot address, route (8 `ip` processes per slot); IPv6 left on; no XDP counters (the slot without its eBPF part)"
             }
             SystemKind::Rtnetlink => {
                 "rtnetlink 0.24 as its README teaches: tokio, new_connection, builders, \
                  32 slots in flight; per slot NetworkNamespace::add (forks), veth in the \
                  host with the host end in the group and up, peer moved (setns_by_fd), host \
                  address, then a connection inside the slot: rename eth0 + up, lo up, \
-                 address, route; IPv6 left on"
+                 address, route; IPv6 left on; no XDP counters (the slot without its eBPF part)"
             }
             SystemKind::CniPtp => {
                 "CNI reference plugins per slot as a runtime drives them: the runtime pins a \
                  new namespace, then execs `loopback` and `ptp` (host-local IPAM). Differs \
                  from S1: host end named veth<random>, no device group, gateway address /32 \
                  on the host end, a host route per slot; IPv6 left on; teardown unpins \
-                 (no plugin DEL)"
+                 (no plugin DEL); no XDP counters"
             }
             SystemKind::IpBatch => {
                 "one `ip -batch` in the host namespace (netns add, veth in place with the \
                  peer in the slot, host address, group up) then one `ip -n NS -batch` per \
-                 slot (lo up, eth0 up, address, route); IPv6 left on"
+                 slot (lo up, eth0 up, address, route); IPv6 left on; no XDP counters (the slot without its eBPF part)"
             }
             SystemKind::ThreadsCpus | SystemKind::Threads8 => {
                 "thread pool (one thread per CPU, or 8): per slot unshare + socket in the \
                  slot, veth created in root, peer moved (IFLA_NET_NS_FD), renamed eth0, \
                  up, lo up, addresses, host end up, route: 11 requests, each waiting for \
-                 its ACK; IPv6 left on"
+                 its ACK; IPv6 left on; no XDP counters (the slot without its eBPF part)"
             }
             SystemKind::Floor => {
                 "kernel floor, one thread: per slot unshare, socket, one sendmsg of \
                  prebuilt messages (lo up, veth in place, address, route, end marker) and \
                  its recv; host addresses 1024 per sendmsg; one group change; no \
-                 bookkeeping; IPv6 left on"
+                 bookkeeping; IPv6 left on; no XDP counters (the slot without its eBPF part)"
             }
         }
     }
