@@ -197,6 +197,28 @@ impl EngineConfig {
     }
 }
 
+/// Checks a caller-chosen interface name (CNI_IFNAME) against dev_valid_name
+/// (net/core/dev.c): 1..=15 bytes, not "." or "..", no '/', ':' or whitespace.
+pub fn check_ifname(name: &str) -> Result<(), ConfigError> {
+    let bad = |why: &str| ConfigError::IfName {
+        name: name.to_owned(),
+        why: why.to_owned(),
+    };
+    if name.is_empty() || name.len() > MAX_IFNAME_LEN {
+        return Err(bad("it must be 1 to 15 bytes long"));
+    }
+    if name == "." || name == ".." {
+        return Err(bad("it must not be \".\" or \"..\""));
+    }
+    if name
+        .bytes()
+        .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0)
+    {
+        return Err(bad("'/', ':', NUL and whitespace are not allowed"));
+    }
+    Ok(())
+}
+
 /// Interface-name rules of dev_valid_name (net/core/dev.c), plus what keeps names
 /// usable as file names under /run/netns.
 fn check_prefix(prefix: &str) -> Result<(), ConfigError> {
@@ -249,6 +271,14 @@ pub enum ConfigError {
         example: String,
         /// Its length in bytes.
         len: usize,
+    },
+    /// A caller-chosen interface name the kernel would refuse.
+    #[error("interface name {name:?} is not usable: {why}")]
+    IfName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        why: String,
     },
     /// Bad CIDR text.
     #[error("bad IPv4 pool: {0}")]

@@ -22,6 +22,7 @@
 #![deny(unsafe_code)]
 
 mod batch;
+pub mod client;
 pub mod config;
 mod engine;
 pub mod host;
@@ -29,6 +30,7 @@ mod netns;
 mod op;
 mod plan;
 mod pool;
+pub mod protocol;
 mod reconcile;
 mod result;
 mod ring;
@@ -37,7 +39,7 @@ mod sock;
 mod wire;
 
 pub use config::{ConfigError, EngineConfig, Ipv4Cidr, XdpAttach};
-pub use engine::{release, Engine};
+pub use engine::{release, AttachTarget, Attached, Engine};
 pub use host::{AddrRecord, HostNs, LinkRecord};
 /// The XDP counters program (crate `netslot-bpf`), for reading pinned counters.
 pub use netslot_bpf as bpf;

@@ -32,6 +32,8 @@ pub enum Op {
     Pin,
     /// Undoing a failed slot (RTM_DELLINK of its host end).
     Rollback,
+    /// Giving a slot back (RTM_DELLINK of its host end).
+    Detach,
 }
 
 impl Op {
@@ -49,6 +51,7 @@ impl Op {
             Op::Xdp => "xdp",
             Op::Pin => "pin",
             Op::Rollback => "rollback",
+            Op::Detach => "detach",
         }
     }
 }

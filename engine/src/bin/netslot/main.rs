@@ -3,6 +3,7 @@
 
 mod down;
 mod output;
+mod serve;
 mod signals;
 mod stats;
 mod status;
@@ -44,6 +45,9 @@ enum Command {
     /// Per-slot packets and bytes counted by the XDP program on each host end (traffic
     /// from the slot), read from the program's map pinned under --bpf-dir by `up`.
     Stats(stats::StatsArgs),
+    /// Run the daemon: serve slots over a Unix socket (JSON lines, see docs/serve.md),
+    /// coalescing concurrent requests into engine batches; `netslot-cni` talks to it.
+    Serve(serve::ServeArgs),
 }
 
 /// What identifies a pool; shared by every subcommand.
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
         Command::Down(args) => down::run(args),
         Command::Status(args) => status::run(args),
         Command::Stats(args) => stats::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(code) => code,
