@@ -52,17 +52,18 @@ pub fn call(socket: &Path, op: Op) -> Result<Response, ClientError> {
         .map_err(|e| broke(e.to_string()))?;
     let mut line = serde_json::to_string(&Request::new(1, op)).expect("requests serialize");
     line.push('\n');
-    (&stream)
-        .write_all(line.as_bytes())
-        .map_err(|e| broke(format!("sending: {e}")))?;
+    // A refused peer is answered and hung up on without its request being read, so a
+    // failed send still leaves that answer to read.
+    let sent = (&stream).write_all(line.as_bytes());
     let mut answer = String::new();
     BufReader::new(&stream)
         .read_line(&mut answer)
         .map_err(|e| broke(format!("reading the answer: {e}")))?;
     if answer.is_empty() {
-        return Err(broke(
-            "the daemon closed the connection without answering".into(),
-        ));
+        return Err(broke(match sent {
+            Err(e) => format!("sending: {e}"),
+            Ok(()) => "the daemon closed the connection without answering".into(),
+        }));
     }
     serde_json::from_str(&answer).map_err(|e| broke(format!("bad answer {answer:?}: {e}")))
 }

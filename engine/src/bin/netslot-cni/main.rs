@@ -43,6 +43,9 @@ fn main() -> ExitCode {
 
 fn run(command: &str) -> Result<Option<Value>, CniError> {
     if command == "VERSION" {
+        // The runtime writes {"cniVersion": ...} on stdin; read it so its write never
+        // meets a closed pipe. Every version gets the same answer.
+        let _ = std::io::stdin().read_to_string(&mut String::new());
         return Ok(Some(json!({
             "cniVersion": SPEC_VERSION,
             "supportedVersions": SUPPORTED,
