@@ -57,6 +57,7 @@ fn inside_private_world(test: &str) -> bool {
         log.contains("1 passed"),
         "{test} did not run inside:\n{log}"
     );
+    eprintln!("{test} inside:\n{log}");
     false
 }
 
