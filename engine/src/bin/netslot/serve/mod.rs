@@ -2,6 +2,7 @@
 //! `netslot::protocol`, one thread per connection, and one engine thread that coalesces
 //! concurrent requests into engine batches (`rounds`). See docs/serve.md.
 
+mod activation;
 mod peer;
 mod rounds;
 
@@ -81,6 +82,8 @@ fn parse_mode(s: &str) -> Result<u32, String> {
 
 pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, String> {
     crate::require_root()?;
+    // Before any thread exists: it edits the environment.
+    let activated = activation::listener();
     let signals = Blocked::termination();
     let config = EngineConfig {
         prefix: args.prefix.clone(),
@@ -94,7 +97,11 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, String> {
     config.check(0, 1).map_err(|e| e.to_string())?;
     let removed = reconcile(&config)?;
     let engine = Engine::new(config).map_err(|e| format!("start the engine: {e}"))?;
-    let listener = bind(&args)?;
+    // Socket activation (packaging/systemd/netslot.socket): systemd owns the file.
+    let (listener, own_socket) = match activated {
+        Some(l) => (l, false),
+        None => (bind(&args)?, true),
+    };
 
     let (tx, rx) = mpsc::channel::<Work>();
     let rounds = Rounds::new(
@@ -137,7 +144,9 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, String> {
     let _ = tx.send(Work::Shutdown);
     drop(tx);
     let _ = engine_thread.join();
-    let _ = std::fs::remove_file(&args.socket);
+    if own_socket {
+        let _ = std::fs::remove_file(&args.socket);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
