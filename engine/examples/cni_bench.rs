@@ -74,6 +74,11 @@ fn main() {
 
     let systems = [
         System {
+            name: "netslot serve, protocol only (no plugin exec)",
+            plugin: PathBuf::new(),
+            conf: Value::Null,
+        },
+        System {
             name: "netslot-cni (daemon)",
             plugin: dir.join("netslot-cni"),
             conf: json!({"cniVersion": "1.0.0", "name": "bench", "type": "netslot-cni", "socket": SOCKET}),
@@ -166,6 +171,11 @@ impl System {
 
     fn add_made(&self, c: &str) -> Duration {
         let t = Instant::now();
+        if self.conf.is_null() {
+            let r = netslot::client::call(Path::new(SOCKET), attach(c)).expect("attach");
+            assert!(r.ok, "attach {c}: {:?}", r.error);
+            return t.elapsed();
+        }
         let out = self.exec("ADD", c);
         let took = t.elapsed();
         assert!(
@@ -179,6 +189,14 @@ impl System {
 
     fn del_all(&self, names: &[String]) {
         for c in names {
+            if self.conf.is_null() {
+                let key = key(c);
+                let r =
+                    netslot::client::call(Path::new(SOCKET), netslot::protocol::Op::Detach { key });
+                assert!(r.expect("detach").ok);
+                let _ = Command::new("ip").args(["netns", "del", c]).status();
+                continue;
+            }
             let out = self.exec("DEL", c);
             assert!(
                 out.status.success(),
@@ -210,6 +228,20 @@ impl System {
             .unwrap()
             .write_all(self.conf.to_string().as_bytes());
         child.wait_with_output().expect("plugin output")
+    }
+}
+
+fn key(c: &str) -> netslot::protocol::AttachmentKey {
+    netslot::protocol::AttachmentKey {
+        container_id: c.to_owned(),
+        ifname: "eth0".to_owned(),
+    }
+}
+
+fn attach(c: &str) -> netslot::protocol::Op {
+    netslot::protocol::Op::Attach {
+        key: key(c),
+        netns: PathBuf::from(format!("/run/netns/{c}")),
     }
 }
 

@@ -339,6 +339,19 @@ mod tests {
     }
 
     #[test]
+    fn ifnames_follow_dev_valid_name() {
+        for ok in ["eth0", "net1", "a", "fifteen-bytes-x"] {
+            assert!(check_ifname(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "a:b", "a b", "sixteen-bytes-xx"] {
+            assert!(
+                matches!(check_ifname(bad), Err(ConfigError::IfName { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
     fn checks_name_length_against_count() {
         let cfg = EngineConfig {
             prefix: "abcdefghijkl".into(), // 12 bytes: ids up to 999 fit

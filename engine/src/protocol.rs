@@ -253,3 +253,40 @@ pub struct Stats {
     /// Leftover devices removed by the start-up reconcile.
     pub reconciled_removed: usize,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_the_documented_json_lines() {
+        let line = r#"{"v":1,"id":7,"op":"attach","container_id":"c1","ifname":"eth0","netns":"/run/netns/c1"}"#;
+        let req: Request = serde_json::from_str(line).unwrap();
+        assert_eq!(req.v, 1);
+        assert_eq!(req.id, 7);
+        let Op::Attach { key, netns } = &req.op else {
+            panic!("not an attach: {req:?}");
+        };
+        assert_eq!(key.container_id, "c1");
+        assert_eq!(netns, &PathBuf::from("/run/netns/c1"));
+        let back: serde_json::Value = serde_json::to_value(&req).unwrap();
+        assert_eq!(
+            back,
+            serde_json::from_str::<serde_json::Value>(line).unwrap()
+        );
+        let gc = r#"{"v":1,"op":"gc","valid":[{"container_id":"a","ifname":"eth0"}]}"#;
+        assert!(matches!(
+            serde_json::from_str::<Request>(gc).unwrap().op,
+            Op::Gc { .. }
+        ));
+    }
+
+    #[test]
+    fn errors_carry_a_stable_code() {
+        let r = Response::err(3, ErrorCode::NotAllowed, "no");
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["ok"], false);
+        assert_eq!(v["error"]["code"], "not-allowed");
+        assert!(v.get("attachment").is_none());
+    }
+}
