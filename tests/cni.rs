@@ -659,3 +659,54 @@ fn a_peer_outside_the_allowed_group_is_refused() {
     daemon.stop();
     assert!(links_in_group(group).is_empty());
 }
+
+#[test]
+fn the_warm_pool_hands_out_pinned_slots_and_takes_them_back() {
+    let test = "the_warm_pool_hands_out_pinned_slots_and_takes_them_back";
+    if !inside_private_world(test) {
+        return;
+    }
+    let group = 7815;
+    let daemon = Daemon::start("wp", group, &["--pool-low", "4", "--pool-high", "8"]);
+    let sock = Path::new(SOCKET);
+    // The pool fills when idle.
+    let started = Instant::now();
+    while daemon.stats().pooled < 4 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "pool never filled"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = netslot::client::call(sock, Op::Acquire).unwrap();
+    assert!(r.ok, "{:?}", r.error);
+    let slot = r.slot.unwrap();
+    // The kernel's view through the pin: the address inside, reachability to the host end.
+    let name = slot.netns.file_name().unwrap().to_str().unwrap().to_owned();
+    assert_eq!(slot.netns, Path::new("/run/netslot/slots").join(&name));
+    let ns = std::fs::File::open(&slot.netns).unwrap();
+    let addrs = in_netns(ns.as_fd(), || ipv4_addrs("eth0"));
+    assert_eq!(addrs, vec![slot.address.clone()]);
+    refused_from(slot.netns.to_str().unwrap(), &slot.gateway);
+    drop(ns);
+    let r = netslot::client::call(sock, Op::Release { name: name.clone() }).unwrap();
+    assert!(r.ok, "{:?}", r.error);
+    assert!(!slot.netns.exists(), "pin left after release");
+    assert!(
+        !links_in_group(group)
+            .iter()
+            .any(|l| l["ifname"] == name.as_str()),
+        "host end left after release"
+    );
+    let r = netslot::client::call(sock, Op::Release { name }).unwrap();
+    assert!(!r.ok, "a second release must fail");
+    daemon.stop();
+    assert!(links_in_group(group).is_empty(), "teardown left host ends");
+    assert_eq!(
+        std::fs::read_dir("/run/netslot/slots")
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0,
+        "teardown left pins"
+    );
+}

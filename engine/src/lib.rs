@@ -19,6 +19,10 @@
 //!
 //! Beside them: `wire` (netlink encoding via netlink-packet-route), `sock` and `netns`
 //! (the only unsafe code), `host` (the host namespace and kernel read-back), `config`.
+//!
+//! [`Engine::attach`] runs the same steps on namespaces the caller owns (a CNI runtime's
+//! CNI_NETNS) instead of the pool's. [`protocol`] and [`client`] are the daemon's
+//! (`netslot serve`) wire format and a blocking client of it (docs/serve.md).
 #![deny(unsafe_code)]
 
 mod batch;
