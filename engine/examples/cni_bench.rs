@@ -152,6 +152,11 @@ fn main() {
             "\ndaemon: {} attach batches for {} ADDs (largest round {} requests), {} batches in all",
             s.attach_batches, s.attached, s.largest_round, s.batches
         );
+        println!(
+            "daemon: {:.1} ms inside Engine::attach per batch on average ({:.2} ms per ADD)",
+            s.attach_busy_us as f64 / 1e3 / s.attach_batches.max(1) as f64,
+            s.attach_busy_us as f64 / 1e3 / s.attached.max(1) as f64
+        );
     }
 }
 

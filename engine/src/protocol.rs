@@ -238,6 +238,8 @@ pub struct Stats {
     pub attach_batches: u64,
     /// Engine batches run to refill the warm pool.
     pub refill_batches: u64,
+    /// Wall time spent inside attach batches (`Engine::attach`), in microseconds.
+    pub attach_busy_us: u64,
     /// Requests answered.
     pub requests: u64,
     /// Attach requests answered successfully.

@@ -120,6 +120,9 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, String> {
         .spawn(move || rounds.serve(rx))
         .map_err(|e| format!("start the engine thread: {e}"))?;
     let stopping = Arc::new(AtomicBool::new(false));
+    let listener_handle = listener
+        .try_clone()
+        .map_err(|e| format!("duplicate the listening socket: {e}"))?;
     let acceptor = {
         let tx = tx.clone();
         let stopping = stopping.clone();
@@ -139,7 +142,9 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, String> {
     );
     stopping.store(true, Ordering::SeqCst);
     // Wake the accept loop so it sees the flag.
-    let _ = UnixStream::connect(&args.socket);
+    if let Err(e) = peer::stop_accepting(&listener_handle) {
+        tracing::warn!("shutdown of the listening socket: {e}");
+    }
     let _ = acceptor.join();
     let _ = tx.send(Work::Shutdown);
     drop(tx);
@@ -219,7 +224,15 @@ fn accept_loop(
         if stopping.load(Ordering::SeqCst) {
             return;
         }
-        let Ok(stream) = conn else { continue };
+        let stream = match conn {
+            Ok(s) => s,
+            // EMFILE and friends: back off instead of spinning.
+            Err(e) => {
+                tracing::warn!("accept: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
         let tx = tx.clone();
         let spawned = std::thread::Builder::new()
             .name("netslot-conn".into())

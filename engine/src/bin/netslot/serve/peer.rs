@@ -1,5 +1,6 @@
 //! peer: who is on the other end of a connection (SO_PEERCRED) and whether they may use
-//! the daemon: uid 0, or the configured group as primary or supplementary group.
+//! the daemon: uid 0, or the configured group as primary or supplementary group; and
+//! shutting the listening socket so accept returns.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -63,4 +64,16 @@ pub(crate) fn allowed(peer: Peer, allow_gid: Option<u32>) -> bool {
                 .map(|g| g.split_whitespace().any(|x| x.parse() == Ok(gid)))
         })
         .unwrap_or(false)
+}
+
+/// Wakes a thread blocked in accept(2) on `listener` for good: shutdown(2) on a listening
+/// socket makes accept fail (EINVAL) without needing the socket's path, which may be
+/// gone or belong to systemd.
+pub(crate) fn stop_accepting(listener: &std::os::unix::net::UnixListener) -> io::Result<()> {
+    // SAFETY: shutdown takes an fd and a flag; the listener outlives the call.
+    let r = unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

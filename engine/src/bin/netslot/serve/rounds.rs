@@ -294,7 +294,10 @@ impl Rounds {
         }
         self.stats.batches += 1;
         self.stats.attach_batches += 1;
-        match self.engine.attach(targets) {
+        let started = Instant::now();
+        let out = self.engine.attach(targets);
+        self.stats.attach_busy_us += started.elapsed().as_micros() as u64;
+        match out {
             Ok(out) => {
                 for ((id, key, netns, reply), slot) in waiting.into_iter().zip(out.slots) {
                     let r = match slot {
