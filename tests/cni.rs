@@ -1,8 +1,9 @@
 //! `netslot serve` and `netslot-cni` driven as a container runtime drives them: the plugin
 //! exec'd with CNI_* variables and the configuration on stdin, chained with Debian's
 //! reference plugins. Each test re-runs itself inside new network and mount namespaces
-//! (`unshare --net --mount`) with private tmpfs on /run/netns and /run/netslot, so the
-//! daemon, its socket, the container namespaces and every device go away with it.
+//! (`unshare --net --mount`) with a private tmpfs on /run (so /run/netns and
+//! /run/netslot are its own), so the daemon, its socket, the container namespaces and
+//! every device go away with it.
 
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -29,13 +30,13 @@ fn inside_private_world(test: &str) -> bool {
     if !require_root(test) {
         return false;
     }
-    std::fs::create_dir_all("/run/netns").unwrap();
-    std::fs::create_dir_all("/run/netslot").unwrap();
     let exe = std::env::current_exe().unwrap();
     let out = Command::new("unshare")
         .args(["--net", "--mount", "--propagation", "private", "sh", "-euc"])
         .arg(
-            "mount -t tmpfs netslot-test /run/netns; mount -t tmpfs netslot-test /run/netslot; \
+            // A tmpfs over all of /run, not over directories of the host's /run: another
+            // process removing such a directory on the host would detach the mount here.
+            "mount -t tmpfs netslot-test /run; mkdir -p /run/netns /run/netslot; \
              ip link set lo up; exec \"$@\"",
         )
         .arg("sh")

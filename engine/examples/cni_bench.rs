@@ -1,7 +1,7 @@
 //! cni_bench: ADD latency and throughput of `netslot-cni` (through `netslot serve`) side by
 //! side with the reference `ptp` plugin + `host-local` IPAM, on the same kind of containers,
-//! in one run. Runs itself inside private network and mount namespaces (tmpfs on
-//! /run/netns and /run/netslot), so it leaves nothing behind. Needs root.
+//! in one run. Runs itself inside private network and mount namespaces (a tmpfs on
+//! /run), so it leaves nothing behind. Needs root.
 //!
 //! ```sh
 //! cargo build --release -p netslot --examples
@@ -25,11 +25,11 @@ const SOCKET: &str = "/run/netslot/netslot.sock";
 fn main() {
     if std::env::var(INSIDE).is_err() {
         let exe = std::env::current_exe().expect("own path");
-        std::fs::create_dir_all("/run/netns").expect("mkdir /run/netns");
-        std::fs::create_dir_all("/run/netslot").expect("mkdir /run/netslot");
         let st = Command::new("unshare")
             .args(["--net", "--mount", "--propagation", "private", "sh", "-euc"])
-            .arg("mount -t tmpfs b /run/netns; mount -t tmpfs b /run/netslot; ip link set lo up; exec \"$@\"")
+            // All of /run: a host directory under it could be removed by someone else,
+            // which would detach a mount made on it.
+            .arg("mount -t tmpfs b /run; mkdir -p /run/netns /run/netslot; ip link set lo up; exec \"$@\"")
             .arg("sh")
             .arg(exe)
             .args(std::env::args().skip(1))
