@@ -283,6 +283,28 @@ impl EngineConfig {
     }
 }
 
+/// Checks a caller-chosen interface name (CNI_IFNAME) against dev_valid_name
+/// (net/core/dev.c): 1..=15 bytes, not "." or "..", no '/', ':' or whitespace.
+pub fn check_ifname(name: &str) -> Result<(), ConfigError> {
+    let bad = |why: &str| ConfigError::IfName {
+        name: name.to_owned(),
+        why: why.to_owned(),
+    };
+    if name.is_empty() || name.len() > MAX_IFNAME_LEN {
+        return Err(bad("it must be 1 to 15 bytes long"));
+    }
+    if name == "." || name == ".." {
+        return Err(bad("it must not be \".\" or \"..\""));
+    }
+    if name
+        .bytes()
+        .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b == 0)
+    {
+        return Err(bad("'/', ':', NUL and whitespace are not allowed"));
+    }
+    Ok(())
+}
+
 /// Interface-name rules of dev_valid_name (net/core/dev.c), plus what keeps names
 /// usable as file names under /run/netns.
 fn check_prefix(prefix: &str) -> Result<(), ConfigError> {
@@ -335,6 +357,14 @@ pub enum ConfigError {
         example: String,
         /// Its length in bytes.
         len: usize,
+    },
+    /// A caller-chosen interface name the kernel would refuse.
+    #[error("interface name {name:?} is not usable: {why}")]
+    IfName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        why: String,
     },
     /// Bad CIDR text.
     #[error("bad IPv4 pool: {0}")]
@@ -391,6 +421,19 @@ mod tests {
             "10.0.0.0/32",
         ] {
             assert!(bad.parse::<Ipv4Cidr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ifnames_follow_dev_valid_name() {
+        for ok in ["eth0", "net1", "a", "fifteen-bytes-x"] {
+            assert!(check_ifname(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "a/b", "a:b", "a b", "sixteen-bytes-xx"] {
+            assert!(
+                matches!(check_ifname(bad), Err(ConfigError::IfName { .. })),
+                "{bad:?}"
+            );
         }
     }
 

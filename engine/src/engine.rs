@@ -2,6 +2,7 @@
 //! Owns the ring, the pool thread and the sequence ledger; the steps themselves live in
 //! their own modules.
 
+use std::collections::BTreeSet;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -42,6 +43,9 @@ pub struct Engine {
     ledger: Ledger,
     ifindex_base: u32,
     next_id: u32,
+    /// Ids given back by `detach` / `release_slots`, reused lowest first so that names and
+    /// addresses of a long-running engine stay inside the configured pool.
+    free_ids: BTreeSet<u32>,
     /// The counters program (XDP or tc, per `config.xdp_attach`) and its map.
     xdp: Option<netslot_bpf::Counters>,
     /// Whether the pool's tc filter is on its shared block (tc-block only). The block
@@ -160,6 +164,7 @@ impl Engine {
             next_id: 0,
             budget: HoldBudget::new(config_max_hold),
             host_ends: 0,
+            free_ids: BTreeSet::new(),
             xdp,
             tc_filter_made: false,
             lock,
@@ -239,18 +244,161 @@ impl Engine {
         count: usize,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Provisioned, EngineError> {
-        self.config.check(self.next_id, count)?;
+        let ids = self.take_ids(count)?;
+        let specs: Vec<SlotSpec> = ids
+            .iter()
+            .map(|&id| SlotSpec::derive(&self.config, id, self.ifindex_base))
+            .collect();
+        self.pool.demand(count);
+        let pin_dir = self.config.pin_dir.clone();
+        self.run(&specs, NsSource::Pool, pin_dir.as_deref(), &mut progress)
+    }
+
+    /// Provisions one standard slot INTO each caller-given namespace (a CNI runtime's
+    /// CNI_NETNS): the veth pair is created in place from a socket inside that namespace,
+    /// named `ifname` there and `<prefix><id>` in the host namespace, with `lo` up, the
+    /// slot address and the default route, exactly as in a pooled slot. One short-lived
+    /// helper thread opens all the sockets (setns into each in turn): RTM_NEWADDR and
+    /// RTM_NEWROUTE act in the sending socket's namespace only (docs/serve.md), so the
+    /// namespace side cannot be sent from the host socket.
+    ///
+    /// The engine keeps nothing of the caller's namespaces: their sockets are closed before
+    /// this returns, and the slots are given back by [`Engine::detach`].
+    pub fn attach(&mut self, targets: Vec<AttachTarget>) -> Result<Attached, EngineError> {
+        for t in &targets {
+            crate::config::check_ifname(&t.ifname)?;
+        }
+        let ids = self.take_ids(targets.len())?;
+        let specs: Vec<SlotSpec> = ids
+            .iter()
+            .zip(&targets)
+            .map(|(&id, t)| {
+                let mut spec = SlotSpec::derive(&self.config, id, self.ifindex_base);
+                spec.slot_ifname = t.ifname.clone();
+                spec
+            })
+            .collect();
+        let fds: Vec<_> = targets.into_iter().map(|t| t.netns).collect();
+        let opened = netns::sockets_in(fds).map_err(EngineError::io(
+            "open sockets in the target namespaces (helper thread)",
+        ))?;
+        let out = self.run(
+            &specs,
+            NsSource::Given(opened.into_iter()),
+            None,
+            &mut |_, _| {},
+        )?;
+        let mut freed = Vec::new();
+        let slots = out
+            .slots
+            .into_iter()
+            .map(|r| match r {
+                Ok(slot) => Ok(slot.spec),
+                Err(e) => {
+                    freed.push(e.id);
+                    Err(e)
+                }
+            })
+            .collect();
+        self.free_ids.extend(freed);
+        Ok(Attached {
+            slots,
+            report: out.report,
+        })
+    }
+
+    /// Deletes the host end of each slot (the kernel takes the other end with it), all in
+    /// as few sends as fit, and gives their ids back. A slot whose device is already gone
+    /// (ENODEV: its namespace was destroyed) counts as detached, so this is idempotent.
+    pub fn detach(
+        &mut self,
+        specs: &[SlotSpec],
+    ) -> Result<Vec<Result<(), SlotError>>, EngineError> {
+        let mut out: Vec<Result<(), SlotError>> = vec![Ok(()); specs.len()];
+        if specs.is_empty() {
+            return Ok(out);
+        }
+        let mut flights = plan::delete_host_ends(
+            &mut self.ledger,
+            self.host_limits,
+            self.host.socket_fd(),
+            specs.iter().enumerate(),
+            Op::Detach,
+        );
+        for s in self.fly(&mut flights)? {
+            if let Settled::Failed { slot, op, why } = s {
+                if why.errno != libc::ENODEV && slot < specs.len() {
+                    out[slot] = Err(SlotError {
+                        id: specs[slot].id,
+                        name: specs[slot].name.clone(),
+                        op,
+                        errno: why.errno,
+                        ext_ack: why.ext_ack,
+                        detail: why.detail,
+                    });
+                }
+            }
+        }
+        for (spec, r) in specs.iter().zip(&out) {
+            if r.is_ok() {
+                self.host_ends = self.host_ends.saturating_sub(1);
+                self.free_ids.insert(spec.id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Gives pooled slots back one by one (unlike [`Engine::teardown`], which takes the
+    /// whole group): their host ends deleted in one batch, pins removed, namespaces closed.
+    pub fn release_slots(
+        &mut self,
+        slots: Vec<Slot>,
+    ) -> Result<Vec<Result<(), SlotError>>, EngineError> {
+        let specs: Vec<SlotSpec> = slots.iter().map(|s| s.spec.clone()).collect();
+        let out = self.detach(&specs)?;
+        let unpinned = unpin_all(&slots);
+        drop(slots);
+        unpinned.map(|()| out)
+    }
+
+    /// The lowest free ids, checked against the name length and the address pool before
+    /// any is taken.
+    fn take_ids(&mut self, count: usize) -> Result<Vec<u32>, EngineError> {
+        if count == 0 {
+            return Err(crate::config::ConfigError::NoSlots.into());
+        }
+        let reused = self.free_ids.len().min(count);
+        let fresh =
+            u32::try_from(count - reused).map_err(|_| crate::config::ConfigError::NoSlots)?;
+        let highest = if fresh > 0 {
+            self.next_id.saturating_add(fresh - 1)
+        } else {
+            *self.free_ids.iter().nth(reused - 1).expect("counted")
+        };
+        self.config.check(highest, 1)?;
+        let mut ids: Vec<u32> = (0..reused)
+            .map(|_| self.free_ids.pop_first().expect("counted"))
+            .collect();
+        ids.extend(self.next_id..self.next_id + fresh);
+        self.next_id += fresh;
+        Ok(ids)
+    }
+
+    /// One provisioning call over `specs`, namespaces taken from `source`.
+    fn run(
+        &mut self,
+        specs: &[SlotSpec],
+        mut source: NsSource,
+        pin_dir: Option<&Path>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Provisioned, EngineError> {
+        let count = specs.len();
         self.holds_slots = true;
+        let recovered0 = self.recovered;
         let started = Instant::now();
         let pool_before = self.pool.stats();
         let (enters0, sends0) = (self.ring.enters, self.ring.sends);
-        let recovered0 = self.recovered;
-        let first = self.next_id;
-        self.next_id += u32::try_from(count).expect("checked against the name length");
-        let specs: Vec<SlotSpec> = (0..count as u32)
-            .map(|i| SlotSpec::derive(&self.config, first + i, self.ifindex_base))
-            .collect();
-        let mut batch = Batch::new(&specs);
+        let mut batch = Batch::new(specs);
         let mut phases = PhaseTimes::default();
         let shape = PoolShape {
             group: self.config.group,
@@ -292,7 +440,6 @@ impl Engine {
             _ => None,
         };
 
-        self.pool.demand(count);
         // Chunk k's host addresses ride in chunk k+1's submission (its slot ends exist by
         // then), so each chunk costs one io_uring_enter; the group change, when the budget
         // allows one, follows alone.
@@ -303,9 +450,12 @@ impl Engine {
             if next < count {
                 let t = Instant::now();
                 let remaining = count - next;
-                let got = self
-                    .pool
-                    .take(MIN_CHUNK.min(remaining), self.config.chunk.min(remaining));
+                let got: Vec<_> = match &mut source {
+                    NsSource::Pool => self
+                        .pool
+                        .take(MIN_CHUNK.min(remaining), self.config.chunk.min(remaining)),
+                    NsSource::Given(it) => it.by_ref().take(self.config.chunk).collect(),
+                };
                 phases.pool_wait += t.elapsed();
                 chunk = next..next + got.len();
                 next = chunk.end;
@@ -357,7 +507,7 @@ impl Engine {
             }
             batch.count_requests(&flights);
             let settled = self.fly(&mut flights)?;
-            let settled = self.recover_lost(settled, &specs, group, per_device);
+            let settled = self.recover_lost(settled, specs, group, per_device);
             if settled.iter().any(|s| {
                 matches!(
                     s,
@@ -397,7 +547,7 @@ impl Engine {
             );
             batch.count_requests(&flights);
             let settled = self.fly(&mut flights)?;
-            let settled = self.recover_lost(settled, &specs, group, per_device);
+            let settled = self.recover_lost(settled, specs, group, per_device);
             batch.apply(settled);
             let took = t.elapsed();
             phases.links += took;
@@ -405,9 +555,9 @@ impl Engine {
             group_change_took = Some(took);
         }
 
-        if let Some(dir) = self.config.pin_dir.clone() {
+        if let Some(dir) = pin_dir {
             let t = Instant::now();
-            self.pin_all(&mut batch, &dir);
+            self.pin_all(&mut batch, dir);
             phases.pin = t.elapsed();
         }
         let t = Instant::now();
@@ -417,7 +567,7 @@ impl Engine {
         let pool_after = self.pool.stats();
         phases.namespaces = pool_after.busy.saturating_sub(pool_before.busy);
         let requests = batch.requests;
-        let slots = batch.finish(&specs, self.config.pin_dir.as_deref());
+        let slots = batch.finish(specs, pin_dir);
         let failed = slots.iter().filter(|s| s.is_err()).count();
         let report = ProvisionReport {
             requested: count,
@@ -657,11 +807,12 @@ impl Engine {
             .filter(|&i| batch.veth[i] == VethFate::Present)
             .collect();
         if !with_device.is_empty() {
-            let mut flights = plan::rollback(
+            let mut flights = plan::delete_host_ends(
                 &mut self.ledger,
                 self.host_limits,
                 self.host.socket_fd(),
                 with_device.iter().map(|&i| (i, &batch.specs[i])),
+                Op::Rollback,
             );
             batch.count_requests(&flights);
             for s in self.fly(&mut flights)? {
@@ -792,6 +943,33 @@ fn describe(f: &Failure) -> String {
         s.push_str(&format!(": kernel says {t:?}"));
     }
     s
+}
+
+/// Where a call's namespaces come from.
+enum NsSource {
+    /// The engine's own pool (new namespaces).
+    Pool,
+    /// Namespaces the caller owns, each with a socket opened inside it.
+    Given(std::vec::IntoIter<std::io::Result<PooledNs>>),
+}
+
+/// One caller-given namespace to provision a slot into (see [`Engine::attach`]).
+#[derive(Debug)]
+pub struct AttachTarget {
+    /// An fd of the namespace (e.g. opened from CNI_NETNS); closed by the engine.
+    pub netns: std::os::fd::OwnedFd,
+    /// Name of the slot end inside it (CNI_IFNAME), at most 15 bytes.
+    pub ifname: String,
+}
+
+/// What [`Engine::attach`] hands back: per target, in order, the slot's facts or why it
+/// failed (everything of a failed slot rolled back), and the call's report.
+#[derive(Debug)]
+pub struct Attached {
+    /// One entry per target.
+    pub slots: Vec<Result<SlotSpec, SlotError>>,
+    /// Counts and timings of the call.
+    pub report: ProvisionReport,
 }
 
 /// Per-slot state of one provisioning call.

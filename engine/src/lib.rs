@@ -20,9 +20,14 @@
 //! Beside them: `wire` (netlink encoding via netlink-packet-route), `sock` and `netns`
 //! (the only unsafe code), `host` (the host namespace and kernel read-back), `config`,
 //! [`gc`](crate::gc) (ownership records and reclaiming what crashed owners left).
+//!
+//! [`Engine::attach`] runs the same steps on namespaces the caller owns (a CNI runtime's
+//! CNI_NETNS) instead of the pool's. [`protocol`] and [`client`] are the daemon's
+//! (`netslot serve`) wire format and a blocking client of it (docs/serve.md).
 #![deny(unsafe_code)]
 
 mod batch;
+pub mod client;
 pub mod config;
 mod engine;
 pub mod gc;
@@ -35,6 +40,7 @@ mod netns;
 mod op;
 mod plan;
 mod pool;
+pub mod protocol;
 mod reconcile;
 mod result;
 mod ring;
@@ -43,7 +49,7 @@ mod sock;
 mod wire;
 
 pub use config::{ConfigError, CountersAttach, EngineConfig, FaultInjection, Ipv4Cidr, XdpAttach};
-pub use engine::{release, Engine};
+pub use engine::{release, AttachTarget, Attached, Engine};
 pub use hold::BringUpMode;
 pub use host::{AddrRecord, HostNs, LinkRecord};
 /// The XDP counters program (crate `netslot-bpf`), for reading pinned counters.

@@ -10,6 +10,8 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use crate::slot::PooledNs;
+
 /// ioctl that returns an fd of a socket's network namespace (include/uapi/linux/sockios.h).
 const SIOCGSKNETNS: libc::c_ulong = 0x894C;
 
@@ -70,6 +72,30 @@ pub(crate) fn run_in<T: Send + 'static>(
     })
     .join()
     .map_err(|_| io::Error::other("namespace helper thread panicked"))?
+}
+
+/// Opens a slot socket inside each of `namespaces`, all on ONE short-lived helper thread
+/// that setns-es into each in turn (a socket belongs to the namespace it was created in,
+/// for life). Each result keeps its namespace fd; a namespace that cannot be entered
+/// fails only its own entry.
+pub(crate) fn sockets_in(namespaces: Vec<OwnedFd>) -> io::Result<Vec<io::Result<PooledNs>>> {
+    std::thread::Builder::new()
+        .name("netslot-attach".into())
+        .spawn(move || {
+            namespaces
+                .into_iter()
+                .map(|ns| {
+                    enter(std::os::fd::AsFd::as_fd(&ns))?;
+                    let sock = crate::sock::slot_socket()?;
+                    Ok(PooledNs {
+                        sock,
+                        nsfd: std::sync::OnceLock::from(ns),
+                    })
+                })
+                .collect()
+        })?
+        .join()
+        .map_err(|_| io::Error::other("namespace helper thread panicked"))
 }
 
 /// Makes `dir` a shared mount point, as `ip netns add` does, so that namespaces pinned

@@ -41,6 +41,8 @@ pub enum Op {
     Pin,
     /// Undoing a failed slot (RTM_DELLINK of its host end).
     Rollback,
+    /// Giving a slot back (RTM_DELLINK of its host end).
+    Detach,
 }
 
 impl Op {
@@ -62,6 +64,7 @@ impl Op {
             Op::TcFilter => "tc-filter",
             Op::Pin => "pin",
             Op::Rollback => "rollback",
+            Op::Detach => "detach",
         }
     }
 }

@@ -12,7 +12,6 @@ use std::os::fd::RawFd;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 
 use crate::batch::{Batcher, Flight, Limits};
-use crate::config::SLOT_IFNAME;
 use crate::op::Op;
 use crate::reconcile::Ledger;
 use crate::slot::SlotSpec;
@@ -45,7 +44,7 @@ pub(crate) fn slot_socket(
     b.push(ledger, slot, Op::LoUp, link::set_up(LOOPBACK_IFINDEX), 0);
     let pair = link::VethPair {
         ifindex: spec.ifindex,
-        slot_name: SLOT_IFNAME,
+        slot_name: &spec.slot_ifname,
         slot_mac: spec.slot_mac,
         host_name: &spec.name,
         host_mac: spec.host_mac,
@@ -231,22 +230,18 @@ pub(crate) fn group_change(
     b.finish(ledger)
 }
 
-/// Deletes the host ends of failed slots (veth_dellink takes the slot end too).
-pub(crate) fn rollback<'a>(
+/// Deletes the host ends of `slots` (veth_dellink takes the slot end too): rollback of
+/// failed slots, or giving slots back (`op` names which).
+pub(crate) fn delete_host_ends<'a>(
     ledger: &mut Ledger,
     limits: Limits,
     host_sock: RawFd,
     slots: impl IntoIterator<Item = (usize, &'a SlotSpec)>,
+    op: Op,
 ) -> Vec<Flight> {
     let mut b = Batcher::new(host_sock, limits);
     for (slot, spec) in slots {
-        b.push(
-            ledger,
-            slot,
-            Op::Rollback,
-            link::delete_index(spec.ifindex),
-            0,
-        );
+        b.push(ledger, slot, op, link::delete_index(spec.ifindex), 0);
     }
     b.finish(ledger)
 }

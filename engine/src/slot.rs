@@ -18,6 +18,9 @@ pub struct SlotSpec {
     pub id: u32,
     /// Host end's interface name and the pinned namespace's name.
     pub name: String,
+    /// Name of the slot end inside the slot's namespace: `eth0` in pooled slots, the
+    /// caller's choice (CNI_IFNAME) in attached ones.
+    pub slot_ifname: String,
     /// ifindex of both ends (host end in the host namespace, `eth0` in the slot).
     pub ifindex: u32,
     /// Locally administered MAC of the host end.
@@ -54,6 +57,7 @@ impl SlotSpec {
         Self {
             id,
             name: config.slot_name(id),
+            slot_ifname: SLOT_IFNAME.to_owned(),
             ifindex: ifindex_base + id,
             host_mac: mac(HOST_END_TAG),
             slot_mac: mac(SLOT_END_TAG),
@@ -65,8 +69,8 @@ impl SlotSpec {
     }
 
     /// Name of the slot end inside the slot's namespace.
-    pub fn slot_ifname(&self) -> &'static str {
-        SLOT_IFNAME
+    pub fn slot_ifname(&self) -> &str {
+        &self.slot_ifname
     }
 }
 

@@ -4,6 +4,7 @@
 mod down;
 mod gc;
 mod output;
+mod serve;
 mod signals;
 mod stats;
 mod status;
@@ -51,6 +52,9 @@ enum Command {
     /// `up --attach tc-block`) on each host end (traffic from the slot), read from the
     /// program's map pinned under --bpf-dir by `up`.
     Stats(stats::StatsArgs),
+    /// Run the daemon: serve slots over a Unix socket (JSON lines, see docs/serve.md),
+    /// coalescing concurrent requests into engine batches; `netslot-cni` talks to it.
+    Serve(serve::ServeArgs),
 }
 
 /// What identifies a pool; shared by every subcommand.
@@ -93,6 +97,7 @@ fn main() -> ExitCode {
         Command::Gc(args) => gc::run(args),
         Command::Status(args) => status::run(args),
         Command::Stats(args) => stats::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,272 @@
+//! cni_bench: ADD latency and throughput of `netslot-cni` (through `netslot serve`) side by
+//! side with the reference `ptp` plugin + `host-local` IPAM, on the same kind of containers,
+//! in one run. Runs itself inside private network and mount namespaces (a tmpfs on
+//! /run), so it leaves nothing behind. Needs root.
+//!
+//! ```sh
+//! cargo build --release -p netslot --examples
+//! sudo target/release/examples/cni_bench [--rounds 5] [--concurrent 64] [--alone 50]
+//! ```
+//!
+//! Each ADD is timed as a runtime sees it: from exec of the plugin to its exit. The
+//! namespaces are made beforehand (`ip netns add`), as a runtime does, and not timed.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const INSIDE: &str = "NETSLOT_CNI_BENCH_INSIDE";
+const SOCKET: &str = "/run/netslot/netslot.sock";
+
+fn main() {
+    if std::env::var(INSIDE).is_err() {
+        let exe = std::env::current_exe().expect("own path");
+        let st = Command::new("unshare")
+            .args(["--net", "--mount", "--propagation", "private", "sh", "-euc"])
+            // All of /run: a host directory under it could be removed by someone else,
+            // which would detach a mount made on it.
+            .arg("mount -t tmpfs b /run; mkdir -p /run/netns /run/netslot; ip link set lo up; exec \"$@\"")
+            .arg("sh")
+            .arg(exe)
+            .args(std::env::args().skip(1))
+            .env(INSIDE, "1")
+            .status()
+            .expect("run unshare");
+        std::process::exit(st.code().unwrap_or(1));
+    }
+    let arg = |name: &str, default: usize| -> usize {
+        let args: Vec<String> = std::env::args().collect();
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .map(|v| v.parse().expect("a number"))
+            .unwrap_or(default)
+    };
+    let rounds = arg("--rounds", 5);
+    let n = arg("--concurrent", 64);
+    let alone = arg("--alone", 50);
+
+    let dir = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .to_path_buf();
+    let mut daemon = Command::new(dir.join("netslot"))
+        .args([
+            "serve", "--socket", SOCKET, "--prefix", "bq", "--group", "7900",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start netslot serve");
+    let t = Instant::now();
+    while netslot::client::call(Path::new(SOCKET), netslot::protocol::Op::Status).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "daemon did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let systems = [
+        System {
+            name: "netslot serve, protocol only (no plugin exec)",
+            plugin: PathBuf::new(),
+            conf: Value::Null,
+        },
+        System {
+            name: "netslot-cni (daemon)",
+            plugin: dir.join("netslot-cni"),
+            conf: json!({"cniVersion": "1.0.0", "name": "bench", "type": "netslot-cni", "socket": SOCKET}),
+        },
+        System {
+            name: "ptp + host-local",
+            plugin: PathBuf::from("/usr/lib/cni/ptp"),
+            conf: json!({"cniVersion": "1.0.0", "name": "bench", "type": "ptp", "ipMasq": false,
+                "ipam": {"type": "host-local", "subnet": "10.200.0.0/16",
+                         "dataDir": "/run/netslot/host-local"}}),
+        },
+    ];
+    let mut report = Vec::new();
+    for (s, sys) in systems.iter().enumerate() {
+        let names: Vec<String> = (0..alone).map(|i| format!("a{s}-{i}")).collect();
+        let lat: Vec<Duration> = names.iter().map(|c| sys.add(c)).collect();
+        sys.del_all(&names);
+        report.push((sys.name, lat, Vec::new(), Duration::ZERO));
+    }
+    for r in 0..rounds {
+        // Alternate the systems round by round: both see the same background load.
+        for (s, sys) in systems.iter().enumerate() {
+            let names: Vec<String> = (0..n).map(|i| format!("c{s}-{r}-{i}")).collect();
+            for c in &names {
+                netns_add(c);
+            }
+            let barrier = Arc::new(Barrier::new(n + 1));
+            let threads: Vec<_> = names
+                .iter()
+                .map(|c| {
+                    let (sys, c, b) = (sys.clone(), c.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        b.wait();
+                        sys.add_made(&c)
+                    })
+                })
+                .collect();
+            barrier.wait();
+            let t = Instant::now();
+            let lat: Vec<Duration> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+            let wall = t.elapsed();
+            report[s].2.extend(lat);
+            report[s].3 += wall;
+            sys.del_all(&names);
+        }
+    }
+    let stats = netslot::client::call(Path::new(SOCKET), netslot::protocol::Op::Stats)
+        .ok()
+        .and_then(|r| r.stats);
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    let _ = daemon.wait();
+
+    println!(
+        "| system | 1 ADD alone p50 / p99 (ms) | under {n} concurrent ADDs p50 / p99 (ms) | ADDs/s ({n} concurrent, {rounds} rounds) |"
+    );
+    println!("|---|---|---|---|");
+    for (name, alone, conc, wall) in &report {
+        println!(
+            "| {name} | {:.1} / {:.1} | {:.1} / {:.1} | {:.0} |",
+            ms(pct(alone, 50.0)),
+            ms(pct(alone, 99.0)),
+            ms(pct(conc, 50.0)),
+            ms(pct(conc, 99.0)),
+            conc.len() as f64 / wall.as_secs_f64()
+        );
+    }
+    if let Some(s) = stats {
+        println!(
+            "\ndaemon: {} attach batches for {} ADDs (largest round {} requests), {} batches in all",
+            s.attach_batches, s.attached, s.largest_round, s.batches
+        );
+        println!(
+            "daemon: {:.1} ms inside Engine::attach per batch on average ({:.2} ms per ADD)",
+            s.attach_busy_us as f64 / 1e3 / s.attach_batches.max(1) as f64,
+            s.attach_busy_us as f64 / 1e3 / s.attached.max(1) as f64
+        );
+    }
+}
+
+#[derive(Clone)]
+struct System {
+    name: &'static str,
+    plugin: PathBuf,
+    conf: Value,
+}
+
+impl System {
+    /// Makes the namespace, then times one ADD.
+    fn add(&self, c: &str) -> Duration {
+        netns_add(c);
+        self.add_made(c)
+    }
+
+    fn add_made(&self, c: &str) -> Duration {
+        let t = Instant::now();
+        if self.conf.is_null() {
+            let r = netslot::client::call(Path::new(SOCKET), attach(c)).expect("attach");
+            assert!(r.ok, "attach {c}: {:?}", r.error);
+            return t.elapsed();
+        }
+        let out = self.exec("ADD", c);
+        let took = t.elapsed();
+        assert!(
+            out.status.success(),
+            "{} ADD {c}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stdout)
+        );
+        took
+    }
+
+    fn del_all(&self, names: &[String]) {
+        for c in names {
+            if self.conf.is_null() {
+                let key = key(c);
+                let r =
+                    netslot::client::call(Path::new(SOCKET), netslot::protocol::Op::Detach { key });
+                assert!(r.expect("detach").ok);
+                let _ = Command::new("ip").args(["netns", "del", c]).status();
+                continue;
+            }
+            let out = self.exec("DEL", c);
+            assert!(
+                out.status.success(),
+                "{} DEL {c}: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stdout)
+            );
+            let _ = Command::new("ip").args(["netns", "del", c]).status();
+        }
+    }
+
+    fn exec(&self, command: &str, c: &str) -> std::process::Output {
+        let mut child = Command::new(&self.plugin)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", c)
+            .env("CNI_NETNS", format!("/run/netns/{c}"))
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", "/usr/lib/cni")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("exec plugin");
+        let _ = child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(self.conf.to_string().as_bytes());
+        child.wait_with_output().expect("plugin output")
+    }
+}
+
+fn key(c: &str) -> netslot::protocol::AttachmentKey {
+    netslot::protocol::AttachmentKey {
+        container_id: c.to_owned(),
+        ifname: "eth0".to_owned(),
+    }
+}
+
+fn attach(c: &str) -> netslot::protocol::Op {
+    netslot::protocol::Op::Attach {
+        key: key(c),
+        netns: PathBuf::from(format!("/run/netns/{c}")),
+    }
+}
+
+fn netns_add(name: &str) {
+    let st = Command::new("ip")
+        .args(["netns", "add", name])
+        .status()
+        .unwrap();
+    assert!(st.success(), "ip netns add {name}");
+}
+
+fn pct(v: &[Duration], p: f64) -> Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    v[((p / 100.0) * (v.len() - 1) as f64).round() as usize]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}

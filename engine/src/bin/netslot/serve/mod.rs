@@ -1,0 +1,316 @@
+//! serve: the `netslot serve` daemon: a Unix socket speaking the JSON-lines protocol of
+//! `netslot::protocol`, one thread per connection, and one engine thread that coalesces
+//! concurrent requests into engine batches (`rounds`). See docs/serve.md.
+
+mod activation;
+mod peer;
+mod rounds;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+
+use netslot::protocol::{ErrorCode, Request, Response, DEFAULT_SOCKET, VERSION};
+use netslot::{Engine, EngineConfig, Ipv4Cidr};
+
+use crate::signals::Blocked;
+use rounds::{RoundConfig, Rounds, Work};
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Unix socket to listen on (its directory is created).
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Also serve peers whose uid or (primary or supplementary) group is this gid; uid 0
+    /// is always served. The socket file is given this group.
+    #[arg(long)]
+    allow_gid: Option<u32>,
+    /// Permission bits of the socket file (octal).
+    #[arg(long, default_value = "660", value_parser = parse_mode)]
+    socket_mode: u32,
+    /// How long the first request of a round waits for others to join its engine batch,
+    /// in microseconds.
+    #[arg(long, default_value_t = 200)]
+    window_us: u64,
+    /// Most requests coalesced into one round (one engine batch per kind).
+    #[arg(long, default_value_t = 256)]
+    max_batch: usize,
+    /// Refill the warm pool (pre-provisioned slots for `acquire`) below this many…
+    #[arg(long, default_value_t = 0)]
+    pool_low: usize,
+    /// …up to this many.
+    #[arg(long, default_value_t = 0)]
+    pool_high: usize,
+    /// Directory where warm-pool slots' namespaces are pinned.
+    #[arg(long, default_value = "/run/netslot/slots")]
+    pool_dir: PathBuf,
+    /// Name prefix of host ends: slot k's host end is <prefix><k>.
+    #[arg(long, default_value = "nsl")]
+    prefix: String,
+    /// Device group of the host ends. The daemon owns every device in it: on start it
+    /// deletes whatever the group holds (leftovers of an earlier run).
+    #[arg(long, default_value_t = netslot::config::DEFAULT_GROUP)]
+    group: u32,
+    /// IPv4 pool: slot k gets the k-th /31 (host end even, container end odd).
+    #[arg(long, default_value = netslot::config::DEFAULT_IPV4_POOL)]
+    cidr: Ipv4Cidr,
+    /// MTU of both veth ends.
+    #[arg(long, default_value_t = 1500)]
+    mtu: u32,
+    /// Do not attach the XDP packet/byte counters to the host ends.
+    #[arg(long)]
+    no_xdp: bool,
+    /// On SIGTERM/SIGINT leave every slot in place (the next start removes them).
+    #[arg(long)]
+    keep_on_exit: bool,
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not an octal mode like 660"))
+}
+
+pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, String> {
+    crate::require_root()?;
+    // Before any thread exists: it edits the environment.
+    let activated = activation::listener();
+    let signals = Blocked::termination();
+    let config = EngineConfig {
+        prefix: args.prefix.clone(),
+        group: args.group,
+        ipv4_pool: args.cidr,
+        mtu: args.mtu,
+        xdp_counters: !args.no_xdp,
+        pin_dir: Some(args.pool_dir.clone()),
+        ..Default::default()
+    };
+    config.check(0, 1).map_err(|e| e.to_string())?;
+    let removed = reconcile(&config)?;
+    let engine = Engine::new(config).map_err(|e| format!("start the engine: {e}"))?;
+    // Socket activation (packaging/systemd/netslot.socket): systemd owns the file.
+    let (listener, own_socket) = match activated {
+        Some(l) => (l, false),
+        None => (bind(&args)?, true),
+    };
+
+    let (tx, rx) = mpsc::channel::<Work>();
+    let rounds = Rounds::new(
+        engine,
+        RoundConfig {
+            window: Duration::from_micros(args.window_us),
+            max_round: args.max_batch.max(1),
+            pool_low: args.pool_low,
+            pool_high: args.pool_high.max(args.pool_low),
+            keep_on_exit: args.keep_on_exit,
+        },
+        removed,
+    );
+    let engine_thread = std::thread::Builder::new()
+        .name("netslot-engine".into())
+        .spawn(move || rounds.serve(rx))
+        .map_err(|e| format!("start the engine thread: {e}"))?;
+    let stopping = Arc::new(AtomicBool::new(false));
+    let listener_handle = listener
+        .try_clone()
+        .map_err(|e| format!("duplicate the listening socket: {e}"))?;
+    let acceptor = {
+        let tx = tx.clone();
+        let stopping = stopping.clone();
+        let allow = args.allow_gid;
+        std::thread::Builder::new()
+            .name("netslot-accept".into())
+            .spawn(move || accept_loop(listener, tx, stopping, allow))
+            .map_err(|e| format!("start the accept thread: {e}"))?
+    };
+    tracing::info!(socket = %args.socket.display(), removed, "serving");
+    eprintln!("netslot serve: listening on {}", args.socket.display());
+
+    let sig = signals.wait();
+    tracing::info!(
+        sig,
+        "stopping: answering queued requests, then tearing down"
+    );
+    stopping.store(true, Ordering::SeqCst);
+    // Wake the accept loop so it sees the flag.
+    if let Err(e) = peer::stop_accepting(&listener_handle) {
+        tracing::warn!("shutdown of the listening socket: {e}");
+    }
+    let _ = acceptor.join();
+    let _ = tx.send(Work::Shutdown);
+    drop(tx);
+    let _ = engine_thread.join();
+    if own_socket {
+        let _ = std::fs::remove_file(&args.socket);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Start-up reconcile: the daemon keeps no state file, so anything its group holds is a
+/// leftover of an earlier run (killed, or --keep-on-exit). It is removed, not adopted:
+/// one group delete takes every host end (and each container end with it), and pins of
+/// warm slots are undone. Returns how many devices were removed.
+fn reconcile(config: &EngineConfig) -> Result<usize, String> {
+    let host = netslot::HostNs::current().map_err(|e| format!("open the host namespace: {e}"))?;
+    let links = host
+        .links()
+        .map_err(|e| format!("reconcile: dump links: {e}"))?;
+    let count = links.iter().filter(|l| l.group == config.group).count();
+    if count > 0 {
+        host.delete_group(config.group).map_err(|e| {
+            format!(
+                "reconcile: delete the {count} leftover device(s) of group {}: {e}",
+                config.group
+            )
+        })?;
+        tracing::warn!(
+            count,
+            group = config.group,
+            "removed leftover slots of an earlier run"
+        );
+    }
+    if let Some(dir) = &config.pin_dir {
+        for (_, path) in netslot::host::pinned(dir, &config.prefix).unwrap_or_default() {
+            if let Err(e) = netslot::host::unpin(&path) {
+                tracing::warn!("reconcile: unpin {}: {e}", path.display());
+            }
+        }
+    }
+    Ok(count)
+}
+
+/// Binds the socket: removes a stale file (nobody listening), refuses a live one, and
+/// sets the mode and group.
+fn bind(args: &ServeArgs) -> Result<UnixListener, String> {
+    let path = &args.socket;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(format!(
+                "{} is in use: another daemon is serving",
+                path.display()
+            ));
+        }
+        std::fs::remove_file(path).map_err(|e| format!("remove stale {}: {e}", path.display()))?;
+    }
+    let listener = UnixListener::bind(path).map_err(|e| format!("bind {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(args.socket_mode))
+        .map_err(|e| format!("chmod {}: {e}", path.display()))?;
+    if let Some(gid) = args.allow_gid {
+        std::os::unix::fs::chown(path, None, Some(gid))
+            .map_err(|e| format!("chgrp {} {gid}: {e}", path.display()))?;
+    }
+    Ok(listener)
+}
+
+fn accept_loop(
+    listener: UnixListener,
+    tx: Sender<Work>,
+    stopping: Arc<AtomicBool>,
+    allow_gid: Option<u32>,
+) {
+    for conn in listener.incoming() {
+        if stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let stream = match conn {
+            Ok(s) => s,
+            // EMFILE and friends: back off instead of spinning.
+            Err(e) => {
+                tracing::warn!("accept: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        let tx = tx.clone();
+        let spawned = std::thread::Builder::new()
+            .name("netslot-conn".into())
+            .spawn(move || connection(stream, tx, allow_gid));
+        if let Err(e) = spawned {
+            tracing::error!("cannot start a connection thread: {e}");
+        }
+    }
+}
+
+/// Serves one connection: refuses peers that are not allowed, then answers each request
+/// line in order.
+fn connection(stream: UnixStream, tx: Sender<Work>, allow_gid: Option<u32>) {
+    let mut out = &stream;
+    let send = |out: &mut &UnixStream, r: &Response| {
+        let mut line = serde_json::to_string(r).expect("responses serialize");
+        line.push('\n');
+        out.write_all(line.as_bytes())
+    };
+    match peer::credentials(&stream) {
+        Ok(p) if peer::allowed(p, allow_gid) => {}
+        Ok(p) => {
+            tracing::warn!(uid = p.uid, gid = p.gid, pid = p.pid, "refused a peer");
+            let _ = send(
+                &mut out,
+                &Response::err(
+                    0,
+                    ErrorCode::NotAllowed,
+                    format!(
+                        "uid {} gid {} may not use netslot (allowed: uid 0{})",
+                        p.uid,
+                        p.gid,
+                        allow_gid
+                            .map(|g| format!(", group {g}"))
+                            .unwrap_or_default()
+                    ),
+                ),
+            );
+            return;
+        }
+        Err(e) => {
+            tracing::warn!("SO_PEERCRED: {e}");
+            return;
+        }
+    }
+    let reader = BufReader::new(&stream);
+    for line in reader.lines() {
+        let Ok(line) = line else { return };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let response = match serde_json::from_str::<Request>(&line) {
+            Err(e) => Response::err(0, ErrorCode::BadRequest, format!("not a request: {e}")),
+            Ok(req) if req.v != VERSION => Response::err(
+                req.id,
+                ErrorCode::UnsupportedVersion,
+                format!(
+                    "protocol version {} is not spoken here (this daemon speaks {VERSION})",
+                    req.v
+                ),
+            ),
+            Ok(req) => {
+                let (reply_tx, reply_rx) = mpsc::channel();
+                let queued = tx.send(Work::Job {
+                    id: req.id,
+                    op: req.op,
+                    reply: reply_tx,
+                });
+                match queued.ok().and_then(|()| reply_rx.recv().ok()) {
+                    Some(r) => r,
+                    None => {
+                        Response::err(req.id, ErrorCode::ShuttingDown, "the daemon is stopping")
+                    }
+                }
+            }
+        };
+        if send(&mut out, &response).is_err() {
+            return;
+        }
+    }
+}

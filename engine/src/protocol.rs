@@ -1,0 +1,294 @@
+//! protocol: the request/response messages of `netslot serve`, version 1 (JSON lines).
+//! Types only, shared by the daemon, `netslot-cni` and any other client; see
+//! docs/serve.md for the conversation.
+//!
+//! One request per line, one response line per request, in order, on a Unix stream
+//! socket. Every message carries `v` (the protocol version); a daemon answers a request
+//! of another version with `unsupported-version`, never by guessing. `id` is the client's
+//! and is echoed back.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this build speaks.
+pub const VERSION: u32 = 1;
+/// Where the daemon listens unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/netslot/netslot.sock";
+
+/// One request line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    /// Protocol version of the client.
+    pub v: u32,
+    /// Echoed in the response.
+    #[serde(default)]
+    pub id: u64,
+    /// What is asked.
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+impl Request {
+    /// A request of this build's version.
+    pub fn new(id: u64, op: Op) -> Self {
+        Self { v: VERSION, id, op }
+    }
+}
+
+/// Who an attachment belongs to: the CNI (container id, interface name) pair.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AttachmentKey {
+    /// CNI_CONTAINERID.
+    pub container_id: String,
+    /// CNI_IFNAME.
+    pub ifname: String,
+}
+
+/// What a request asks for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum Op {
+    /// Readiness and versions.
+    Status,
+    /// Counters, including how many engine batches ran.
+    Stats,
+    /// Provision a slot into the namespace at `netns` (CNI ADD). Coalesced with
+    /// concurrent attaches into one engine batch.
+    Attach {
+        /// Owner of the attachment.
+        #[serde(flatten)]
+        key: AttachmentKey,
+        /// Path of the namespace (CNI_NETNS), opened by the daemon.
+        netns: PathBuf,
+    },
+    /// Remove an attachment (CNI DEL). Unknown attachments succeed: DEL is idempotent.
+    Detach {
+        /// Owner of the attachment.
+        #[serde(flatten)]
+        key: AttachmentKey,
+    },
+    /// Whether an attachment is present, as the kernel reports its host end (CNI CHECK).
+    Check {
+        /// Owner of the attachment.
+        #[serde(flatten)]
+        key: AttachmentKey,
+    },
+    /// Remove every attachment not listed (CNI GC).
+    Gc {
+        /// Attachments to keep.
+        valid: Vec<AttachmentKey>,
+    },
+    /// Take a pre-provisioned slot (own namespace, pinned) from the warm pool.
+    Acquire,
+    /// Give back a slot taken by `acquire`; the daemon destroys it.
+    Release {
+        /// The slot's name, as `acquire` returned it.
+        name: String,
+    },
+}
+
+/// One response line.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Response {
+    /// Protocol version of the daemon.
+    pub v: u32,
+    /// The request's id.
+    pub id: u64,
+    /// Whether the request succeeded; `error` says why not.
+    pub ok: bool,
+    /// Why the request failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+    /// The attachment (attach, check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<Attachment>,
+    /// A pooled slot (acquire).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<PooledSlot>,
+    /// Attachments removed (gc).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<Vec<AttachmentKey>>,
+    /// Readiness (status).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    /// Counters (stats).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<Stats>,
+}
+
+impl Response {
+    /// A success with nothing else to say.
+    pub fn ok(id: u64) -> Self {
+        Self {
+            v: VERSION,
+            id,
+            ok: true,
+            ..Default::default()
+        }
+    }
+
+    /// A failure.
+    pub fn err(id: u64, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            v: VERSION,
+            id,
+            ok: false,
+            error: Some(ErrorBody {
+                code,
+                message: message.into(),
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+/// Why a request failed: a stable code and a sentence naming the slot, the operation and
+/// the kernel's extended-ACK text where there is one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable, machine-readable class.
+    pub code: ErrorCode,
+    /// For people.
+    pub message: String,
+}
+
+/// Error classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorCode {
+    /// The line is not a request of this protocol.
+    BadRequest,
+    /// `v` is not a version this daemon speaks.
+    UnsupportedVersion,
+    /// The peer's uid/gid is not allowed (SO_PEERCRED).
+    NotAllowed,
+    /// No such attachment or slot.
+    NotFound,
+    /// The attachment already exists.
+    Exists,
+    /// The namespace path cannot be opened.
+    Netns,
+    /// The kernel refused an operation (message has errno and extended ACK).
+    Kernel,
+    /// The daemon is stopping; try again later.
+    ShuttingDown,
+}
+
+/// An attachment: a standard slot provisioned into a caller's namespace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Attachment {
+    /// Owner.
+    #[serde(flatten)]
+    pub key: AttachmentKey,
+    /// The namespace path given at attach.
+    pub netns: PathBuf,
+    /// Slot number in the daemon's pool (decides names and addresses).
+    pub slot_id: u32,
+    /// Host end's name (`<prefix><id>`), in the daemon's host namespace.
+    pub host_ifname: String,
+    /// ifindex of both ends.
+    pub ifindex: u32,
+    /// Host end's MAC.
+    pub host_mac: String,
+    /// Container end's MAC.
+    pub mac: String,
+    /// Container end's address, `a.b.c.d/31`.
+    pub address: String,
+    /// Host end's address: the container's default gateway.
+    pub gateway: String,
+    /// MTU of both ends.
+    pub mtu: u32,
+}
+
+/// A slot of the warm pool, handed out by `acquire`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PooledSlot {
+    /// Name (host end, pinned namespace).
+    pub name: String,
+    /// Where its namespace is pinned.
+    pub netns: PathBuf,
+    /// Slot end's address, `a.b.c.d/31`.
+    pub address: String,
+    /// Host end's address.
+    pub gateway: String,
+}
+
+/// Readiness.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    /// Serving requests (not stopping).
+    pub ready: bool,
+    /// The daemon's package version.
+    pub daemon_version: String,
+    /// Protocol versions spoken.
+    pub protocol_versions: Vec<u32>,
+    /// Attachments held.
+    pub attachments: usize,
+    /// Warm slots ready to hand out.
+    pub pooled: usize,
+}
+
+/// Counters since the daemon started.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Stats {
+    /// Engine batches run for requests (attach, detach, acquire and release calls).
+    pub batches: u64,
+    /// Of which attach batches.
+    pub attach_batches: u64,
+    /// Engine batches run to refill the warm pool.
+    pub refill_batches: u64,
+    /// Wall time spent inside attach batches (`Engine::attach`), in microseconds.
+    pub attach_busy_us: u64,
+    /// Requests answered.
+    pub requests: u64,
+    /// Attach requests answered successfully.
+    pub attached: u64,
+    /// Largest number of requests coalesced into one round.
+    pub largest_round: usize,
+    /// Attachments held now.
+    pub attachments: usize,
+    /// Warm slots ready now.
+    pub pooled: usize,
+    /// Pooled slots handed out and not yet given back.
+    pub handed_out: usize,
+    /// Leftover devices removed by the start-up reconcile.
+    pub reconciled_removed: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_the_documented_json_lines() {
+        let line = r#"{"v":1,"id":7,"op":"attach","container_id":"c1","ifname":"eth0","netns":"/run/netns/c1"}"#;
+        let req: Request = serde_json::from_str(line).unwrap();
+        assert_eq!(req.v, 1);
+        assert_eq!(req.id, 7);
+        let Op::Attach { key, netns } = &req.op else {
+            panic!("not an attach: {req:?}");
+        };
+        assert_eq!(key.container_id, "c1");
+        assert_eq!(netns, &PathBuf::from("/run/netns/c1"));
+        let back: serde_json::Value = serde_json::to_value(&req).unwrap();
+        assert_eq!(
+            back,
+            serde_json::from_str::<serde_json::Value>(line).unwrap()
+        );
+        let gc = r#"{"v":1,"op":"gc","valid":[{"container_id":"a","ifname":"eth0"}]}"#;
+        assert!(matches!(
+            serde_json::from_str::<Request>(gc).unwrap().op,
+            Op::Gc { .. }
+        ));
+    }
+
+    #[test]
+    fn errors_carry_a_stable_code() {
+        let r = Response::err(3, ErrorCode::NotAllowed, "no");
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["ok"], false);
+        assert_eq!(v["error"]["code"], "not-allowed");
+        assert!(v.get("attachment").is_none());
+    }
+}

@@ -1,0 +1,713 @@
+//! `netslot serve` and `netslot-cni` driven as a container runtime drives them: the plugin
+//! exec'd with CNI_* variables and the configuration on stdin, chained with Debian's
+//! reference plugins. Each test re-runs itself inside new network and mount namespaces
+//! (`unshare --net --mount`) with a private tmpfs on /run (so /run/netns and
+//! /run/netslot are its own), so the daemon, its socket, the container namespaces and
+//! every device go away with it.
+
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use netslot::protocol::{Op, Stats};
+use netslot_kernel_tests::*;
+use serde_json::{json, Value};
+
+const SOCKET: &str = "/run/netslot/netslot.sock";
+const CNI_DIR: &str = "/usr/lib/cni";
+/// Marks the re-executed test process that runs inside the private namespaces.
+const INSIDE: &str = "NETSLOT_CNI_TEST_INSIDE";
+
+/// Whether this process is the one inside the private world. Outside, runs this test
+/// again inside one and checks that it passed.
+fn inside_private_world(test: &str) -> bool {
+    if std::env::var(INSIDE).as_deref() == Ok(test) {
+        return true;
+    }
+    if !require_root(test) {
+        return false;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = Command::new("unshare")
+        .args(["--net", "--mount", "--propagation", "private", "sh", "-euc"])
+        .arg(
+            // A tmpfs over all of /run, not over directories of the host's /run: another
+            // process removing such a directory on the host would detach the mount here.
+            "mount -t tmpfs netslot-test /run; mkdir -p /run/netns /run/netslot; \
+             ip link set lo up; exec \"$@\"",
+        )
+        .arg("sh")
+        .arg(&exe)
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(INSIDE, test)
+        .output()
+        .expect("run unshare");
+    let log = format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{test} failed inside its private world:\n{log}"
+    );
+    assert!(
+        log.contains("1 passed"),
+        "{test} did not run inside:\n{log}"
+    );
+    eprintln!("{test} inside:\n{log}");
+    false
+}
+
+/// A binary of this workspace, built next to the test.
+fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let p = exe.parent().and_then(|d| d.parent()).unwrap().join(name);
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo build -p netslot` first",
+        p.display()
+    );
+    p
+}
+
+/// A running `netslot serve`.
+struct Daemon {
+    child: Child,
+}
+
+impl Daemon {
+    fn start(prefix: &str, group: u32, extra: &[&str]) -> Self {
+        let g = group.to_string();
+        let child = Command::new(bin("netslot"))
+            .args([
+                "serve", "--socket", SOCKET, "--prefix", prefix, "--group", &g,
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start netslot serve");
+        let started = Instant::now();
+        while netslot::client::call(Path::new(SOCKET), Op::Status).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "daemon never answered"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child }
+    }
+
+    fn stats(&self) -> Stats {
+        let r = netslot::client::call(Path::new(SOCKET), Op::Stats).expect("stats");
+        r.stats.expect("stats in the answer")
+    }
+
+    /// SIGTERM, and waits for a clean exit.
+    fn stop(mut self) {
+        let r = run("kill", &["-TERM", &self.child.id().to_string()]);
+        assert!(r.status.success());
+        let st = self.child.wait().unwrap();
+        assert!(st.success(), "daemon exit: {st}");
+        assert!(!Path::new(SOCKET).exists(), "socket left behind");
+    }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Daemon {
+    /// A failing test must not leave its daemon running (it would hold the test's pipes
+    /// and namespaces).
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs one CNI plugin as a runtime does. Returns (success, stdout JSON or null).
+fn exec_plugin(plugin: &Path, command: &str, env: &[(&str, &str)], conf: &Value) -> (bool, Value) {
+    let mut child = Command::new(plugin)
+        .env_clear()
+        .env("CNI_COMMAND", command)
+        .env("CNI_PATH", CNI_DIR)
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("exec {}: {e}", plugin.display()));
+    // A plugin may exit without reading all of stdin: a closed pipe is its business.
+    let _ = child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes());
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = if text.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{command}: bad JSON {e}: {text}"))
+    };
+    if !out.status.success() && v.is_null() {
+        panic!(
+            "{} {command} failed without a result: {}",
+            plugin.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (out.status.success(), v)
+}
+
+fn container_env<'a>(id: &'a str, netns: &'a str, ifname: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("CNI_CONTAINERID", id),
+        ("CNI_NETNS", netns),
+        ("CNI_IFNAME", ifname),
+    ]
+}
+
+fn plain_conf() -> Value {
+    json!({"cniVersion": "1.1.0", "name": "slots", "type": "netslot-cni", "socket": SOCKET})
+}
+
+fn netns_add(name: &str) -> String {
+    let r = run("ip", &["netns", "add", name]);
+    assert!(r.status.success(), "ip netns add {name}");
+    format!("/run/netns/{name}")
+}
+
+/// `ip -n <ns> -j <args>` parsed.
+fn ip_in(ns: &str, args: &[&str]) -> Value {
+    let mut all = vec!["-n", ns];
+    all.extend_from_slice(args);
+    ip_json(&all)
+}
+
+/// The IPv4 addresses of `dev` inside namespace `ns`, as `a.b.c.d/len`.
+fn addrs_in(ns: &str, dev: &str) -> Vec<String> {
+    ip_in(ns, &["-4", "addr", "show", "dev", dev])
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|l| l["addr_info"].as_array().cloned().unwrap_or_default())
+        .map(|a| format!("{}/{}", a["local"].as_str().unwrap(), a["prefixlen"]))
+        .collect()
+}
+
+fn link_names_in(ns: &str) -> Vec<String> {
+    ip_in(ns, &["link", "show"])
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| l["ifname"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A TCP connect from inside namespace `path` to `addr`:9 that must be refused.
+fn refused_from(path: &str, addr: &str) {
+    let ns = std::fs::File::open(path).unwrap();
+    let addr: std::net::Ipv4Addr = addr.parse().unwrap();
+    let r = in_netns(ns.as_fd(), move || tcp_refused(addr));
+    r.unwrap_or_else(|e| panic!("from {path}: {e}"));
+}
+
+#[test]
+fn sixty_four_concurrent_adds_share_few_batches_and_dels_clean_up() {
+    let test = "sixty_four_concurrent_adds_share_few_batches_and_dels_clean_up";
+    if !inside_private_world(test) {
+        return;
+    }
+    const N: usize = 64;
+    let group = 7811;
+    let daemon = Daemon::start("cc", group, &["--window-us", "500"]);
+    let plugin = bin("netslot-cni");
+    let paths: Vec<String> = (0..N).map(|i| netns_add(&format!("c{i}"))).collect();
+
+    let barrier = Arc::new(Barrier::new(N));
+    let adds: Vec<_> = (0..N)
+        .map(|i| {
+            let (plugin, path, barrier) = (plugin.clone(), paths[i].clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let id = format!("ctr-{i}");
+                barrier.wait();
+                exec_plugin(
+                    &plugin,
+                    "ADD",
+                    &container_env(&id, &path, "eth0"),
+                    &plain_conf(),
+                )
+            })
+        })
+        .collect();
+    let results: Vec<(bool, Value)> = adds.into_iter().map(|t| t.join().unwrap()).collect();
+    let stats = daemon.stats();
+    eprintln!("64 ADDs: {stats:?}");
+    assert_eq!(stats.attached, N as u64);
+    assert!(
+        stats.attach_batches <= 16,
+        "64 concurrent ADDs took {} attach batches",
+        stats.attach_batches
+    );
+    assert!(stats.largest_round > 1, "nothing was coalesced: {stats:?}");
+
+    let mut seen = std::collections::BTreeSet::new();
+    let host_links = links_in_group(group);
+    assert_eq!(host_links.len(), N, "host ends in group {group}");
+    for (i, (ok, result)) in results.iter().enumerate() {
+        assert!(ok, "ADD {i}: {result}");
+        assert_eq!(result["cniVersion"], "1.1.0");
+        let ip = &result["ips"][0];
+        let address = ip["address"].as_str().unwrap().to_owned();
+        let iface = ip["interface"].as_u64().unwrap() as usize;
+        assert_eq!(result["interfaces"][iface]["name"], "eth0");
+        assert_eq!(result["interfaces"][iface]["sandbox"], paths[i].as_str());
+        assert!(
+            seen.insert(address.clone()),
+            "address {address} handed out twice"
+        );
+        // The kernel's view inside the container namespace.
+        let ns = format!("c{i}");
+        assert_eq!(addrs_in(&ns, "eth0"), vec![address.clone()], "{ns}");
+        let mac = ip_in(&ns, &["link", "show", "dev", "eth0"])[0]["address"].clone();
+        assert_eq!(mac, result["interfaces"][iface]["mac"], "{ns} mac");
+        let routes = ip_in(&ns, &["route", "show", "default"]);
+        assert_eq!(routes[0]["gateway"], ip["gateway"], "{ns} default route");
+        let host = result["interfaces"][0]["name"].as_str().unwrap();
+        assert!(
+            host_links.iter().any(|l| l["ifname"] == host),
+            "host end {host} not in group {group}"
+        );
+    }
+    // Reachability, proven by refusals from the far side.
+    for i in [0, N / 2, N - 1] {
+        let gw = results[i].1["ips"][0]["gateway"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        refused_from(&paths[i], &gw);
+    }
+
+    let dels: Vec<_> = (0..N)
+        .map(|i| {
+            let (plugin, path) = (plugin.clone(), paths[i].clone());
+            std::thread::spawn(move || {
+                let id = format!("ctr-{i}");
+                exec_plugin(
+                    &plugin,
+                    "DEL",
+                    &container_env(&id, &path, "eth0"),
+                    &plain_conf(),
+                )
+            })
+        })
+        .collect();
+    for t in dels {
+        let (ok, out) = t.join().unwrap();
+        assert!(ok, "DEL: {out}");
+    }
+    // DEL again: idempotent.
+    let (ok, out) = exec_plugin(
+        &plugin,
+        "DEL",
+        &container_env("ctr-0", &paths[0], "eth0"),
+        &plain_conf(),
+    );
+    assert!(ok, "second DEL: {out}");
+    assert!(links_in_group(group).is_empty(), "host ends left after DEL");
+    for i in 0..N {
+        assert_eq!(
+            link_names_in(&format!("c{i}")),
+            vec!["lo"],
+            "c{i} after DEL"
+        );
+    }
+    let stats = daemon.stats();
+    assert_eq!(stats.attachments, 0);
+    eprintln!("after DELs: {stats:?}");
+    daemon.stop();
+}
+
+/// Runs a conflist's plugins in order for ADD (each gets the previous result) and in
+/// reverse for DEL/CHECK (each gets the final result), as libcni does.
+fn run_chain(
+    command: &str,
+    list: &Value,
+    env: &[(&str, &str)],
+    prev: Option<&Value>,
+) -> (bool, Value) {
+    let plugins = list["plugins"].as_array().unwrap().clone();
+    let order: Vec<Value> = if command == "ADD" {
+        plugins
+    } else {
+        plugins.into_iter().rev().collect()
+    };
+    let mut result = prev.cloned();
+    let mut last = Value::Null;
+    for p in order {
+        let mut conf = p.clone();
+        conf["cniVersion"] = list["cniVersion"].clone();
+        conf["name"] = list["name"].clone();
+        if let Some(r) = &result {
+            conf["prevResult"] = r.clone();
+        }
+        let ty = p["type"].as_str().unwrap();
+        let path = if ty == "netslot-cni" {
+            bin("netslot-cni")
+        } else {
+            Path::new(CNI_DIR).join(ty)
+        };
+        let (ok, out) = exec_plugin(&path, command, env, &conf);
+        if !ok {
+            return (false, json!({"plugin": ty, "error": out}));
+        }
+        if command == "ADD" {
+            result = Some(out.clone());
+        }
+        last = out;
+    }
+    (
+        true,
+        if command == "ADD" {
+            result.unwrap()
+        } else {
+            last
+        },
+    )
+}
+
+#[test]
+fn a_conflist_chains_tuning_and_portmap_after_netslot() {
+    let test = "a_conflist_chains_tuning_and_portmap_after_netslot";
+    if !inside_private_world(test) {
+        return;
+    }
+    let group = 7812;
+    let daemon = Daemon::start("ch", group, &[]);
+    let list = json!({
+        // Debian's reference plugins (1.1.x) speak up to 1.0.0; so does netslot-cni.
+        "cniVersion": "1.0.0",
+        "name": "chained",
+        "plugins": [
+            {"type": "netslot-cni", "socket": SOCKET},
+            {"type": "tuning", "mtu": 1400, "sysctl": {"net.ipv4.conf.eth0.rp_filter": "2"}},
+            {"type": "portmap", "capabilities": {"portMappings": true},
+             "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}}
+        ]
+    });
+    let path = netns_add("chain0");
+    let env = container_env("ctr-chain", &path, "eth0");
+    let (ok, result) = run_chain("ADD", &list, &env, None);
+    assert!(ok, "chained ADD: {result}");
+    eprintln!("chained result: {result}");
+    assert_eq!(result["cniVersion"], "1.0.0");
+    let ip = result["ips"][0].clone();
+    let iface = ip["interface"].as_u64().unwrap() as usize;
+    assert_eq!(result["interfaces"][iface]["name"], "eth0");
+    assert_eq!(result["interfaces"][iface]["sandbox"], path.as_str());
+
+    // tuning acted on our interface: the kernel reports its MTU and sysctl.
+    let link = ip_in("chain0", &["link", "show", "dev", "eth0"]);
+    assert_eq!(link[0]["mtu"], 1400, "tuning's MTU: {link}");
+    let rp = run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            "chain0",
+            "cat",
+            "/proc/sys/net/ipv4/conf/eth0/rp_filter",
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&rp.stdout).trim(), "2");
+    assert_eq!(
+        addrs_in("chain0", "eth0"),
+        vec![ip["address"].as_str().unwrap()]
+    );
+
+    // portmap: host port 8080 on the host end's address is DNATed to the container's
+    // port 80, where nothing listens: the container's refusal proves the path.
+    let gw = ip["gateway"].as_str().unwrap();
+    let sa: std::net::SocketAddr = format!("{gw}:8080").parse().unwrap();
+    match std::net::TcpStream::connect_timeout(&sa, Duration::from_secs(15)) {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+        other => panic!("connect {sa} through portmap: {other:?} (expected a refusal)"),
+    }
+    let nat = run("iptables-save", &["-t", "nat"]);
+    assert!(
+        String::from_utf8_lossy(&nat.stdout).contains("8080"),
+        "no portmap rule"
+    );
+
+    // CHECK through netslot-cni and tuning. portmap's own CHECK fails in a namespace
+    // without IPv6 NAT chains ("could not check ipv6 dnat"), whoever made the interface.
+    let mut checked = list.clone();
+    checked["plugins"].as_array_mut().unwrap().truncate(2);
+    let (ok, out) = run_chain("CHECK", &checked, &env, Some(&result));
+    assert!(ok, "chained CHECK: {out}");
+
+    let (ok, out) = run_chain("DEL", &list, &env, Some(&result));
+    assert!(ok, "chained DEL: {out}");
+    assert_eq!(link_names_in("chain0"), vec!["lo"]);
+    assert!(links_in_group(group).is_empty());
+    let nat = run("iptables-save", &["-t", "nat"]);
+    assert!(
+        !String::from_utf8_lossy(&nat.stdout).contains("8080"),
+        "portmap rule left"
+    );
+
+    // GC removes what is not listed; STATUS and VERSION answer.
+    let p2 = netns_add("chain1");
+    let p3 = netns_add("chain2");
+    let plugin = bin("netslot-cni");
+    for (id, p) in [("keep", &p2), ("drop", &p3)] {
+        let (ok, out) = exec_plugin(&plugin, "ADD", &container_env(id, p, "eth0"), &plain_conf());
+        assert!(ok, "{out}");
+    }
+    let mut gc = plain_conf();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "keep", "ifname": "eth0"}]);
+    let (ok, out) = exec_plugin(&plugin, "GC", &[], &gc);
+    assert!(ok, "GC: {out}");
+    assert_eq!(
+        link_names_in("chain2"),
+        vec!["lo"],
+        "GC left the unlisted attachment"
+    );
+    assert!(
+        link_names_in("chain1").contains(&"eth0".to_owned()),
+        "GC took a valid one"
+    );
+    let (ok, _) = exec_plugin(&plugin, "STATUS", &[], &plain_conf());
+    assert!(ok);
+    let (ok, v) = exec_plugin(&plugin, "VERSION", &[], &plain_conf());
+    assert!(ok);
+    assert!(v["supportedVersions"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("1.1.0")));
+    daemon.stop();
+    assert!(links_in_group(group).is_empty(), "teardown left host ends");
+    assert_eq!(link_names_in("chain1"), vec!["lo"]);
+
+    // Without a daemon: ADD says "try again later", STATUS "not available", DEL succeeds.
+    let (ok, v) = exec_plugin(
+        &plugin,
+        "ADD",
+        &container_env("x", &p2, "eth0"),
+        &plain_conf(),
+    );
+    assert!(!ok);
+    assert_eq!(v["code"], 11, "{v}");
+    let (ok, v) = exec_plugin(&plugin, "STATUS", &[], &plain_conf());
+    assert!(!ok);
+    assert_eq!(v["code"], 50, "{v}");
+    let (ok, _) = exec_plugin(
+        &plugin,
+        "DEL",
+        &container_env("x", &p2, "eth0"),
+        &plain_conf(),
+    );
+    assert!(ok);
+}
+
+#[test]
+fn a_daemon_killed_mid_traffic_leaves_nothing_after_restart() {
+    let test = "a_daemon_killed_mid_traffic_leaves_nothing_after_restart";
+    if !inside_private_world(test) {
+        return;
+    }
+    const N: usize = 24;
+    let group = 7813;
+    let daemon = Daemon::start("kr", group, &["--pool-low", "4", "--pool-high", "8"]);
+    let plugin = bin("netslot-cni");
+    let paths: Vec<String> = (0..N).map(|i| netns_add(&format!("k{i}"))).collect();
+    // Traffic: ADDs keep arriving while the daemon is killed.
+    let workers: Vec<_> = (0..N)
+        .map(|i| {
+            let (plugin, path) = (plugin.clone(), paths[i].clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(5 * i as u64));
+                let id = format!("k-{i}");
+                exec_plugin(
+                    &plugin,
+                    "ADD",
+                    &container_env(&id, &path, "eth0"),
+                    &plain_conf(),
+                )
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(60));
+    daemon.kill();
+    let outcomes: Vec<(bool, Value)> = workers.into_iter().map(|t| t.join().unwrap()).collect();
+    let added = outcomes.iter().filter(|(ok, _)| *ok).count();
+    for (ok, v) in &outcomes {
+        if !ok {
+            assert_eq!(
+                v["code"], 11,
+                "an ADD during the kill must say try again: {v}"
+            );
+        }
+    }
+    eprintln!("{added} of {N} ADDs done before the kill");
+    let before = links_in_group(group).len();
+    assert!(
+        before > 0,
+        "the kill should leave slots behind to reconcile"
+    );
+
+    let daemon = Daemon::start("kr", group, &[]);
+    let stats = daemon.stats();
+    assert_eq!(stats.reconciled_removed, before, "{stats:?}");
+    assert!(
+        links_in_group(group).is_empty(),
+        "leftover host ends after restart"
+    );
+    for i in 0..N {
+        assert_eq!(
+            link_names_in(&format!("k{i}")),
+            vec!["lo"],
+            "k{i} after restart"
+        );
+    }
+    assert!(
+        std::fs::read_dir("/run/netslot/slots")
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 0,
+        "warm-pool pins left after restart"
+    );
+    // And it serves again.
+    let (ok, v) = exec_plugin(
+        &plugin,
+        "ADD",
+        &container_env("k-0", &paths[0], "eth0"),
+        &plain_conf(),
+    );
+    assert!(ok, "{v}");
+    refused_from(&paths[0], v["ips"][0]["gateway"].as_str().unwrap());
+    daemon.stop();
+    assert!(links_in_group(group).is_empty());
+}
+
+#[test]
+fn a_peer_outside_the_allowed_group_is_refused() {
+    let test = "a_peer_outside_the_allowed_group_is_refused";
+    if !inside_private_world(test) {
+        return;
+    }
+    let group = 7814;
+    let daemon = Daemon::start(
+        "pr",
+        group,
+        &["--allow-gid", "4242", "--socket-mode", "666"],
+    );
+    // A copy that `nobody` can execute (the build tree may not be reachable).
+    let copy = Path::new("/run/netslot/netslot-cni");
+    std::fs::copy(bin("netslot-cni"), copy).unwrap();
+    let path = netns_add("p0");
+    let as_user = |regid: &str, command: &str| {
+        let mut child = Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                &format!("--regid={regid}"),
+                "--clear-groups",
+            ])
+            .arg(copy)
+            .env_clear()
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", "p")
+            .env("CNI_NETNS", &path)
+            .env("CNI_IFNAME", "eth0")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(plain_conf().to_string().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.success(), v)
+    };
+    let (ok, v) = as_user("65534", "ADD");
+    assert!(!ok, "nobody was served: {v}");
+    assert!(
+        v["msg"].as_str().unwrap().contains("may not use netslot"),
+        "{v}"
+    );
+    assert_eq!(link_names_in("p0"), vec!["lo"]);
+    assert!(links_in_group(group).is_empty());
+    // The allowed group is served.
+    let (ok, v) = as_user("4242", "ADD");
+    assert!(ok, "group 4242 was refused: {v}");
+    assert!(link_names_in("p0").contains(&"eth0".to_owned()));
+    let (ok, v) = as_user("4242", "DEL");
+    assert!(ok, "{v}");
+    daemon.stop();
+    assert!(links_in_group(group).is_empty());
+}
+
+#[test]
+fn the_warm_pool_hands_out_pinned_slots_and_takes_them_back() {
+    let test = "the_warm_pool_hands_out_pinned_slots_and_takes_them_back";
+    if !inside_private_world(test) {
+        return;
+    }
+    let group = 7815;
+    let daemon = Daemon::start("wp", group, &["--pool-low", "4", "--pool-high", "8"]);
+    let sock = Path::new(SOCKET);
+    // The pool fills when idle.
+    let started = Instant::now();
+    while daemon.stats().pooled < 4 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "pool never filled"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = netslot::client::call(sock, Op::Acquire).unwrap();
+    assert!(r.ok, "{:?}", r.error);
+    let slot = r.slot.unwrap();
+    // The kernel's view through the pin: the address inside, reachability to the host end.
+    let name = slot.netns.file_name().unwrap().to_str().unwrap().to_owned();
+    assert_eq!(slot.netns, Path::new("/run/netslot/slots").join(&name));
+    let ns = std::fs::File::open(&slot.netns).unwrap();
+    let addrs = in_netns(ns.as_fd(), || ipv4_addrs("eth0"));
+    assert_eq!(addrs, vec![slot.address.clone()]);
+    refused_from(slot.netns.to_str().unwrap(), &slot.gateway);
+    drop(ns);
+    let r = netslot::client::call(sock, Op::Release { name: name.clone() }).unwrap();
+    assert!(r.ok, "{:?}", r.error);
+    assert!(!slot.netns.exists(), "pin left after release");
+    assert!(
+        !links_in_group(group)
+            .iter()
+            .any(|l| l["ifname"] == name.as_str()),
+        "host end left after release"
+    );
+    let r = netslot::client::call(sock, Op::Release { name }).unwrap();
+    assert!(!r.ok, "a second release must fail");
+    daemon.stop();
+    assert!(links_in_group(group).is_empty(), "teardown left host ends");
+    assert_eq!(
+        std::fs::read_dir("/run/netslot/slots")
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0,
+        "teardown left pins"
+    );
+}
