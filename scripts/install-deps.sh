@@ -6,9 +6,10 @@ set -euo pipefail
 # clang/llvm/libelf/zlib/pkg-config/bpftool: eBPF programs built by libbpf-cargo.
 # iproute2: the tests' independent view of the kernel. util-linux: unshare, setpriv.
 # strace: syscall counts in the benchmarks. containernetworking-plugins: the CNI `ptp`
-# baseline of the benchmarks and the reference plugins chained after netslot-cni.
+# baseline of the benchmarks and the reference plugins chained after netslot-cni;
+# iptables: what the `portmap` plugin drives (and the CNI chaining test reads back).
 packages=(clang llvm libelf-dev zlib1g-dev pkg-config bpftool iproute2 util-linux strace
-  containernetworking-plugins)
+  containernetworking-plugins iptables)
 
 missing=()
 for p in "${packages[@]}"; do
