@@ -3,6 +3,8 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 SLOTS ?= 1000
+# Where cargo puts binaries (honours CARGO_TARGET_DIR like cargo does).
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 
 .PHONY: deps build demo test lint bench clean
 
@@ -18,7 +20,7 @@ demo: build
 	@mkdir -p /run/netns
 	unshare --net --mount --propagation private bash -euc '\
 	  mount -t tmpfs netslot-demo /run/netns; \
-	  N=target/release/netslot; \
+	  N=$(TARGET_DIR)/release/netslot; \
 	  $$N up --slots $(SLOTS); \
 	  echo; $$N status | head -4; echo "  ..."; \
 	  echo; echo "inside slot ns0 (ip netns exec ns0 ...):"; \
@@ -38,7 +40,7 @@ lint: deps
 BENCH_OUT ?= bench-results
 bench: deps
 	$(CARGO) build --release -p netslot-bench
-	target/release/netslot-bench --n 100,1000,4000 --systems all --out $(BENCH_OUT)
+	$(TARGET_DIR)/release/netslot-bench --n 100,1000,4000 --systems all --out $(BENCH_OUT)
 
 clean:
 	$(CARGO) clean
