@@ -6,7 +6,7 @@ SLOTS ?= 1000
 # Where cargo puts binaries (honours CARGO_TARGET_DIR like cargo does).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: deps build demo test lint bench clean
+.PHONY: deps build demo test lint fuzz bench clean
 
 deps:
 	@scripts/install-deps.sh
@@ -27,14 +27,26 @@ demo: build
 	  ip netns exec ns0 ip -br addr; ip netns exec ns0 ip route; \
 	  echo; $$N down'
 
-## Every test: unit tests, kernel integration tests (root), RTNL counter validation.
+## Every test: unit tests, kernel integration tests (root), RTNL counter validation, then
+## a 20 s smoke run of each fuzz target (skipped without cargo +nightly fuzz).
 test: deps
 	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace
+	CARGO=$(CARGO) scripts/fuzz-smoke.sh
 
 lint: deps
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## The long fuzz runs of docs/reliability.md ("Fuzzing"), FUZZ_RUNS executions per target.
+## The working corpus grows in fuzz/corpus-run/ (ignored); fuzz/corpus/ keeps the seeds.
+FUZZ_RUNS ?= 10000000
+fuzz:
+	for t in $$($(CARGO) +nightly fuzz list); do \
+	  mkdir -p fuzz/corpus-run/$$t && cp -n fuzz/corpus/$$t/* fuzz/corpus-run/$$t/ && \
+	  $(CARGO) +nightly fuzz run -s none $$t fuzz/corpus-run/$$t -- \
+	    -runs=$(FUZZ_RUNS) -print_final_stats=1 || exit 1; \
+	done
 
 ## The benchmark campaign of docs/benchmarks.md (about an hour on 2 vCPUs).
 BENCH_OUT ?= bench-results

@@ -16,6 +16,10 @@ use crate::wire::ack;
 pub(crate) const LOST_TO_OVERRUN: &str =
     "its reply may have been dropped: the receive buffer overran (ENOBUFS)";
 
+/// Detail of an op whose send's end marker drew an error instead of its ACK.
+pub(crate) const REFUSED_MARKER: &str =
+    "the send's end marker was refused, so no request before it is known to have succeeded";
+
 /// Who a sequence number belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Tag {
@@ -124,6 +128,13 @@ impl Pending {
                 // Error replies before the marker may be among the dropped ones: what is
                 // unsettled is unknown, not done. The engine re-reads the kernel's state.
                 out.extend(self.give_up(ledger, libc::ENOBUFS, LOST_TO_OVERRUN.into()));
+                return;
+            }
+            if a.errno != 0 {
+                // The kernel acks a NLMSG_NOOP with 0 (netlink_rcv_skb); a refused marker
+                // means the send was not processed as sent, so it proves nothing before it.
+                // Found by the ack_parser fuzz target (docs/reliability.md, "Fuzzing").
+                out.extend(self.give_up(ledger, a.errno, REFUSED_MARKER.into()));
                 return;
             }
             ledger.settle(a.seq);
@@ -307,6 +318,23 @@ mod tests {
         assert!(out.iter().all(|s| matches!(
             s,
             Settled::Failed { slot: 4, why, .. } if why.errno == libc::ENOBUFS
+        )));
+        assert_eq!(ledger.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_refused_marker_settles_nothing_as_done() {
+        // Found by fuzz/fuzz_targets/ack_parser.rs: a marker reply carrying an errno
+        // used to settle every request before it as done.
+        let mut ledger = Ledger::new(0);
+        let mut p = send(&mut ledger, 6);
+        let out = p.on_reply(&mut ledger, &reply(p.marker, 22));
+        assert!(p.complete);
+        assert_eq!(out.len(), 4);
+        assert!(out.iter().all(|s| matches!(
+            s,
+            Settled::Failed { slot: 6, why, .. }
+                if why.errno == 22 && why.detail.as_deref() == Some(REFUSED_MARKER)
         )));
         assert_eq!(ledger.in_flight(), 0);
     }
