@@ -498,10 +498,12 @@ impl Engine {
                     self.host_limits,
                     host_sock,
                     ok.map(|i| (i, &specs[i])),
-                    per_device,
-                    up_here,
+                    plan::HostEnds {
+                        per_device,
+                        up_here,
+                        ack,
+                    },
                     &mut tc_filter,
-                    ack,
                 );
                 flights.append(&mut host);
             }
@@ -744,34 +746,11 @@ impl Engine {
                         None => Err("the address dump to check it failed too".to_owned()),
                     }
                 }
-                Op::GroupUp => self
-                    .host
-                    .resend(crate::wire::link::group_up(group.group, group.xdp_fd))
-                    .map_err(|e| format!("sent again alone: {e}")),
-                Op::Ipv6Off if slot == WHOLE_BATCH => self
-                    .host
-                    .resend(crate::wire::link::group_ipv6_addr_gen_none(group.group))
-                    .map_err(|e| format!("sent again alone: {e}")),
-                // A per-device bring-up, both idempotent.
-                Op::HostIpv6Off if slot != WHOLE_BATCH => self
-                    .host
-                    .resend(crate::wire::link::ipv6_addr_gen_none(specs[slot].ifindex))
-                    .map_err(|e| format!("sent again alone: {e}")),
-                Op::HostUp if slot != WHOLE_BATCH => self
-                    .host
-                    .resend(crate::wire::link::set_up_with_xdp(
-                        specs[slot].ifindex,
-                        per_device_xdp,
-                    ))
-                    .map_err(|e| format!("sent again alone: {e}")),
-                Op::Xdp if slot != WHOLE_BATCH => match per_device_xdp {
-                    Some(fd) => self
-                        .host
-                        .resend(crate::wire::link::attach_xdp(specs[slot].ifindex, fd))
-                        .map_err(|e| format!("sent again alone: {e}")),
-                    None => Err("no program to attach".into()),
-                },
-                _ => Err("not recoverable from kernel state".into()),
+                _ => request_again(op, slot, specs, group, per_device_xdp).and_then(|msg| {
+                    self.host
+                        .resend(msg)
+                        .map_err(|e| format!("sent again alone: {e}"))
+                }),
             };
             match recovered {
                 Ok(()) => {
@@ -875,6 +854,30 @@ impl Drop for Engine {
                 let _ = lock.remove();
             }
         }
+    }
+}
+
+/// The request to send again, alone, for an op whose reply an overrun dropped: only the
+/// idempotent ones (group changes, a per-device bring-up, an XDP attach).
+fn request_again(
+    op: Op,
+    slot: usize,
+    specs: &[SlotSpec],
+    group: plan::GroupChange,
+    per_device_xdp: Option<std::os::fd::RawFd>,
+) -> Result<netlink_packet_route::RouteNetlinkMessage, String> {
+    use crate::wire::link;
+    let per_slot = slot != WHOLE_BATCH;
+    match op {
+        Op::GroupUp => Ok(link::group_up(group.group, group.xdp_fd)),
+        Op::Ipv6Off if !per_slot => Ok(link::group_ipv6_addr_gen_none(group.group)),
+        Op::HostIpv6Off if per_slot => Ok(link::ipv6_addr_gen_none(specs[slot].ifindex)),
+        Op::HostUp if per_slot => Ok(link::set_up_with_xdp(specs[slot].ifindex, per_device_xdp)),
+        Op::Xdp if per_slot => match per_device_xdp {
+            Some(fd) => Ok(link::attach_xdp(specs[slot].ifindex, fd)),
+            None => Err("no program to attach".into()),
+        },
+        _ => Err("not recoverable from kernel state".into()),
     }
 }
 

@@ -10,7 +10,7 @@ use netlink_packet_core::NLM_F_ACK;
 
 use crate::batch::{Flight, Limits};
 use crate::config::EngineConfig;
-use crate::plan::{self, GroupChange, PerDevice, PoolShape, TcFilter, UpHere};
+use crate::plan::{self, GroupChange, HostEnds, PerDevice, PoolShape, TcFilter, UpHere};
 use crate::reconcile::{Ledger, Settled};
 use crate::slot::SlotSpec;
 use crate::sock;
@@ -65,10 +65,8 @@ pub fn plan(specs: &[SlotSpec]) -> Planned {
         sock::nominal_host_limits(),
         NO_FD,
         specs.iter().enumerate(),
-        PerDevice::Nothing,
-        None,
+        HostEnds::default(),
         &mut None,
-        0,
     ));
     flights.extend(plan::group_change(
         &mut ledger,
@@ -201,10 +199,12 @@ pub fn plan_with(input: &PlanInput) -> Result<Planned, String> {
         host_limits,
         NO_FD,
         specs.iter().enumerate(),
-        per_device,
-        input.up_here.then_some(UpHere { ipv6_off }),
+        HostEnds {
+            per_device,
+            up_here: input.up_here.then_some(UpHere { ipv6_off }),
+            ack,
+        },
         &mut filter,
-        ack,
     );
     extend(&mut flights, more, host_limits);
     if !input.up_here {

@@ -122,21 +122,43 @@ pub(crate) struct UpHere {
     pub ipv6_off: bool,
 }
 
-/// The host addresses of `slots` (batch index, spec), each with its `per_device` request
-/// and, with `up_here`, its own bring-up, packed into as few sends as fit. `filter`, when
-/// given, is taken and sent right after the first qdisc. `ack` is 0, or NLM_F_ACK when
-/// fault injection asks for a reply to every request.
-#[allow(clippy::too_many_arguments)] // each is one independent choice of the caller's
+/// What every host end's requests carry besides its address: one call's choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HostEnds {
+    /// The counters' per-device request, if any.
+    pub per_device: PerDevice,
+    /// Each host end's own bring-up (BringUpMode::PerDevice), or none (a group change).
+    pub up_here: Option<UpHere>,
+    /// 0, or NLM_F_ACK when fault injection asks for a reply to every request.
+    pub ack: u16,
+}
+
+impl Default for HostEnds {
+    fn default() -> Self {
+        Self {
+            per_device: PerDevice::Nothing,
+            up_here: None,
+            ack: 0,
+        }
+    }
+}
+
+/// The host addresses of `slots` (batch index, spec), each with what `each` adds, packed
+/// into as few sends as fit. `filter`, when given, is taken and sent right after the
+/// first qdisc.
 pub(crate) fn host_addresses<'a>(
     ledger: &mut Ledger,
     limits: Limits,
     host_sock: RawFd,
     slots: impl IntoIterator<Item = (usize, &'a SlotSpec)>,
-    per_device: PerDevice,
-    up_here: Option<UpHere>,
+    each: HostEnds,
     filter: &mut Option<TcFilter>,
-    ack: u16,
 ) -> Vec<Flight> {
+    let HostEnds {
+        per_device,
+        up_here,
+        ack,
+    } = each;
     let mut b = Batcher::new(host_sock, limits);
     for (slot, spec) in slots {
         b.push(
@@ -347,10 +369,8 @@ mod tests {
             LIMITS,
             4,
             specs.iter().enumerate(),
-            PerDevice::Nothing,
-            None,
+            HostEnds::default(),
             &mut None,
-            0,
         );
         assert_eq!(flights.len(), 2); // 64 + 36 by the request limit
         assert_eq!(
@@ -373,10 +393,12 @@ mod tests {
             LIMITS,
             4,
             [(0, &spec)],
-            PerDevice::Xdp(7),
-            up,
+            HostEnds {
+                per_device: PerDevice::Xdp(7),
+                up_here: up,
+                ack: 0,
+            },
             &mut None,
-            0,
         );
         assert_eq!(kinds(&flights[0].bytes), ["addr", "setlink", "up", "noop"]);
         let msgs = decode(&flights[0].bytes);
@@ -423,10 +445,12 @@ mod tests {
             LIMITS,
             4,
             specs.iter().enumerate(),
-            PerDevice::Clsact { block: 7600 },
-            Some(UpHere { ipv6_off: false }),
+            HostEnds {
+                per_device: PerDevice::Clsact { block: 7600 },
+                up_here: Some(UpHere { ipv6_off: false }),
+                ack: 0,
+            },
             &mut filter,
-            0,
         );
         assert!(filter.is_none(), "the filter was taken");
         assert_eq!(flights.len(), 1);
