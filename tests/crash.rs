@@ -24,7 +24,10 @@ const SLOTS: &str = "4000";
 /// Shell functions shared by every kill point. `wait_until CMD N PID` polls a
 /// kernel-reported count until it reaches N, failing if PID exits first.
 const PRELUDE: &str = r#"
-links()  { ip -o link show group "$G" 2>/dev/null | wc -l; }
+# Host ends of the pool: its base group G and its sub-batch groups G + k * 65536.
+links()  { ip -o link show 2>/dev/null | awk -v g="$G" '{ for (i = 1; i < NF; i++)
+             if ($i == "group" && $(i+1) ~ /^[0-9]+$/ && $(i+1) % 65536 == g) n++ }
+           END { print n + 0 }'; }
 pins()   { grep -c " /run/netns/$P[0-9]" /proc/self/mountinfo || true; }
 fds()    { ls /proc/"$1"/fd 2>/dev/null | wc -l; }
 # A dump racing with namespace destruction may be interrupted (NLM_F_DUMP_INTR): retry.

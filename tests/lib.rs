@@ -107,12 +107,18 @@ pub fn links() -> Vec<Value> {
         .unwrap_or_default()
 }
 
-/// Links whose group is `group` (iproute2 prints numeric groups as strings).
+/// Links of the pool whose base group is `group`: in it or in one of its sub-batch groups
+/// (`netslot::groups`; iproute2 prints numeric groups as strings).
 pub fn links_in_group(group: u32) -> Vec<Value> {
     links()
         .into_iter()
-        .filter(|l| l["group"].as_str() == Some(&group.to_string()))
+        .filter(|l| link_group(l).is_some_and(|g| netslot::groups::owns(group, g)))
         .collect()
+}
+
+/// The device group of a link in `ip -j link` output (a number: pools use no named groups).
+pub fn link_group(link: &Value) -> Option<u32> {
+    link["group"].as_str()?.parse().ok()
 }
 
 /// The IPv4 addresses (`addr/prefix`) of device `dev` in the calling thread's namespace.

@@ -35,7 +35,12 @@ fn check_slot_with(slot: &netslot::Slot, host_links: &[Value], xdp: Option<u32>,
         .find(|l| l["ifname"].as_str() == Some(&spec.name))
         .unwrap_or_else(|| panic!("host end {} missing from the host namespace", spec.name));
     assert_eq!(host["ifindex"].as_u64(), Some(u64::from(spec.ifindex)));
-    assert_eq!(host["group"].as_str(), Some(GROUP.to_string().as_str()));
+    let group = link_group(host).unwrap_or_else(|| panic!("{}: no group: {host}", spec.name));
+    assert!(
+        netslot::groups::owns(GROUP, group),
+        "{} in group {group}, not one of the pool's",
+        spec.name
+    );
     assert_eq!(
         host["address"].as_str(),
         Some(netslot::mac_to_string(&spec.host_mac).as_str())
@@ -548,41 +553,50 @@ fn tc_block_counts_each_slot_through_one_filter_and_goes_with_the_pool() {
     });
 }
 
-/// The RTNL hold budget: with no budget the host ends come up by one group change; with a
-/// budget that no group change fits, each comes up by its own requests. Either way the
-/// kernel shows every slot complete: up, XDP attached, no IPv6 on either end.
+/// The RTNL hold budget splits host ends into sub-batches, each a device group of its own
+/// brought up by its own group change: with no budget one per call; with a budget no
+/// device fits, one per host end. Either way the kernel shows every slot complete (up,
+/// XDP attached, no IPv6 on either end) and each group holding exactly its sub-batch.
 #[test]
-fn both_bring_up_modes_leave_every_slot_complete() {
-    if !require_root("both_bring_up_modes_leave_every_slot_complete") {
+fn sub_batches_leave_every_slot_complete() {
+    if !require_root("sub_batches_leave_every_slot_complete") {
         return;
     }
     in_private_netns(|| {
-        for (prefix, budget, mode) in [
-            ("gu", None, netslot::BringUpMode::Group),
-            (
-                "pd",
-                Some(std::time::Duration::ZERO),
-                netslot::BringUpMode::PerDevice,
-            ),
-        ] {
+        // (prefix, budget, group changes per call of n host ends)
+        let unbounded: (&str, Option<std::time::Duration>, fn(usize) -> usize) =
+            ("gu", None, |_| 1);
+        let tiny: (&str, Option<std::time::Duration>, fn(usize) -> usize) =
+            ("gt", Some(std::time::Duration::from_nanos(1)), |n| n);
+        for (prefix, budget, changes) in [unbounded, tiny] {
             let mut e = Engine::new(EngineConfig {
                 prefix: prefix.into(),
                 max_rtnl_hold: budget,
                 ..Default::default()
             })
             .unwrap();
-            // Two calls: the second one's group change (if any) also touches the first's.
+            // Two calls: the second's groups are new ones, the first's are left alone.
             let mut slots = Vec::new();
             for n in [30, 20] {
                 let out = e.provision(n).unwrap();
-                assert_eq!(out.report.bring_up, mode, "{prefix}");
-                assert_eq!(out.report.group_change.is_some(), budget.is_none());
+                assert_eq!(out.report.group_changes, changes(n), "{prefix}");
                 slots.extend(out.slots.into_iter().map(Result::unwrap));
             }
             let host = links();
             for s in &slots {
                 check_slot(s, &host, e.xdp_prog_id());
             }
+            let mut sizes = std::collections::BTreeMap::new();
+            for l in links_in_group(GROUP) {
+                *sizes.entry(link_group(&l).unwrap()).or_insert(0usize) += 1;
+            }
+            let mut sizes: Vec<usize> = sizes.into_values().collect();
+            sizes.sort_unstable();
+            let want = match budget {
+                None => vec![20, 30],
+                Some(_) => vec![1; 50],
+            };
+            assert_eq!(sizes, want, "{prefix}: host ends per group");
             e.teardown(slots).unwrap();
             assert!(links_in_group(GROUP).is_empty(), "{prefix}: host ends left");
         }

@@ -138,7 +138,8 @@ impl fmt::Display for CountersAttach {
 pub struct EngineConfig {
     /// Host ends and pinned namespaces are named `<prefix><id>`.
     pub prefix: String,
-    /// Device group of the host ends; the engine owns every device in it.
+    /// Base device group of the pool (1..=65535): the engine owns every device in it and
+    /// in its sub-batch groups `group + k * 65536` (see [`crate::groups`]).
     pub group: u32,
     /// Where the /31 pairs come from.
     pub ipv4_pool: Ipv4Cidr,
@@ -174,8 +175,10 @@ pub struct EngineConfig {
     pub chunk: usize,
     /// Longest RTNL hold the engine may cause with one multi-device request (a group
     /// change holds RTNL for every device of the group at once, and every other network
-    /// change on the host waits). When its measured cost predicts more, host ends come up
-    /// by short per-device requests instead. `None`: no budget, fewest acquisitions.
+    /// change on the host waits). Host ends are split into sub-batches, each a device
+    /// group of its own (see [`crate::groups`]), sized from measured costs so that no
+    /// group change is expected to pass it. `None`: no budget, one group change per call
+    /// (fewest acquisitions, however long it holds).
     pub max_rtnl_hold: Option<Duration>,
     /// Directory of pool ownership records (e.g. [`crate::gc::DEFAULT_RUN_DIR`]). When
     /// set, the engine claims its pool there for its whole life (a second engine or
@@ -238,6 +241,9 @@ impl EngineConfig {
         }
         if self.group == 0 {
             return Err(ConfigError::GroupZero);
+        }
+        if self.group > crate::groups::MAX_BASE_GROUP {
+            return Err(ConfigError::GroupTooLarge(self.group));
         }
         check_prefix(&self.prefix)?;
         let last = u64::from(first_id) + count as u64 - 1;
@@ -342,6 +348,9 @@ pub enum ConfigError {
     /// Group 0 holds every default device (lo, eth0): never usable as a pool's group.
     #[error("group 0 is the default group of every device (lo, eth0 …); choose another")]
     GroupZero,
+    /// A base group must leave room for its sub-batch groups (`groups`).
+    #[error("group {0} is too large: a pool's base group is 1..=65535 (its sub-batch groups are group + k * 65536)")]
+    GroupTooLarge(u32),
     /// Prefix unusable in an interface name.
     #[error("prefix {prefix:?} is not usable: {why}")]
     Prefix {
@@ -459,6 +468,11 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(g0.check(0, 1), Err(ConfigError::GroupZero));
+        let g_big = EngineConfig {
+            group: 65536,
+            ..Default::default()
+        };
+        assert_eq!(g_big.check(0, 1), Err(ConfigError::GroupTooLarge(65536)));
         let small = EngineConfig {
             ipv4_pool: "10.0.0.0/30".parse().unwrap(),
             ..Default::default()

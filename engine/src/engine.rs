@@ -5,16 +5,17 @@
 use std::collections::BTreeSet;
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::batch::{Flight, Limits};
 use crate::config::{CountersAttach, EngineConfig};
 use crate::gc::{self, PoolLock, PoolPhase};
-use crate::hold::{BringUpMode, HoldBudget};
+use crate::groups;
+use crate::hold::HoldBudget;
 use crate::host::HostNs;
 use crate::netns;
 use crate::op::Op;
-use crate::plan::{self, PerDevice, PoolShape, UpHere, WHOLE_BATCH};
+use crate::plan::{self, PerDevice, PoolShape, WHOLE_BATCH};
 use crate::pool::NsPool;
 use crate::reconcile::{Failure, Ledger, Settled};
 use crate::result::{EngineError, PhaseTimes, ProvisionReport, Provisioned, SlotError};
@@ -54,8 +55,12 @@ pub struct Engine {
     tc_filter_made: bool,
     /// The RTNL hold budget and the measured cost of group changes.
     budget: HoldBudget,
-    /// Host ends the pool's group holds (what a group change would touch).
+    /// The pool's host ends that are up: a group change's cost per device grows with it.
     host_ends: usize,
+    /// Index of the next sub-batch group (`groups::sub_batch_group`).
+    next_sub_batch: u16,
+    /// Sub-batch groups that may hold host ends: what teardown deletes.
+    groups_used: BTreeSet<u32>,
     /// The claim on the pool (with `EngineConfig::run_dir`), held for the engine's life.
     lock: Option<PoolLock>,
     /// Whether slots of this engine may still exist in the kernel.
@@ -95,7 +100,10 @@ impl Engine {
         let links = host
             .links()
             .map_err(EngineError::io("dump links of the host namespace"))?;
-        let in_group: Vec<_> = links.iter().filter(|l| l.group == config.group).collect();
+        let in_group: Vec<_> = links
+            .iter()
+            .filter(|l| groups::owns(config.group, l.group))
+            .collect();
         if let Some(first) = in_group.first() {
             if let Some(l) = lock.take().filter(|l| l.found().is_none()) {
                 let _ = l.remove(); // the claim made it; the refusal leaves nothing
@@ -164,6 +172,8 @@ impl Engine {
             next_id: 0,
             budget: HoldBudget::new(config_max_hold),
             host_ends: 0,
+            next_sub_batch: 0,
+            groups_used: BTreeSet::new(),
             free_ids: BTreeSet::new(),
             xdp,
             tc_filter_made: false,
@@ -406,16 +416,10 @@ impl Engine {
             ipv6_off: !self.config.ipv6,
         };
         let prog_fd = self.xdp.as_ref().map(|x| x.prog_fd().as_raw_fd());
-        // A group change would touch every host end of the group, earlier calls' too.
-        let bring_up = self.budget.mode(self.host_ends + count);
-        let up_here = (bring_up == BringUpMode::PerDevice).then_some(UpHere {
-            ipv6_off: !self.config.ipv6,
-        });
+        let mut sub_batches = SubBatches::default();
         let block = self.config.tc_block_index();
         let (group_xdp, per_device) = match (self.config.xdp_attach, prog_fd) {
             (_, None) => (None, PerDevice::Nothing),
-            // Per-device bring-up carries the program in each host end's up request.
-            (CountersAttach::Group, Some(fd)) if up_here.is_some() => (None, PerDevice::Xdp(fd)),
             (CountersAttach::Group, Some(fd)) => (Some(fd), PerDevice::Nothing),
             (CountersAttach::PerDevice, Some(fd)) => (None, PerDevice::Xdp(fd)),
             (CountersAttach::TcBlock, Some(_)) => (None, PerDevice::Clsact { block }),
@@ -441,8 +445,8 @@ impl Engine {
         };
 
         // Chunk k's host addresses ride in chunk k+1's submission (its slot ends exist by
-        // then), so each chunk costs one io_uring_enter; the group change, when the budget
-        // allows one, follows alone.
+        // then), so each chunk costs one io_uring_enter; the group changes follow, all in
+        // a send of their own.
         let mut carry: Option<std::ops::Range<usize>> = None;
         let mut next = 0;
         while next < count || carry.is_some() {
@@ -480,13 +484,14 @@ impl Engine {
             for i in chunk.clone() {
                 if let Some(ns) = &batch.ns[i] {
                     let fd = ns.sock.as_raw_fd();
+                    let group = self.sub_batch_for(&mut sub_batches, i);
                     flights.extend(plan::slot_socket(
                         &mut self.ledger,
                         self.slot_limits,
                         i,
                         &specs[i],
                         fd,
-                        shape,
+                        PoolShape { group, ..shape },
                     ));
                 }
             }
@@ -498,18 +503,14 @@ impl Engine {
                     self.host_limits,
                     host_sock,
                     ok.map(|i| (i, &specs[i])),
-                    plan::HostEnds {
-                        per_device,
-                        up_here,
-                        ack,
-                    },
+                    plan::HostEnds { per_device, ack },
                     &mut tc_filter,
                 );
                 flights.append(&mut host);
             }
             batch.count_requests(&flights);
             let settled = self.fly(&mut flights)?;
-            let settled = self.recover_lost(settled, specs, group, per_device);
+            let settled = self.recover_lost(settled, specs, &[], per_device);
             if settled.iter().any(|s| {
                 matches!(
                     s,
@@ -535,27 +536,10 @@ impl Engine {
             }
         }
 
-        let made = (0..count).filter(|&i| batch.is_ok(i)).count();
-        self.host_ends += made;
-        let mut group_change_took = None;
-        if bring_up == BringUpMode::Group && made > 0 {
-            let t = Instant::now();
-            let mut flights = plan::group_change(
-                &mut self.ledger,
-                self.host_limits,
-                self.host.socket_fd(),
-                group,
-                ack,
-            );
-            batch.count_requests(&flights);
-            let settled = self.fly(&mut flights)?;
-            let settled = self.recover_lost(settled, specs, group, per_device);
-            batch.apply(settled);
-            let took = t.elapsed();
-            phases.links += took;
-            self.budget.observe(took, self.host_ends);
-            group_change_took = Some(took);
-        }
+        let each = plan::HostEnds { per_device, ack };
+        let (group_changes, group_changes_took) =
+            self.bring_up(&mut batch, sub_batches, group, each)?;
+        phases.links += group_changes_took;
 
         if let Some(dir) = pin_dir {
             let t = Instant::now();
@@ -581,8 +565,8 @@ impl Engine {
             ring_enters: self.ring.enters - enters0,
             sendmsgs: self.ring.sends - sends0,
             requests,
-            bring_up,
-            group_change: group_change_took,
+            group_changes,
+            group_changes_took,
             recovered_after_overrun: self.recovered - recovered0,
         };
         Ok(Provisioned { slots, report })
@@ -598,15 +582,13 @@ impl Engine {
     /// drops its program reference (cls_bpf_destroy). A later call makes the filter again.
     pub fn teardown(&mut self, slots: Vec<Slot>) -> Result<(), EngineError> {
         self.tc_filter_made = false;
-        match self.host.delete_group(self.config.group) {
-            // ENODEV: nothing left in the group (e.g. every slot failed).
-            Err(e) if crate::sock::errno_of(&e) != Some(libc::ENODEV) => {
-                return Err(EngineError::Io {
-                    what: format!("delete device group {}", self.config.group),
-                    source: e,
-                })
-            }
-            _ => {}
+        let groups: Vec<u32> = std::mem::take(&mut self.groups_used).into_iter().collect();
+        // ENODEV: nothing left in a group (e.g. every slot of its sub-batch failed).
+        if let Err((group, e)) = self.host.delete_groups(&groups, &[libc::ENODEV]) {
+            return Err(EngineError::Io {
+                what: format!("delete device group {group}"),
+                source: e,
+            });
         }
         self.host_ends = 0;
         let unpinned = unpin_all(&slots);
@@ -623,6 +605,36 @@ impl Engine {
             self.holds_slots = false;
         }
         unpinned
+    }
+
+    /// The group of slot `slot`'s host end: the open sub-batch's, or a new sub-batch's,
+    /// sized by the budget for the host ends that will be up when its group change runs.
+    fn sub_batch_for(&mut self, sub_batches: &mut SubBatches, slot: usize) -> u32 {
+        if sub_batches.room == 0 {
+            let up = self.host_ends + sub_batches.assigned;
+            sub_batches.room = self.budget.group_size(up);
+            let g = self.free_group();
+            sub_batches.list.push((g, Vec::new()));
+        }
+        sub_batches.room -= 1;
+        sub_batches.assigned += 1;
+        let (g, members) = sub_batches.list.last_mut().expect("opened above");
+        members.push(slot);
+        *g
+    }
+
+    /// The next of the pool's groups that holds nothing of this engine, marked used.
+    fn free_group(&mut self) -> u32 {
+        for _ in 0..=u16::MAX {
+            let g = groups::sub_batch_group(self.config.group, self.next_sub_batch);
+            self.next_sub_batch = self.next_sub_batch.wrapping_add(1);
+            if self.groups_used.insert(g) {
+                return g;
+            }
+        }
+        // All 65536 hold host ends: share one. Its group change then also touches the
+        // earlier devices (a longer hold, the same result).
+        groups::sub_batch_group(self.config.group, self.next_sub_batch)
     }
 
     /// Sends every flight and settles every reply, reading again from sockets whose end
@@ -698,15 +710,79 @@ impl Engine {
         }
     }
 
+    /// Brings every sub-batch of the call up, once all host addresses are settled and
+    /// failed slots rolled back: one send with each sub-batch's group changes, timed as a
+    /// whole so that the budget learns what they cost. Each change is its own RTNL
+    /// acquisition, bounded by its sub-batch. A failed change fails the slots of its own
+    /// sub-batch only. Returns how many group changes were sent and how long it took.
+    ///
+    /// All at the end rather than chunk by chunk as the call goes: interleaved with the
+    /// rest of the provisioning, the same group changes held RTNL longer in all and more
+    /// often past the budget (docs/rtnl-hold.md).
+    fn bring_up(
+        &mut self,
+        batch: &mut Batch,
+        sub_batches: SubBatches,
+        template: plan::GroupChange,
+        each: plan::HostEnds,
+    ) -> Result<(usize, Duration), EngineError> {
+        let mut changes = Vec::new();
+        let mut members = Vec::new();
+        let mut weights = Vec::new();
+        let mut up = self.host_ends;
+        for (g, slots) in &sub_batches.list {
+            let ok: Vec<usize> = slots.iter().copied().filter(|&i| batch.is_ok(i)).collect();
+            let Some(&key) = ok.first() else {
+                continue;
+            };
+            changes.push((
+                key,
+                plan::GroupChange {
+                    group: *g,
+                    ..template
+                },
+            ));
+            weights.push((ok.len(), up));
+            up += ok.len();
+            members.push((key, ok));
+        }
+        if changes.is_empty() {
+            return Ok((0, Duration::ZERO));
+        }
+        let t = Instant::now();
+        let mut flights = plan::group_changes(
+            &mut self.ledger,
+            self.host_limits,
+            self.host.socket_fd(),
+            &changes,
+            each.ack,
+        );
+        batch.count_requests(&flights);
+        let settled = self.fly(&mut flights)?;
+        let settled = self.recover_lost(settled, batch.specs, &changes, each.per_device);
+        batch.apply(for_members(settled, &members));
+        let took = t.elapsed();
+        tracing::debug!(
+            groups = changes.len(),
+            devices = up - self.host_ends,
+            up_before = self.host_ends,
+            ?took,
+            "group changes"
+        );
+        self.budget.observe(took, &weights);
+        self.host_ends = up;
+        Ok((changes.len(), took))
+    }
+
     /// Settles from the kernel's own state the host requests whose replies a receive-buffer
     /// overrun may have dropped: a host address is done if the address dump shows it on
-    /// its host end; a group change, a per-device bring-up or XDP attach (idempotent) is
+    /// its host end; a group change (of `groups`, by key) or an XDP attach (idempotent) is
     /// sent again, alone, with an ACK. Anything else stays failed, naming the overrun.
     fn recover_lost(
         &mut self,
         settled: Vec<Settled>,
         specs: &[SlotSpec],
-        group: plan::GroupChange,
+        groups: &[(usize, plan::GroupChange)],
         per_device: PerDevice,
     ) -> Vec<Settled> {
         let per_device_xdp = match per_device {
@@ -746,7 +822,7 @@ impl Engine {
                         None => Err("the address dump to check it failed too".to_owned()),
                     }
                 }
-                _ => request_again(op, slot, specs, group, per_device_xdp).and_then(|msg| {
+                _ => request_again(op, slot, specs, groups, per_device_xdp).and_then(|msg| {
                     self.host
                         .resend(msg)
                         .map_err(|e| format!("sent again alone: {e}"))
@@ -858,22 +934,20 @@ impl Drop for Engine {
 }
 
 /// The request to send again, alone, for an op whose reply an overrun dropped: only the
-/// idempotent ones (group changes, a per-device bring-up, an XDP attach).
+/// idempotent ones (a group change of `groups`, filed under its key; an XDP attach).
 fn request_again(
     op: Op,
     slot: usize,
     specs: &[SlotSpec],
-    group: plan::GroupChange,
+    groups: &[(usize, plan::GroupChange)],
     per_device_xdp: Option<std::os::fd::RawFd>,
 ) -> Result<netlink_packet_route::RouteNetlinkMessage, String> {
     use crate::wire::link;
-    let per_slot = slot != WHOLE_BATCH;
-    match op {
-        Op::GroupUp => Ok(link::group_up(group.group, group.xdp_fd)),
-        Op::Ipv6Off if !per_slot => Ok(link::group_ipv6_addr_gen_none(group.group)),
-        Op::HostIpv6Off if per_slot => Ok(link::ipv6_addr_gen_none(specs[slot].ifindex)),
-        Op::HostUp if per_slot => Ok(link::set_up_with_xdp(specs[slot].ifindex, per_device_xdp)),
-        Op::Xdp if per_slot => match per_device_xdp {
+    let group = groups.iter().find(|(key, _)| *key == slot).map(|(_, g)| *g);
+    match (op, group) {
+        (Op::GroupUp, Some(g)) => Ok(link::group_up(g.group, g.xdp_fd)),
+        (Op::Ipv6Off, Some(g)) => Ok(link::group_ipv6_addr_gen_none(g.group)),
+        (Op::Xdp, None) if slot != WHOLE_BATCH => match per_device_xdp {
             Some(fd) => Ok(link::attach_xdp(specs[slot].ifindex, fd)),
             None => Err("no program to attach".into()),
         },
@@ -882,6 +956,39 @@ fn request_again(
 }
 
 /// Claims the pool in `dir` and removes what a dead owner left, before anything is made.
+/// The host ends of one call, split into sub-batches: one device group each.
+#[derive(Debug, Default)]
+struct SubBatches {
+    /// (group, slots) in the order the group changes run.
+    list: Vec<(u32, Vec<usize>)>,
+    /// Host ends the open sub-batch can still take.
+    room: usize,
+    /// Host ends given a group so far in this call.
+    assigned: usize,
+}
+
+/// Group changes' replies, each failure (filed under its sub-batch's key) spread to the
+/// slots of that sub-batch (`members`: key, slots) and to no other.
+fn for_members(settled: Vec<Settled>, members: &[(usize, Vec<usize>)]) -> Vec<Settled> {
+    let mut out = Vec::with_capacity(settled.len());
+    for s in settled {
+        match s {
+            Settled::Failed { slot, op, why } => {
+                match members.iter().find(|(key, _)| *key == slot) {
+                    Some((_, slots)) => out.extend(slots.iter().map(|&slot| Settled::Failed {
+                        slot,
+                        op,
+                        why: why.clone(),
+                    })),
+                    None => out.push(Settled::Failed { slot, op, why }),
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 fn claim_and_reclaim(
     config: &EngineConfig,
     host: &HostNs,

@@ -1,7 +1,7 @@
 //! gc: owns pool ownership records and the reclaiming of what dead owners left in the kernel.
 //!
-//! A pool is (host namespace, device group). Its kernel objects are the host ends in the
-//! group, the namespaces pinned as `<netns_dir>/<prefix><n>` (bind mounts), and the XDP
+//! A pool is (host namespace, base device group). Its kernel objects are the host ends in
+//! its groups (the base and its sub-batch groups, see `groups`), the namespaces pinned as `<netns_dir>/<prefix><n>` (bind mounts), and the XDP
 //! pins under `<bpf_dir>/<group>`. None of them says whether a process still works on the
 //! pool, so ownership lives beside them in a record file,
 //! `<run_dir>/net<host-netns-inode>-group<group>.lock`:
@@ -20,8 +20,8 @@
 //!
 //! Slots are matched by name (`<prefix><n>` host end and pin), as `status` does; the
 //! kernel state is read fresh every time, the record only says who owns the pool and
-//! whether it was finished. Removal is bulk: host ends by ONE group delete when the whole
-//! group is garbage (rtnl_group_dellink), namespaces by lazy unmount and unlink so the
+//! whether it was finished. Removal is bulk: host ends by one group delete per sub-batch
+//! group when the whole pool is garbage (rtnl_group_dellink), namespaces by lazy unmount and unlink so the
 //! kernel destroys them in a batch (cleanup_net).
 
 use std::fs::{File, OpenOptions};
@@ -249,7 +249,8 @@ pub struct GcReport {
     pub dry_run: bool,
     /// Host ends removed (or to remove).
     pub host_ends: Vec<GarbageLink>,
-    /// Whether the host ends went by one group delete (else one delete per device).
+    /// Whether the host ends went by group deletes, one per sub-batch group (else one
+    /// delete per device).
     pub by_group_delete: bool,
     /// Namespace pins (bind mounts) removed.
     pub namespaces: Vec<String>,
@@ -356,7 +357,10 @@ pub fn reclaim(
     };
     let whole_pool = lock.found() != Some(PoolPhase::Committed);
     let links = host.links().map_err(dump("link dump (RTM_GETLINK)"))?;
-    let in_group: Vec<_> = links.iter().filter(|l| l.group == scope.group).collect();
+    let in_group: Vec<_> = links
+        .iter()
+        .filter(|l| crate::groups::owns(scope.group, l.group))
+        .collect();
     let mut foreign = Vec::new();
     let mut ends = Vec::new(); // (id, link)
     for l in &in_group {
@@ -448,14 +452,14 @@ pub fn reclaim(
             .errors
             .push(format!("record {}: write: {e}", lock.path().display()));
     }
-    // Host ends first, by group when the whole group goes: one RTNL acquisition, and each
-    // veth takes its slot end along, so cleanup_net has no device left to unregister.
+    // Host ends first, by group when the whole pool goes: one RTNL acquisition per
+    // sub-batch group, and each veth takes its slot end along, so cleanup_net has no
+    // device left to unregister.
     if report.by_group_delete {
-        match host.delete_group(scope.group) {
-            Err(e) if crate::sock::errno_of(&e) != Some(libc::ENODEV) => report.errors.push(
-                format!("group {}: delete by group (RTM_DELLINK): {e}", scope.group),
-            ),
-            _ => {}
+        if let Err((g, e)) = host.delete_pool(scope.group, &links) {
+            report
+                .errors
+                .push(format!("group {g}: delete by group (RTM_DELLINK): {e}"));
         }
     } else {
         for l in &report.host_ends {

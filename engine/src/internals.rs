@@ -10,7 +10,7 @@ use netlink_packet_core::NLM_F_ACK;
 
 use crate::batch::{Flight, Limits};
 use crate::config::EngineConfig;
-use crate::plan::{self, GroupChange, HostEnds, PerDevice, PoolShape, TcFilter, UpHere};
+use crate::plan::{self, GroupChange, HostEnds, PerDevice, PoolShape, TcFilter, WHOLE_BATCH};
 use crate::reconcile::{Ledger, Settled};
 use crate::slot::SlotSpec;
 use crate::sock;
@@ -68,15 +68,18 @@ pub fn plan(specs: &[SlotSpec]) -> Planned {
         HostEnds::default(),
         &mut None,
     ));
-    flights.extend(plan::group_change(
+    flights.extend(plan::group_changes(
         &mut ledger,
         sock::nominal_host_limits(),
         NO_FD,
-        GroupChange {
-            group: shape.group,
-            xdp_fd: None,
-            ipv6_off: true,
-        },
+        &[(
+            WHOLE_BATCH,
+            GroupChange {
+                group: shape.group,
+                xdp_fd: None,
+                ipv6_off: true,
+            },
+        )],
         0,
     ));
     let limits = vec![slot_limits; specs.len()]
@@ -120,8 +123,6 @@ pub struct PlanInput {
     pub ipv6: bool,
     /// The per-device request of each host end.
     pub per_device: PerDeviceChoice,
-    /// Bring each host end up right after its address instead of by the group change.
-    pub up_here: bool,
     /// With [`PerDeviceChoice::Clsact`]: the pool's first call, which sends its one filter.
     pub tc_filter: bool,
     /// Fault injection: NLM_F_ACK on every host request.
@@ -133,8 +134,7 @@ pub struct PlanInput {
 }
 
 /// Plans one batch as `plan` does, with every choice taken from `input`: the slot sends,
-/// the host sends (addresses and per-device requests, per-device bring-up when asked),
-/// and the group change unless the host ends came up per device. Refuses, as the engine
+/// the host sends (addresses and per-device requests) and the group change. Refuses, as the engine
 /// does, what `EngineConfig::check` refuses (ids checked as one range from the smallest
 /// to the largest).
 pub fn plan_with(input: &PlanInput) -> Result<Planned, String> {
@@ -199,28 +199,25 @@ pub fn plan_with(input: &PlanInput) -> Result<Planned, String> {
         host_limits,
         NO_FD,
         specs.iter().enumerate(),
-        HostEnds {
-            per_device,
-            up_here: input.up_here.then_some(UpHere { ipv6_off }),
-            ack,
-        },
+        HostEnds { per_device, ack },
         &mut filter,
     );
     extend(&mut flights, more, host_limits);
-    if !input.up_here {
-        let more = plan::group_change(
-            &mut ledger,
-            host_limits,
-            NO_FD,
+    let more = plan::group_changes(
+        &mut ledger,
+        host_limits,
+        NO_FD,
+        &[(
+            WHOLE_BATCH,
             GroupChange {
                 group: config.group,
                 xdp_fd: None,
                 ipv6_off,
             },
-            ack,
-        );
-        extend(&mut flights, more, host_limits);
-    }
+        )],
+        ack,
+    );
+    extend(&mut flights, more, host_limits);
     Ok(Planned {
         ledger,
         flights,
@@ -435,7 +432,6 @@ mod tests {
             mtu: 1500,
             ipv6: false,
             per_device: PerDeviceChoice::Nothing,
-            up_here: false,
             tc_filter: false,
             ack_every_host_request: false,
             slot_buffers: (212_992, 212_992),
@@ -459,15 +455,15 @@ mod tests {
     }
 
     #[test]
-    fn plan_with_tc_block_up_here_settles_on_success() {
+    fn plan_with_tc_block_settles_on_success() {
         let mut i = input((0..10).collect());
         i.per_device = PerDeviceChoice::Clsact;
         i.tc_filter = true;
-        i.up_here = true;
         let mut p = plan_with(&i).unwrap();
         let requests: usize = p.send_views().iter().map(|s| s.requests.len()).sum();
-        // Slot sends: 5 each. Host: address, qdisc, IPv6 off, up each; one filter.
-        assert_eq!(requests, 10 * 5 + 10 * 4 + 1);
+        // Slot sends: 5 each. Host: address and qdisc each; one filter; group IPv6 off
+        // and group up.
+        assert_eq!(requests, 10 * 5 + 10 * 2 + 1 + 2);
         let replies = p.success_replies();
         assert_eq!(p.reconcile(&replies), (requests, 0));
     }

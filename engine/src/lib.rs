@@ -31,6 +31,7 @@ pub mod client;
 pub mod config;
 mod engine;
 pub mod gc;
+pub mod groups;
 mod hold;
 pub mod host;
 #[cfg(feature = "internals")]
@@ -50,7 +51,6 @@ mod wire;
 
 pub use config::{ConfigError, CountersAttach, EngineConfig, FaultInjection, Ipv4Cidr, XdpAttach};
 pub use engine::{release, AttachTarget, Attached, Engine};
-pub use hold::BringUpMode;
 pub use host::{AddrRecord, HostNs, LinkRecord};
 /// The XDP counters program (crate `netslot-bpf`), for reading pinned counters.
 pub use netslot_bpf as bpf;

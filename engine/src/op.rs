@@ -24,13 +24,9 @@ pub enum Op {
     Route,
     /// The host end's /31 address (RTM_NEWADDR in the host namespace).
     HostAddr,
-    /// Bringing all host ends up in one group change (RTM_NEWLINK by IFLA_GROUP).
+    /// Bringing a sub-batch's host ends up in one group change (RTM_NEWLINK by
+    /// IFLA_GROUP).
     GroupUp,
-    /// No IPv6 address generation on one host end, by its own request (per-device
-    /// bring-up under an RTNL hold budget).
-    HostIpv6Off,
-    /// Bringing one host end up by its own request (under an RTNL hold budget).
-    HostUp,
     /// Attaching the XDP counters to one host end (per-device attach only).
     Xdp,
     /// The clsact qdisc of one host end, joining the pool's shared tc block (tc-block only).
@@ -57,8 +53,6 @@ impl Op {
             Op::Route => "route",
             Op::HostAddr => "host-addr",
             Op::GroupUp => "group-up",
-            Op::HostIpv6Off => "host-ipv6-off",
-            Op::HostUp => "host-up",
             Op::Xdp => "xdp",
             Op::Qdisc => "qdisc",
             Op::TcFilter => "tc-filter",

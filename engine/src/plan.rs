@@ -4,8 +4,9 @@
 //! On a slot's own socket (its namespace): lo up, the veth pair in place, the slot
 //! address, the default route. RTM_NEWADDR and RTM_NEWROUTE act in the socket's namespace
 //! (sock_net), so these must go there. On the host socket: the host addresses (each with
-//! its host end's per-device attachment, if the pool uses one), then ONE group change that
-//! brings every host end up, preceded on a tc-block pool's first call by its one filter.
+//! its host end's per-device attachment, if the pool uses one; on a tc-block pool's first
+//! call the one filter right after the first qdisc), then one group change per sub-batch
+//! that brings its host ends up (see `hold` and `groups`).
 
 use std::os::fd::RawFd;
 
@@ -107,19 +108,10 @@ pub(crate) struct TcFilter {
 pub(crate) enum PerDevice {
     /// Nothing: the counters (if any) come with the group change.
     Nothing,
-    /// IFLA_XDP with this program fd: by its own RTM_SETLINK, or inside the host end's
-    /// own up request when it comes up per device.
+    /// IFLA_XDP with this program fd, by its own RTM_SETLINK.
     Xdp(RawFd),
     /// RTM_NEWQDISC clsact whose ingress block is this shared block index.
     Clsact { block: u32 },
-}
-
-/// Bring each host end up right after its address (BringUpMode::PerDevice): IPv6 address
-/// generation off first when asked (do_setlink applies IFF_UP before IFLA_AF_SPEC, so
-/// they cannot share a request), then IFF_UP, carrying the XDP program if any.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct UpHere {
-    pub ipv6_off: bool,
 }
 
 /// What every host end's requests carry besides its address: one call's choices.
@@ -127,8 +119,6 @@ pub(crate) struct UpHere {
 pub(crate) struct HostEnds {
     /// The counters' per-device request, if any.
     pub per_device: PerDevice,
-    /// Each host end's own bring-up (BringUpMode::PerDevice), or none (a group change).
-    pub up_here: Option<UpHere>,
     /// 0, or NLM_F_ACK when fault injection asks for a reply to every request.
     pub ack: u16,
 }
@@ -137,7 +127,6 @@ impl Default for HostEnds {
     fn default() -> Self {
         Self {
             per_device: PerDevice::Nothing,
-            up_here: None,
             ack: 0,
         }
     }
@@ -154,11 +143,7 @@ pub(crate) fn host_addresses<'a>(
     each: HostEnds,
     filter: &mut Option<TcFilter>,
 ) -> Vec<Flight> {
-    let HostEnds {
-        per_device,
-        up_here,
-        ack,
-    } = each;
+    let HostEnds { per_device, ack } = each;
     let mut b = Batcher::new(host_sock, limits);
     for (slot, spec) in slots {
         b.push(
@@ -168,10 +153,8 @@ pub(crate) fn host_addresses<'a>(
             addr::ipv4(spec.ifindex, spec.host_ip, spec.prefix_len),
             NLM_F_CREATE | NLM_F_EXCL | ack,
         );
-        let mut up_xdp = None;
         match per_device {
             PerDevice::Nothing => {}
-            PerDevice::Xdp(fd) if up_here.is_some() => up_xdp = Some(fd),
             PerDevice::Xdp(fd) => {
                 b.push(
                     ledger,
@@ -200,55 +183,41 @@ pub(crate) fn host_addresses<'a>(
                 }
             }
         }
-        if let Some(UpHere { ipv6_off }) = up_here {
-            if ipv6_off {
-                b.push(
-                    ledger,
-                    slot,
-                    Op::HostIpv6Off,
-                    link::ipv6_addr_gen_none(spec.ifindex),
-                    ack,
-                );
-            }
-            b.push(
-                ledger,
-                slot,
-                Op::HostUp,
-                link::set_up_with_xdp(spec.ifindex, up_xdp),
-                ack,
-            );
-        }
     }
     b.finish(ledger)
 }
 
-/// The group change that brings every host end of the group up (attaching `xdp_fd`),
-/// preceded, when IPv6 is off, by one that turns off IPv6 address generation. Sent alone,
-/// after every host address, so the engine can time it (see `hold`).
-pub(crate) fn group_change(
+/// The group changes of `changes`, in order, each filed under its key (the slot that
+/// stands for its sub-batch, or WHOLE_BATCH): per group, IPv6 address generation off when
+/// asked, then every host end of the group up (attaching `xdp_fd`). Each request is its
+/// own RTNL acquisition, bounded by its group. Sent after the groups' host addresses,
+/// apart from other requests, so the engine can time them (see `hold`).
+pub(crate) fn group_changes(
     ledger: &mut Ledger,
     limits: Limits,
     host_sock: RawFd,
-    g: GroupChange,
+    changes: &[(usize, GroupChange)],
     ack: u16,
 ) -> Vec<Flight> {
     let mut b = Batcher::new(host_sock, limits);
-    if g.ipv6_off {
+    for &(key, g) in changes {
+        if g.ipv6_off {
+            b.push(
+                ledger,
+                key,
+                Op::Ipv6Off,
+                link::group_ipv6_addr_gen_none(g.group),
+                ack,
+            );
+        }
         b.push(
             ledger,
-            WHOLE_BATCH,
-            Op::Ipv6Off,
-            link::group_ipv6_addr_gen_none(g.group),
+            key,
+            Op::GroupUp,
+            link::group_up(g.group, g.xdp_fd),
             ack,
         );
     }
-    b.push(
-        ledger,
-        WHOLE_BATCH,
-        Op::GroupUp,
-        link::group_up(g.group, g.xdp_fd),
-        ack,
-    );
     b.finish(ledger)
 }
 
@@ -384,10 +353,9 @@ mod tests {
     }
 
     #[test]
-    fn per_device_bring_up_turns_ipv6_off_before_up() {
+    fn per_device_xdp_follows_each_address() {
         let spec = SlotSpec::derive(&EngineConfig::default(), 0, 10);
         let mut ledger = Ledger::new(0);
-        let up = Some(UpHere { ipv6_off: true });
         let flights = host_addresses(
             &mut ledger,
             LIMITS,
@@ -395,20 +363,19 @@ mod tests {
             [(0, &spec)],
             HostEnds {
                 per_device: PerDevice::Xdp(7),
-                up_here: up,
                 ack: 0,
             },
             &mut None,
         );
-        assert_eq!(kinds(&flights[0].bytes), ["addr", "setlink", "up", "noop"]);
+        assert_eq!(kinds(&flights[0].bytes), ["addr", "setlink", "noop"]);
         let msgs = decode(&flights[0].bytes);
-        let netlink_packet_core::NetlinkPayload::InnerMessage(RouteNetlinkMessage::SetLink(up)) =
-            &msgs[2].payload
+        let netlink_packet_core::NetlinkPayload::InnerMessage(RouteNetlinkMessage::SetLink(xdp)) =
+            &msgs[1].payload
         else {
             panic!("not a setlink")
         };
-        assert_eq!(up.header.index, spec.ifindex);
-        assert!(up
+        assert_eq!(xdp.header.index, spec.ifindex);
+        assert!(xdp
             .attributes
             .iter()
             .any(|a| matches!(a, netlink_packet_route::link::LinkAttribute::Xdp(_))));
@@ -422,7 +389,7 @@ mod tests {
             xdp_fd: None,
             ipv6_off: true,
         };
-        let flights = group_change(&mut ledger, LIMITS, 4, g, 0);
+        let flights = group_changes(&mut ledger, LIMITS, 4, &[(WHOLE_BATCH, g)], 0);
         assert_eq!(flights.len(), 1);
         assert_eq!(
             kinds(&flights[0].bytes),
@@ -431,7 +398,7 @@ mod tests {
     }
 
     #[test]
-    fn tc_block_puts_the_filter_right_after_the_first_qdisc_and_before_any_up() {
+    fn tc_block_puts_the_filter_right_after_the_first_qdisc() {
         let cfg = EngineConfig::default();
         let specs: Vec<SlotSpec> = (0..3).map(|i| SlotSpec::derive(&cfg, i, 10)).collect();
         let mut filter = Some(TcFilter {
@@ -447,7 +414,6 @@ mod tests {
             specs.iter().enumerate(),
             HostEnds {
                 per_device: PerDevice::Clsact { block: 7600 },
-                up_here: Some(UpHere { ipv6_off: false }),
                 ack: 0,
             },
             &mut filter,
@@ -466,19 +432,13 @@ mod tests {
                 netlink_packet_core::NetlinkPayload::InnerMessage(
                     RouteNetlinkMessage::NewTrafficFilter(_),
                 ) => "filter",
-                netlink_packet_core::NetlinkPayload::InnerMessage(
-                    RouteNetlinkMessage::SetLink(_),
-                ) => "up",
                 netlink_packet_core::NetlinkPayload::Noop => "noop",
                 _ => "other",
             })
             .collect();
         assert_eq!(
             kinds,
-            [
-                "addr", "qdisc", "filter", "up", "addr", "qdisc", "up", "addr", "qdisc", "up",
-                "noop"
-            ]
+            ["addr", "qdisc", "filter", "addr", "qdisc", "addr", "qdisc", "noop"]
         );
     }
 }

@@ -8,7 +8,6 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::config::ConfigError;
-use crate::hold::BringUpMode;
 use crate::op::Op;
 use crate::slot::Slot;
 
@@ -148,13 +147,6 @@ fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
 }
 
-fn opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => s.serialize_f64(d.as_secs_f64()),
-        None => s.serialize_none(),
-    }
-}
-
 /// Figures of one provisioning call.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ProvisionReport {
@@ -178,12 +170,12 @@ pub struct ProvisionReport {
     pub sendmsgs: u64,
     /// Netlink requests sent (excluding end markers).
     pub requests: u64,
-    /// How the host ends came up: one group change, or per device because a group change
-    /// was predicted to hold RTNL past `max_rtnl_hold`.
-    pub bring_up: BringUpMode,
-    /// How long the group change took, send to reply (an upper bound of its RTNL hold).
-    #[serde(serialize_with = "opt_secs")]
-    pub group_change: Option<Duration>,
+    /// Group changes made: one per sub-batch (each sub-batch is a device group of its own,
+    /// sized by `max_rtnl_hold`).
+    pub group_changes: usize,
+    /// Time spent sending them, send to reply, all sub-batches together.
+    #[serde(serialize_with = "secs")]
+    pub group_changes_took: Duration,
     /// Requests whose replies a receive-buffer overrun (ENOBUFS) dropped, settled from
     /// the kernel's state instead (address dump, or sent again alone).
     pub recovered_after_overrun: u64,

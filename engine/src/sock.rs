@@ -165,19 +165,63 @@ pub(crate) fn request(sock: &Socket, message: RouteNetlinkMessage, seq: u32) -> 
             if a.seq != seq {
                 continue;
             }
-            if a.errno == 0 {
-                return Ok(());
-            }
-            let refusal = Refusal {
-                errno: a.errno,
-                ext_ack: a.message,
-            };
-            // The Refusal rides inside the io::Error so callers can still read the errno
-            // (`errno_of`); a formatted message alone would lose it.
-            let kind = io::Error::from_raw_os_error(a.errno).kind();
-            return Err(io::Error::new(kind, refusal));
+            return refusal(a.errno, a.message);
         }
     }
+}
+
+/// Most requests per send in [`requests`]; fewer when their ACKs (one skb each,
+/// REPLY_TRUESIZE_BUDGET) would not fit the socket's receive buffer.
+const REQUESTS_PER_SEND: usize = 64;
+
+/// Sends `messages` with NLM_F_ACK, many per sendmsg, and waits for every reply (slow
+/// paths: deleting a pool's groups). Each message is its own RTNL acquisition. Returns
+/// one result per message, in order, each refusal carrying the kernel's text.
+pub(crate) fn requests(
+    sock: &Socket,
+    messages: Vec<RouteNetlinkMessage>,
+    mut next_seq: impl FnMut() -> u32,
+) -> io::Result<Vec<io::Result<()>>> {
+    let per_send = limits(sock)?.max_requests.min(REQUESTS_PER_SEND);
+    let mut results = Vec::with_capacity(messages.len());
+    let mut messages = messages.into_iter().peekable();
+    while messages.peek().is_some() {
+        let mut out = BytesMut::new();
+        let mut seqs = Vec::new();
+        for message in messages.by_ref().take(per_send) {
+            let seq = next_seq();
+            wire::push_request(&mut out, message, NLM_F_ACK, seq);
+            seqs.push(seq);
+        }
+        sock.send(&out, 0)?;
+        let mut answers: Vec<Option<io::Result<()>>> = seqs.iter().map(|_| None).collect();
+        let mut left = seqs.len();
+        while left > 0 {
+            let (buf, _) = sock.recv_from_full()?;
+            for a in wire::ack::parse(&buf).map_err(io::Error::other)? {
+                let Some(i) = seqs.iter().position(|&s| s == a.seq) else {
+                    continue;
+                };
+                if answers[i].is_none() {
+                    left -= 1;
+                }
+                answers[i] = Some(refusal(a.errno, a.message));
+            }
+        }
+        results.extend(answers.into_iter().flatten());
+    }
+    Ok(results)
+}
+
+/// Ok for errno 0; otherwise an io::Error carrying the errno and the kernel's text.
+fn refusal(errno: i32, ext_ack: Option<String>) -> io::Result<()> {
+    if errno == 0 {
+        return Ok(());
+    }
+    // The Refusal rides inside the io::Error so callers can still read the errno
+    // (`errno_of`); a formatted message alone would lose it.
+    let kind = io::Error::from_raw_os_error(errno).kind();
+    Err(io::Error::new(kind, Refusal { errno, ext_ack }))
 }
 
 /// NLM_F_DUMP_INTR: the kernel saw the table change during the dump (include/uapi/linux/netlink.h).

@@ -20,7 +20,6 @@ fn small_batch() -> Planned {
         mtu: 1500,
         ipv6: false,
         per_device: PerDeviceChoice::Nothing,
-        up_here: false,
         tc_filter: false,
         ack_every_host_request: true,
         slot_buffers: (212_992, 212_992),

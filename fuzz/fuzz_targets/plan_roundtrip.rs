@@ -47,7 +47,6 @@ struct Input {
     mtu: u16,
     ipv6: bool,
     per_device: u8,
-    up_here: bool,
     tc_filter: bool,
     ack_every: bool,
     slot_snd: u32,
@@ -71,7 +70,7 @@ fn plan_input(i: &Input) -> PlanInput {
     }
     PlanInput {
         prefix: PREFIXES[usize::from(i.prefix) % PREFIXES.len()].into(),
-        group: i.group.max(1),
+        group: 1 + i.group % 65535,
         ipv4_pool: POOLS[usize::from(i.pool) % POOLS.len()].into(),
         ids,
         mtu: 68 + u32::from(i.mtu) % (65535 - 68 + 1),
@@ -81,7 +80,6 @@ fn plan_input(i: &Input) -> PlanInput {
             PerDeviceChoice::Xdp,
             PerDeviceChoice::Clsact,
         ][usize::from(i.per_device % 3)],
-        up_here: i.up_here,
         tc_filter: i.tc_filter,
         ack_every_host_request: i.ack_every,
         slot_buffers: (
@@ -96,20 +94,18 @@ fn plan_input(i: &Input) -> PlanInput {
 }
 
 /// Requests the options imply (plan.rs): lo up, veth, [IPv6 off], address, route per
-/// slot; host address, per-device request, [per-device IPv6 off and up] per host end;
-/// the tc filter once; the group change ([IPv6 off] and up) unless ends came up alone.
+/// slot; host address and per-device request per host end; the tc filter once; the
+/// group change ([IPv6 off] and up).
 fn expected_requests(p: &PlanInput) -> usize {
     let n = p.ids.len();
     let v6off = usize::from(!p.ipv6);
     let per_device = match p.per_device {
         PerDeviceChoice::Nothing => 0,
-        PerDeviceChoice::Xdp => usize::from(!p.up_here),
-        PerDeviceChoice::Clsact => 1,
+        PerDeviceChoice::Xdp | PerDeviceChoice::Clsact => 1,
     };
-    let up_here = if p.up_here { 1 + v6off } else { 0 };
     let filter = usize::from(p.tc_filter && p.per_device == PerDeviceChoice::Clsact);
-    let group = if p.up_here { 0 } else { 1 + v6off };
-    n * (4 + v6off) + n * (1 + per_device + up_here) + filter + group
+    let group = 1 + v6off;
+    n * (4 + v6off) + n * (1 + per_device) + filter + group
 }
 
 fuzz_target!(|input: Input| {

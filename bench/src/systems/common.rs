@@ -62,7 +62,7 @@ pub fn verify_host(spec: &RunSpec) -> Result<HostView, SystemError> {
         }
         v.host_ends += 1;
         v.up += usize::from(l.up);
-        v.in_group += usize::from(l.group == spec.group);
+        v.in_group += usize::from(netslot::groups::owns(spec.group, l.group));
         v.with_v4 += usize::from(addrs.iter().any(|a| a.index == l.index && a.addr.is_ipv4()));
     }
     Ok(v)

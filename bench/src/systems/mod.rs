@@ -150,13 +150,14 @@ impl SystemKind {
                 "library, COLD: pool thread makes namespaces (fds) inside the timed step, \
                  io_uring batches per chunk, group up; IPv6 off on the slot devices; \
                  RTNL hold budget on (engine default, max_rtnl_hold 5 ms: host ends come \
-                 up per device when one group change is predicted to hold RTNL longer); \
+                 up by one group change per sub-batch, each sub-batch a device group of \
+                 its own sized to the budget); \
                  plus the XDP counters on every host end, which no baseline attaches"
             }
             SystemKind::NetslotUnbounded => {
                 "library, COLD, as netslot but with the RTNL hold budget off \
-                 (max_rtnl_hold: None): host ends always come up by one group change for \
-                 the whole batch, fewest acquisitions, however long that one hold is"
+                 (max_rtnl_hold: None): host ends come up by one group change for the \
+                 whole call, fewest acquisitions, however long that one hold is"
             }
             SystemKind::NetslotWarm => {
                 "library, WARM: as netslot, but the pool holds N namespaces before the \

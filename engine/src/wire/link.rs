@@ -115,19 +115,6 @@ pub(crate) fn group_up(group: u32, xdp_fd: Option<RawFd>) -> RouteNetlinkMessage
     RouteNetlinkMessage::NewLink(msg)
 }
 
-/// RTM_SETLINK that brings host end `index` up, attaching `xdp_fd` in the same request
-/// (do_setlink: dev_change_flags, then dev_change_xdp_fd): one short acquisition.
-pub(crate) fn set_up_with_xdp(index: u32, xdp_fd: Option<RawFd>) -> RouteNetlinkMessage {
-    let RouteNetlinkMessage::SetLink(mut msg) = set_up(index) else {
-        unreachable!("set_up builds an RTM_SETLINK")
-    };
-    if let Some(fd) = xdp_fd {
-        msg.attributes
-            .push(LinkAttribute::Xdp(vec![LinkXdp::Fd(fd)]));
-    }
-    RouteNetlinkMessage::SetLink(msg)
-}
-
 /// RTM_SETLINK attaching the XDP program `fd` to device `index` (do_setlink ->
 /// dev_change_xdp_fd): one RTNL acquisition per device.
 pub(crate) fn attach_xdp(index: u32, fd: RawFd) -> RouteNetlinkMessage {

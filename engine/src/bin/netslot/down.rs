@@ -1,4 +1,5 @@
-//! down: removes a pool: host ends by group in one request, then its pinned namespaces.
+//! down: removes a pool: host ends by group (one request per sub-batch group), then its
+//! pinned namespaces.
 
 use std::io;
 use std::process::ExitCode;
@@ -37,19 +38,16 @@ pub(crate) fn run(args: DownArgs) -> Result<ExitCode, String> {
         .map_err(|e| e.to_string())?;
     lock.set_phase(netslot::gc::PoolPhase::Removing)
         .map_err(|e| format!("ownership record {}: write: {e}", lock.path().display()))?;
-    let before = host
-        .links()
-        .map_err(|e| format!("link dump failed: {e}"))?
+    let links = host.links().map_err(|e| format!("link dump failed: {e}"))?;
+    let before = links
         .iter()
-        .filter(|l| l.group == pool.group)
+        .filter(|l| netslot::groups::owns(pool.group, l.group))
         .count();
     let mut errors = Vec::new();
     if before > 0 {
-        match host.delete_group(pool.group) {
-            Ok(()) => {}
-            // ENODEV: the group emptied meanwhile (its namespaces went first).
-            Err(e) if netslot::host::errno(&e) == Some(libc_enodev()) => {}
-            Err(e) => errors.push(format!("delete group {}: {e}", pool.group)),
+        // A group that emptied meanwhile (its namespaces went first) is no error.
+        if let Err((g, e)) = host.delete_pool(pool.group, &links) {
+            errors.push(format!("delete group {g}: {e}"));
         }
     }
     let pins = netslot::host::pinned(&pool.netns_dir, &pool.prefix)
@@ -106,9 +104,4 @@ pub(crate) fn run(args: DownArgs) -> Result<ExitCode, String> {
     } else {
         ExitCode::from(1)
     })
-}
-
-/// ENODEV, without a libc dependency in the binary.
-fn libc_enodev() -> i32 {
-    19
 }

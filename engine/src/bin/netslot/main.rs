@@ -63,7 +63,9 @@ struct PoolArgs {
     /// Name prefix of host ends and pinned namespaces: slots are <prefix>0, <prefix>1, ...
     #[arg(long, default_value = "ns")]
     prefix: String,
-    /// Device group of the pool's host ends (not 0). The pool owns every device in it.
+    /// Base device group of the pool (1..=65535). The pool owns every device in it and in
+    /// its sub-batch groups GROUP + k * 65536: each sub-batch of host ends is a group of
+    /// its own, brought up by one group change sized to --max-rtnl-hold.
     #[arg(long, default_value_t = netslot::config::DEFAULT_GROUP)]
     group: u32,
     /// Directory where slot namespaces are pinned (bind mounts), as `ip netns` uses.

@@ -55,7 +55,7 @@ pub(crate) fn run(args: StatsArgs) -> Result<ExitCode, String> {
         .links()
         .map_err(|e| format!("link dump failed: {e}"))?
         .into_iter()
-        .filter(|l| l.group == pool.group)
+        .filter(|l| netslot::groups::owns(pool.group, l.group))
         .filter_map(|l| {
             let id = netslot::host::slot_number(&l.name, &pool.prefix)?;
             let (packets, bytes) = by_index.get(&l.index).copied().unwrap_or((0, 0));

@@ -60,7 +60,10 @@ pub(crate) fn read_pool(pool: &PoolArgs) -> Result<PoolState, String> {
         xdp_prog_id: None,
         pinned: None,
     };
-    for l in links.iter().filter(|l| l.group == pool.group) {
+    for l in links
+        .iter()
+        .filter(|l| netslot::groups::owns(pool.group, l.group))
+    {
         let Some(id) = netslot::host::slot_number(&l.name, &pool.prefix) else {
             foreign.push(l.name.clone());
             continue;

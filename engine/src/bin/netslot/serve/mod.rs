@@ -55,10 +55,16 @@ pub(crate) struct ServeArgs {
     /// Name prefix of host ends: slot k's host end is <prefix><k>.
     #[arg(long, default_value = "nsl")]
     prefix: String,
-    /// Device group of the host ends. The daemon owns every device in it: on start it
-    /// deletes whatever the group holds (leftovers of an earlier run).
+    /// Base device group of the host ends (1..=65535). The daemon owns every device in it
+    /// and in its sub-batch groups GROUP + k * 65536: on start it deletes whatever they
+    /// hold (leftovers of an earlier run).
     #[arg(long, default_value_t = netslot::config::DEFAULT_GROUP)]
     group: u32,
+    /// Longest RTNL hold (ms) one batch's group change may cause; host ends are split
+    /// into sub-batches that fit it (see `netslot up --help`). `unbounded`: one group
+    /// change per batch.
+    #[arg(long, default_value = "5", value_parser = crate::up::parse_hold)]
+    max_rtnl_hold: crate::up::HoldBudgetArg,
     /// IPv4 pool: slot k gets the k-th /31 (host end even, container end odd).
     #[arg(long, default_value = netslot::config::DEFAULT_IPV4_POOL)]
     cidr: Ipv4Cidr,
@@ -92,6 +98,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, String> {
         mtu: args.mtu,
         xdp_counters: !args.no_xdp,
         pin_dir: Some(args.pool_dir.clone()),
+        max_rtnl_hold: args.max_rtnl_hold.0,
         ..Default::default()
     };
     config.check(0, 1).map_err(|e| e.to_string())?;
@@ -157,20 +164,20 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, String> {
 
 /// Start-up reconcile: the daemon keeps no state file, so anything its group holds is a
 /// leftover of an earlier run (killed, or --keep-on-exit). It is removed, not adopted:
-/// one group delete takes every host end (and each container end with it), and pins of
-/// warm slots are undone. Returns how many devices were removed.
+/// one group delete per sub-batch group takes every host end (and each container end with
+/// it), and pins of warm slots are undone. Returns how many devices were removed.
 fn reconcile(config: &EngineConfig) -> Result<usize, String> {
     let host = netslot::HostNs::current().map_err(|e| format!("open the host namespace: {e}"))?;
     let links = host
         .links()
         .map_err(|e| format!("reconcile: dump links: {e}"))?;
-    let count = links.iter().filter(|l| l.group == config.group).count();
+    let count = links
+        .iter()
+        .filter(|l| netslot::groups::owns(config.group, l.group))
+        .count();
     if count > 0 {
-        host.delete_group(config.group).map_err(|e| {
-            format!(
-                "reconcile: delete the {count} leftover device(s) of group {}: {e}",
-                config.group
-            )
+        host.delete_pool(config.group, &links).map_err(|(g, e)| {
+            format!("reconcile: delete the {count} leftover device(s) of the pool: group {g}: {e}")
         })?;
         tracing::warn!(
             count,
