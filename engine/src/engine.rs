@@ -613,7 +613,7 @@ impl Engine {
         if sub_batches.room == 0 {
             let up = self.host_ends + sub_batches.assigned;
             sub_batches.room = self.budget.group_size(up);
-            let g = self.free_group();
+            let g = self.free_group(sub_batches);
             sub_batches.list.push((g, Vec::new()));
         }
         sub_batches.room -= 1;
@@ -624,12 +624,30 @@ impl Engine {
     }
 
     /// The next of the pool's groups that holds nothing of this engine, marked used.
-    fn free_group(&mut self) -> u32 {
-        for _ in 0..=u16::MAX {
-            let g = groups::sub_batch_group(self.config.group, self.next_sub_batch);
-            self.next_sub_batch = self.next_sub_batch.wrapping_add(1);
-            if self.groups_used.insert(g) {
-                return g;
+    ///
+    /// Groups are not given back as slots are released one by one (`release_slots`,
+    /// `detach`), so a long-lived engine (the daemon) can hand all 65536 out. Then the
+    /// kernel says which still hold host ends, and the others are free again (with the
+    /// groups of the call in progress, whose host ends may not exist yet).
+    fn free_group(&mut self, in_progress: &SubBatches) -> u32 {
+        for pass in 0..2 {
+            for _ in 0..=u16::MAX {
+                let g = groups::sub_batch_group(self.config.group, self.next_sub_batch);
+                self.next_sub_batch = self.next_sub_batch.wrapping_add(1);
+                if self.groups_used.insert(g) {
+                    return g;
+                }
+            }
+            if pass == 0 {
+                if let Ok(links) = self.host.links() {
+                    let base = self.config.group;
+                    self.groups_used = links
+                        .iter()
+                        .map(|l| l.group)
+                        .filter(|&g| groups::owns(base, g))
+                        .chain(in_progress.list.iter().map(|(g, _)| *g))
+                        .collect();
+                }
             }
         }
         // All 65536 hold host ends: share one. Its group change then also touches the
