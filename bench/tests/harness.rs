@@ -184,10 +184,13 @@ fn quick_mode_runs_under_a_minute() {
     }
     let netslot = &system(&v, "netslot")["per_slot"][0];
     assert_eq!(netslot["rtnl_own"].as_f64(), Some(8.0), "{netslot}");
-    assert!(
-        netslot["syscalls_pool"].as_f64().expect("pool") >= 3.0,
-        "{netslot}"
-    );
+    // Three per namespace, in the pool thread (unshare, socket, setsockopt). Quick mode
+    // divides by a difference of 20 slots, so one syscall that lands in another run's
+    // startup moves the figure by 0.05 (seen once in CI: 2.95 pool + 0.05 other).
+    let pool = netslot["syscalls_pool"].as_f64().expect("pool");
+    let total = netslot["syscalls"].as_f64().expect("syscalls");
+    assert!(pool >= 3.0 - 0.05 - 1e-9, "{netslot}");
+    assert!(total <= 3.1 + 1e-9, "{netslot}");
     nothing_left();
     assert!(took < Duration::from_secs(60), "--quick took {took:?}");
 }

@@ -5,9 +5,9 @@
 //! budget (see `hold`), a pool's host ends are split into sub-batches, each in a group of
 //! its own, brought up by its own group change. A pool is still named by one group, its
 //! base `g` (1..=65535): it owns the groups `g + k * 65536` for k = 0..65535, i.e. every
-//! group whose low 16 bits are `g`. Sub-batch 0 is `g` itself, so a small pool looks
-//! exactly like a pool of one group, and two pools with different bases never share a
-//! group.
+//! group whose low 16 bits are `g`. Sub-batch 0 is `g` itself, so a pool made by one
+//! small call looks exactly like a pool of one group, and two pools with different bases
+//! never share a group.
 
 /// Distance between two sub-batch groups of one pool.
 pub const GROUP_STRIDE: u32 = 1 << 16;
