@@ -611,13 +611,14 @@ impl Engine {
     /// sized by the budget for the host ends that will be up when its group change runs.
     fn sub_batch_for(&mut self, sub_batches: &mut SubBatches, slot: usize) -> u32 {
         if sub_batches.room == 0 {
-            let up = self.host_ends + sub_batches.assigned;
+            // Every host end given a group so far in this call comes up before this one.
+            let before: usize = sub_batches.list.iter().map(|(_, s)| s.len()).sum();
+            let up = self.host_ends + before;
             sub_batches.room = self.budget.group_size(up);
             let g = self.free_group(sub_batches);
             sub_batches.list.push((g, Vec::new()));
         }
         sub_batches.room -= 1;
-        sub_batches.assigned += 1;
         let (g, members) = sub_batches.list.last_mut().expect("opened above");
         members.push(slot);
         *g
@@ -981,8 +982,6 @@ struct SubBatches {
     list: Vec<(u32, Vec<usize>)>,
     /// Host ends the open sub-batch can still take.
     room: usize,
-    /// Host ends given a group so far in this call.
-    assigned: usize,
 }
 
 /// Group changes' replies, each failure (filed under its sub-batch's key) spread to the
