@@ -302,7 +302,7 @@ fn namespace_creation_failure_fails_only_those_slots() {
             .as_array()
             .unwrap()
             .iter()
-            .filter(|l| link_group(l).is_some_and(|g| netslot::groups::owns(7990, g)))
+            .filter(|l| in_pool(l, 7990))
             .cloned()
             .collect()
     };

@@ -110,10 +110,12 @@ pub fn links() -> Vec<Value> {
 /// Links of the pool whose base group is `group`: in it or in one of its sub-batch groups
 /// (`netslot::groups`; iproute2 prints numeric groups as strings).
 pub fn links_in_group(group: u32) -> Vec<Value> {
-    links()
-        .into_iter()
-        .filter(|l| link_group(l).is_some_and(|g| netslot::groups::owns(group, g)))
-        .collect()
+    links().into_iter().filter(|l| in_pool(l, group)).collect()
+}
+
+/// Whether a link in `ip -j link` output belongs to the pool with base group `base`.
+pub fn in_pool(link: &Value, base: u32) -> bool {
+    link_group(link).is_some_and(|g| netslot::groups::owns(base, g))
 }
 
 /// The device group of a link in `ip -j link` output (a number: pools use no named groups).
