@@ -322,3 +322,74 @@ fn namespace_creation_failure_fails_only_those_slots() {
         "host ends left after teardown"
     );
 }
+
+/// Where `disable_ipv6` cannot be written (here /proc/sys is read-only, as in many
+/// containers), each sub-batch falls back to the netlink `IPv6 off` group change: every
+/// slot is still complete and without IPv6 addresses, the host ends keep IPv6 enabled
+/// (so they have its multicast route), and the report says no host end went through the
+/// sysctl. Run through the CLI in a private mount namespace, so the read-only /proc/sys
+/// binds only it.
+#[test]
+fn a_read_only_proc_sys_falls_back_to_the_netlink_ipv6_change() {
+    if !require_root("a_read_only_proc_sys_falls_back_to_the_netlink_ipv6_change") {
+        return;
+    }
+    let (log, dir) = in_private_world(
+        r#"
+        mount --bind /proc/sys /proc/sys
+        mount -o remount,bind,ro /proc/sys
+        if echo 1 > /proc/sys/net/ipv6/conf/lo/disable_ipv6; then echo "/proc/sys still writable" >&2; exit 1; fi
+        $NS up --hold --slots 40 --prefix fro --group 7992 --json > $D/up.json 2> $D/up.err & P=$!
+        i=0; until grep -q '"report"' $D/up.json 2>/dev/null; do i=$((i+1)); [ $i -lt 600 ]; sleep 0.1; done
+        sleep 0.2
+        ip -j -d link show > $D/held.json
+        ip -j -6 addr show > $D/addr6.json
+        ip -j -6 route show table local > $D/route6.json
+        cat /proc/sys/net/ipv6/conf/fro*/disable_ipv6 > $D/disabled.txt
+        kill -TERM $P; wait $P || true
+        ip -j link show > $D/after.json
+        "#,
+    );
+    let report = &json(&dir, "up.json")["report"];
+    assert_eq!(report["provisioned"].as_u64(), Some(40), "{log}");
+    assert_eq!(report["ipv6_sysctl"].as_u64(), Some(0), "{report}");
+    let held: Vec<serde_json::Value> = json(&dir, "held.json")
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| in_pool(l, 7992))
+        .cloned()
+        .collect();
+    assert_eq!(held.len(), 40, "{log}");
+    let addr6 = json(&dir, "addr6.json");
+    let routes = json(&dir, "route6.json");
+    for l in &held {
+        let name = l["ifname"].as_str().unwrap();
+        assert!(has_flag(l, "UP"), "{l}");
+        let addrs = addr6
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["ifname"].as_str() == Some(name))
+            .flat_map(|a| a["addr_info"].as_array().cloned().unwrap_or_default())
+            .count();
+        assert_eq!(addrs, 0, "{name} has IPv6 addresses");
+        let mroute = routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["dev"].as_str() == Some(name) && r["dst"].as_str() == Some("ff00::/8"));
+        assert!(mroute, "{name}: IPv6 was not left on (no multicast route)");
+    }
+    let disabled = read(&dir, "disabled.txt");
+    assert_eq!(
+        disabled.lines().filter(|l| *l == "0").count(),
+        40,
+        "{disabled}"
+    );
+    let after = json(&dir, "after.json");
+    assert!(
+        !after.as_array().unwrap().iter().any(|l| in_pool(l, 7992)),
+        "host ends left after teardown"
+    );
+}

@@ -143,6 +143,24 @@ pub fn has_ipv6(dev: &str) -> bool {
         .any(|l| l["addr_info"].as_array().is_some_and(|a| !a.is_empty()))
 }
 
+/// The `disable_ipv6` sysctl of device `dev` in the calling thread's namespace
+/// (/proc/sys/net follows the reading thread's namespace).
+pub fn ipv6_disabled(dev: &str) -> bool {
+    let path = format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    text.trim() == "1"
+}
+
+/// Whether device `dev` has the IPv6 multicast route (ff00::/8, table local) that
+/// addrconf adds when an IPv6-enabled device comes up.
+pub fn has_ipv6_multicast_route(dev: &str) -> bool {
+    ip_json(&["-6", "route", "show", "table", "local", "dev", dev])
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|r| r["dst"].as_str() == Some("ff00::/8"))
+}
+
 /// Whether a link's flags include `flag` (e.g. "UP", "LOWER_UP").
 pub fn has_flag(link: &Value, flag: &str) -> bool {
     link["flags"]

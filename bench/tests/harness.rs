@@ -144,9 +144,11 @@ fn counters_match_the_floors_known_counts() {
             "{name} per slot is not 1"
         );
     }
-    // The rest is the allocator growing its heap (brk/mmap), a fraction of a call per slot.
+    // The rest is the allocator growing its heap (brk/mmap): a fraction of a call per
+    // slot, and of either sign, since a heap growth can land in the N = 20 run and not in
+    // the N = 60 one (CI once saw 3.9875: half a call fewer over 40 slots).
     let total = per["syscalls"].as_f64().expect("syscalls");
-    assert!((4.0..4.25).contains(&total), "syscalls per slot: {per}");
+    assert!((3.75..4.25).contains(&total), "syscalls per slot: {per}");
     assert_eq!(per["uring_submissions"].as_f64(), Some(0.0));
     assert_eq!(per["rtnl_own"].as_f64(), Some(7.0), "RTNL per slot: {per}");
     for at in s["at"].as_array().expect("at") {
@@ -162,8 +164,10 @@ fn counters_match_the_floors_known_counts() {
     nothing_left();
 }
 
-/// netslot through the library: every slot verified, RTNL per slot as documented (8), and
-/// the syscall split between the pool thread and the rest is recorded.
+/// netslot through the library: every slot verified, RTNL per slot as documented (9 under
+/// the default hold budget: the 8 of the standard slot's requests, and one `disable_ipv6`
+/// write per host end), and the syscall split between the pool thread and the rest is
+/// recorded.
 #[test]
 fn quick_mode_runs_under_a_minute() {
     if !privileged() {
@@ -183,7 +187,7 @@ fn quick_mode_runs_under_a_minute() {
         }
     }
     let netslot = &system(&v, "netslot")["per_slot"][0];
-    assert_eq!(netslot["rtnl_own"].as_f64(), Some(8.0), "{netslot}");
+    assert_eq!(netslot["rtnl_own"].as_f64(), Some(9.0), "{netslot}");
     // Three per namespace, in the pool thread (unshare, socket, setsockopt). Quick mode
     // divides by a difference of 20 slots, so one syscall that lands in another run's
     // startup moves the figure by 0.05 (seen once in CI: 2.95 pool + 0.05 other).

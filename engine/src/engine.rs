@@ -32,6 +32,16 @@ const REPLY_BUF: usize = 8192;
 /// is still creating the rest (their overlap is most of the speed).
 const MIN_CHUNK: usize = 32;
 
+/// What bringing a call's host ends up did (`Engine::bring_up`).
+#[derive(Debug, Default)]
+struct BroughtUp {
+    group_changes: usize,
+    group_changes_took: Duration,
+    /// Host ends whose IPv6 went off through `disable_ipv6`.
+    ipv6_sysctl: usize,
+    ipv6_sysctl_took: Duration,
+}
+
 /// Provisions standard slots. Use it from one thread at a time; it is `Send`.
 #[derive(Debug)]
 pub struct Engine {
@@ -537,9 +547,8 @@ impl Engine {
         }
 
         let each = plan::HostEnds { per_device, ack };
-        let (group_changes, group_changes_took) =
-            self.bring_up(&mut batch, sub_batches, group, each)?;
-        phases.links += group_changes_took;
+        let brought = self.bring_up(&mut batch, sub_batches, group, each)?;
+        phases.links += brought.group_changes_took + brought.ipv6_sysctl_took;
 
         if let Some(dir) = pin_dir {
             let t = Instant::now();
@@ -565,8 +574,10 @@ impl Engine {
             ring_enters: self.ring.enters - enters0,
             sendmsgs: self.ring.sends - sends0,
             requests,
-            group_changes,
-            group_changes_took,
+            group_changes: brought.group_changes,
+            group_changes_took: brought.group_changes_took,
+            ipv6_sysctl: brought.ipv6_sysctl,
+            ipv6_sysctl_took: brought.ipv6_sysctl_took,
             recovered_after_overrun: self.recovered - recovered0,
         };
         Ok(Provisioned { slots, report })
@@ -614,7 +625,17 @@ impl Engine {
             // Every host end given a group so far in this call comes up before this one.
             let before: usize = sub_batches.list.iter().map(|(_, s)| s.len()).sum();
             let up = self.host_ends + before;
-            sub_batches.room = self.budget.group_size(up);
+            let first_attach = up == 0 && self.attaches_xdp_by_group();
+            sub_batches.first_attach |= first_attach && self.budget.is_bounded();
+            sub_batches.room = if first_attach && self.budget.is_bounded() {
+                // The first host end to get the program also adds it to the kernel's XDP
+                // dispatcher, which waits out an RCU grace period under RTNL
+                // (bpf_dispatcher_update → synchronize_rcu; about 5 ms on a 2-vCPU VM).
+                // Alone in its group change, that wait is not added to a full sub-batch.
+                1
+            } else {
+                self.budget.group_size(up)
+            };
             let g = self.free_group(sub_batches);
             sub_batches.list.push((g, Vec::new()));
         }
@@ -622,6 +643,12 @@ impl Engine {
         let (g, members) = sub_batches.list.last_mut().expect("opened above");
         members.push(slot);
         *g
+    }
+
+    /// Whether the group changes attach the counters program (rather than per device,
+    /// by tc block, or no program at all).
+    fn attaches_xdp_by_group(&self) -> bool {
+        self.xdp.is_some() && self.config.xdp_attach == CountersAttach::Group
     }
 
     /// The next of the pool's groups that holds nothing of this engine, marked used.
@@ -733,31 +760,87 @@ impl Engine {
     /// failed slots rolled back: one send with each sub-batch's group changes, timed as a
     /// whole so that the budget learns what they cost. Each change is its own RTNL
     /// acquisition, bounded by its sub-batch. A failed change fails the slots of its own
-    /// sub-batch only. Returns how many group changes were sent and how long it took.
+    /// sub-batch only.
     ///
     /// All at the end rather than chunk by chunk as the call goes: interleaved with the
     /// rest of the provisioning, the same group changes held RTNL longer in all and more
     /// often past the budget (docs/rtnl-hold.md).
+    ///
+    /// Under a budget, IPv6 goes off through each host end's `disable_ipv6` first
+    /// (`sysctl`), which halves what the group changes cost per device; a sub-batch
+    /// with a host end whose write did not land falls back to the netlink `IPv6 off`
+    /// group change. Without a budget, that change alone does it: one acquisition per
+    /// call instead of one per slot, the fewest the kernel allows.
     fn bring_up(
         &mut self,
         batch: &mut Batch,
         sub_batches: SubBatches,
         template: plan::GroupChange,
         each: plan::HostEnds,
-    ) -> Result<(usize, Duration), EngineError> {
+    ) -> Result<BroughtUp, EngineError> {
+        let mut brought = BroughtUp::default();
+        let live: Vec<(u32, Vec<usize>)> = sub_batches
+            .list
+            .into_iter()
+            .map(|(g, slots)| (g, slots.into_iter().filter(|&i| batch.is_ok(i)).collect()))
+            .filter(|(_, ok): &(u32, Vec<usize>)| !ok.is_empty())
+            .collect();
+        let mut sysctl_done = vec![false; live.len()];
+        if template.ipv6_off && self.budget.is_bounded() && !live.is_empty() {
+            let t = Instant::now();
+            let names: Vec<&str> = live
+                .iter()
+                .flat_map(|(_, ok)| ok.iter().map(|&i| batch.specs[i].name.as_str()))
+                .collect();
+            // A failure here costs speed, not slots: the fallback does the same job.
+            let disabled =
+                crate::sysctl::disable_ipv6(&mut self.ring, self.host.netns_fd(), &names)
+                    .map(|d| (d.each, d.rounds))
+                    .unwrap_or_else(|e| {
+                        let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                        (vec![Err(errno); names.len()], 0)
+                    });
+            let (each, rounds) = disabled;
+            let mut results = each.iter();
+            for ((_, ok), done) in live.iter().zip(sysctl_done.iter_mut()) {
+                let landed = results
+                    .by_ref()
+                    .take(ok.len())
+                    .filter(|r| r.is_ok())
+                    .count();
+                *done = landed == ok.len();
+                brought.ipv6_sysctl += landed;
+            }
+            brought.ipv6_sysctl_took = t.elapsed();
+            let first_error = each.iter().find_map(|r| r.err());
+            tracing::debug!(
+                devices = names.len(),
+                landed = brought.ipv6_sysctl,
+                rounds,
+                took = ?brought.ipv6_sysctl_took,
+                "disable_ipv6 written"
+            );
+            if let Some(errno) = first_error {
+                tracing::warn!(
+                    not_written = names.len() - brought.ipv6_sysctl,
+                    error = %std::io::Error::from_raw_os_error(errno),
+                    "disable_ipv6 of some host ends could not be written; their sub-batches \
+                     turn IPv6 off by netlink instead (slower group changes, see \
+                     docs/rtnl-hold.md)"
+                );
+            }
+        }
         let mut changes = Vec::new();
         let mut members = Vec::new();
         let mut weights = Vec::new();
         let mut up = self.host_ends;
-        for (g, slots) in &sub_batches.list {
-            let ok: Vec<usize> = slots.iter().copied().filter(|&i| batch.is_ok(i)).collect();
-            let Some(&key) = ok.first() else {
-                continue;
-            };
+        for ((g, ok), sysctl_done) in live.into_iter().zip(sysctl_done) {
+            let key = ok[0];
             changes.push((
                 key,
                 plan::GroupChange {
-                    group: *g,
+                    group: g,
+                    ipv6_off: template.ipv6_off && !sysctl_done,
                     ..template
                 },
             ));
@@ -766,21 +849,40 @@ impl Engine {
             members.push((key, ok));
         }
         if changes.is_empty() {
-            return Ok((0, Duration::ZERO));
+            return Ok(brought);
         }
-        let t = Instant::now();
-        let mut flights = plan::group_changes(
-            &mut self.ledger,
-            self.host_limits,
-            self.host.socket_fd(),
-            &changes,
-            each.ack,
-        );
-        batch.count_requests(&flights);
-        let settled = self.fly(&mut flights)?;
-        let settled = self.recover_lost(settled, batch.specs, &changes, each.per_device);
-        batch.apply(for_members(settled, &members));
-        let took = t.elapsed();
+        // The pool's first XDP attach waits out an RCU grace period (see sub_batch_for):
+        // its change goes in a send of its own, which the budget does not learn from,
+        // since the model has no term for it.
+        let split = usize::from(sub_batches.first_attach);
+        let mut took = Duration::ZERO;
+        for (range, learn) in [(0..split, false), (split..changes.len(), true)] {
+            if range.is_empty() {
+                continue;
+            }
+            let t = Instant::now();
+            let mut flights = plan::group_changes(
+                &mut self.ledger,
+                self.host_limits,
+                self.host.socket_fd(),
+                &changes[range.clone()],
+                each.ack,
+            );
+            batch.count_requests(&flights);
+            let settled = self.fly(&mut flights)?;
+            let settled = self.recover_lost(
+                settled,
+                batch.specs,
+                &changes[range.clone()],
+                each.per_device,
+            );
+            batch.apply(for_members(settled, &members[range.clone()]));
+            let dt = t.elapsed();
+            if learn {
+                self.budget.observe(dt, &weights[range]);
+            }
+            took += dt;
+        }
         tracing::debug!(
             groups = changes.len(),
             devices = up - self.host_ends,
@@ -788,9 +890,10 @@ impl Engine {
             ?took,
             "group changes"
         );
-        self.budget.observe(took, &weights);
         self.host_ends = up;
-        Ok((changes.len(), took))
+        brought.group_changes = changes.len();
+        brought.group_changes_took = took;
+        Ok(brought)
     }
 
     /// Settles from the kernel's own state the host requests whose replies a receive-buffer
@@ -974,7 +1077,6 @@ fn request_again(
     }
 }
 
-/// Claims the pool in `dir` and removes what a dead owner left, before anything is made.
 /// The host ends of one call, split into sub-batches: one device group each.
 #[derive(Debug, Default)]
 struct SubBatches {
@@ -982,6 +1084,8 @@ struct SubBatches {
     list: Vec<(u32, Vec<usize>)>,
     /// Host ends the open sub-batch can still take.
     room: usize,
+    /// Whether the first sub-batch is the pool's first XDP attach, alone.
+    first_attach: bool,
 }
 
 /// Group changes' replies, each failure (filed under its sub-batch's key) spread to the
@@ -1006,6 +1110,7 @@ fn for_members(settled: Vec<Settled>, members: &[(usize, Vec<usize>)]) -> Vec<Se
     out
 }
 
+/// Claims the pool in `dir` and removes what a dead owner left, before anything is made.
 fn claim_and_reclaim(
     config: &EngineConfig,
     host: &HostNs,

@@ -1,31 +1,39 @@
 //! hold: the RTNL hold budget; predicts how long a group change holds RTNL and sizes the
 //! sub-batches (one device group each, see `groups`) so that none is expected to pass it.
 //!
-//! A group change (rtnl_group_changelink) runs do_setlink on every device of its group
-//! under one acquisition: for each, dev_open and the NETDEV_UP chain, a NETDEV_CHANGE
-//! notification and an RTM_NEWLINK broadcast (IFLA_GROUP sets DO_SETLINK_NOTIFY). Per
-//! device, addrconf walks the namespace's whole IPv6 FIB (rt6_sync_up, fib6_clean_all),
-//! and every host end that is up has a multicast route in it (addrconf_add_mroute), so
-//! the cost of one device grows with the number of host ends already up. One change over
-//! 4000 host ends held RTNL for about 0.8 s (docs/rtnl-hold.md).
+//! A group change (rtnl_group_changelink) walks every device of the namespace
+//! (for_each_netdev) and runs do_setlink on each one of its group under one acquisition:
+//! dev_open and the NETDEV_UP chain, a NETDEV_CHANGE notification and an RTM_NEWLINK
+//! broadcast (IFLA_GROUP sets DO_SETLINK_NOTIFY), whose peernet2id walks one nsid per
+//! slot. So the cost of one device grows with the number of host ends already up. With
+//! IPv6 on, it grows four times faster: every up host end adds a multicast route that
+//! each later device's NETDEV_UP walks (addrconf_add_mroute, rt6_sync_up); under a budget
+//! the engine turns IPv6 off first through `disable_ipv6` (`sysctl`), which only that
+//! switch prevents. One change over 4000 host ends with IPv6 held RTNL for about 0.8 s
+//! (docs/rtnl-hold.md).
 //!
-//! The model: bringing one device up costs `per_up * (up + FIXED_UP)`, where `up` is the
-//! number of the pool's host ends already up. `per_up` is learned from every group
-//! change the engine times (send to reply, an upper bound of the hold); the latest one
-//! wins, since the kernel's state only grows. A sub-batch gets as many host ends as fit
-//! the budget at the size the namespace will have when its group change runs.
+//! The model: a change costs `per_up * (PER_CHANGE + sum over its devices of (up +
+//! FIXED_UP))`, where `up` is the number of the pool's host ends up before that device.
+//! `per_up` is learned from every send of group changes the engine times (send to
+//! reply, an upper bound of the holds, since kernel workers take RTNL in between); the
+//! latest one wins, since the kernel's state only grows. A sub-batch gets as many host
+//! ends as fit the budget at the size the namespace will have when its group change
+//! runs.
 
 use std::time::Duration;
 
 /// The part of a device's cost that does not grow with the pool, in units of "host ends
-/// already up": a fresh device in an empty pool costs about as much as one more FIB walk
-/// over this many routes.
-const FIXED_UP: f64 = 1000.0;
-/// `per_up` before anything was measured, seconds: 130 ns, i.e. 130 us per device in an
-/// empty pool and 650 us with 4000 up, a little above what a 2-vCPU test machine showed
-/// (IPv6 off and up together: about 130 us + 115 ns per host end up; docs/rtnl-hold.md),
-/// so the first chunk errs towards small sub-batches.
-const PRIOR_PER_UP: f64 = 130e-9;
+/// already up".
+const FIXED_UP: f64 = 1700.0;
+/// The part of a change's cost that does not depend on its size (the walk over the
+/// namespace's devices, the acquisition itself), in the same units.
+const PER_CHANGE: f64 = 17_500.0;
+/// `per_up` before anything was measured, seconds. FIXED_UP, PER_CHANGE and this were
+/// fitted to the group changes of `netslot up --slots 4000` on a 2-vCPU test machine,
+/// IPv6 off through `disable_ipv6`, timed under `rtnl_count` (which slows RTNL work, so
+/// the first call errs towards small sub-batches): 0.56 ms per change, 54 us per device
+/// and 32 ns more per device for each host end up (docs/rtnl-hold.md).
+const PRIOR_PER_UP: f64 = 32e-9;
 
 /// The budget and what the engine has learned about the cost of group changes.
 #[derive(Debug, Clone)]
@@ -42,6 +50,11 @@ impl HoldBudget {
             max,
             per_up: PRIOR_PER_UP,
         }
+    }
+
+    /// Whether there is a budget at all.
+    pub fn is_bounded(&self) -> bool {
+        self.max.is_some()
     }
 
     /// Expected hold of a group change over `devices` host ends when `up` are up before
@@ -78,10 +91,14 @@ impl HoldBudget {
         }
     }
 
-    /// Sum over the group's devices of (host ends up before that device + FIXED_UP).
+    /// PER_CHANGE plus the sum over the group's devices of (host ends up before that
+    /// device + FIXED_UP); nothing for an empty group, which is never sent.
     fn weight(&self, devices: usize, up: usize) -> f64 {
+        if devices == 0 {
+            return 0.0;
+        }
         let (d, u) = (devices as f64, up as f64);
-        d * (u + FIXED_UP) + d * (d - 1.0) / 2.0
+        PER_CHANGE + d * (u + FIXED_UP) + d * (d - 1.0) / 2.0
     }
 }
 
@@ -118,13 +135,15 @@ mod tests {
     fn a_measured_change_replaces_the_prior() {
         let mut b = HoldBudget::new(Some(Duration::from_millis(5)));
         let before = b.group_size(2000);
-        // A change of 10 devices at 2000 up that took 10 ms: twice what the model allows.
+        // Two changes, 4 then 6 devices from 2000 up, that took 10 ms together.
         b.observe(Duration::from_millis(10), &[(4, 2000), (6, 2004)]);
-        let predicted = b.predict(10, 2000);
+        let predicted = b.predict(4, 2000) + b.predict(6, 2004);
         assert!(
             predicted.abs_diff(Duration::from_millis(10)) < Duration::from_micros(1),
             "{predicted:?}"
         );
+        // 5 ms is half the weight measured: PER_CHANGE + 5 devices from 2000 up fit in
+        // it (36 010 of 36 022.5), a sixth would not.
         assert_eq!(b.group_size(2000), 5);
         assert_ne!(before, 5);
         b.observe(Duration::from_millis(1), &[(0, 0)]);

@@ -47,6 +47,7 @@ mod result;
 mod ring;
 mod slot;
 mod sock;
+mod sysctl;
 mod wire;
 
 pub use config::{ConfigError, CountersAttach, EngineConfig, FaultInjection, Ipv4Cidr, XdpAttach};

@@ -176,6 +176,13 @@ pub struct ProvisionReport {
     /// Time spent sending them, send to reply, all sub-batches together.
     #[serde(serialize_with = "secs")]
     pub group_changes_took: Duration,
+    /// Host ends whose IPv6 went off through their `disable_ipv6` sysctl before the group
+    /// changes (only under a budget; see docs/rtnl-hold.md). The others' sub-batches used
+    /// the netlink `IPv6 off` group change.
+    pub ipv6_sysctl: usize,
+    /// Time spent writing them, every round of EINTR retries included.
+    #[serde(serialize_with = "secs")]
+    pub ipv6_sysctl_took: Duration,
     /// Requests whose replies a receive-buffer overrun (ENOBUFS) dropped, settled from
     /// the kernel's state instead (address dump, or sent again alone).
     pub recovered_after_overrun: u64,
