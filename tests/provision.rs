@@ -53,6 +53,9 @@ fn check_slot_with(slot: &netslot::Slot, host_links: &[Value], xdp: Option<u32>,
         spec.name
     );
     assert_eq!(host["linkinfo"]["info_kind"].as_str(), Some("veth"));
+    // Made with one queue each way (no queue cut under RTNL after creation).
+    assert_eq!(host["num_tx_queues"].as_u64(), Some(1), "{}", spec.name);
+    assert_eq!(host["num_rx_queues"].as_u64(), Some(1), "{}", spec.name);
     // The XDP counters, attached by the group change, in native (driver) mode.
     let prog = host["xdp"]["prog"]["id"].as_u64().map(|id| id as u32);
     assert_eq!(prog, xdp, "XDP program on {}: {}", spec.name, host["xdp"]);
@@ -101,6 +104,8 @@ fn check_slot_with(slot: &netslot::Slot, host_links: &[Value], xdp: Option<u32>,
         Some(netslot::mac_to_string(&spec.slot_mac).as_str())
     );
     assert_eq!(eth0["ifindex"].as_u64(), Some(u64::from(spec.ifindex)));
+    assert_eq!(eth0["num_tx_queues"].as_u64(), Some(1), "eth0 of {name}");
+    assert_eq!(eth0["num_rx_queues"].as_u64(), Some(1), "eth0 of {name}");
     assert_eq!(slot_addrs, [format!("{}/31", spec.slot_ip)]);
     assert_eq!(
         routes[0]["gateway"].as_str(),

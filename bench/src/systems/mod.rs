@@ -151,13 +151,15 @@ impl SystemKind {
                  io_uring batches per chunk, group up; IPv6 off on the slot devices; \
                  RTNL hold budget on (engine default, max_rtnl_hold 5 ms: host ends come \
                  up by one group change per sub-batch, each sub-batch a device group of \
-                 its own sized to the budget); \
+                 its own sized to the budget, after IPv6 went off on each host end \
+                 through its disable_ipv6 sysctl, as io_uring writes); \
                  plus the XDP counters on every host end, which no baseline attaches"
             }
             SystemKind::NetslotUnbounded => {
                 "library, COLD, as netslot but with the RTNL hold budget off \
                  (max_rtnl_hold: None): host ends come up by one group change for the \
-                 whole call, fewest acquisitions, however long that one hold is"
+                 whole call after one netlink IPv6-off group change, fewest \
+                 acquisitions, however long that one hold is"
             }
             SystemKind::NetslotWarm => {
                 "library, WARM: as netslot, but the pool holds N namespaces before the \

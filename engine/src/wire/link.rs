@@ -44,6 +44,11 @@ pub(crate) fn set_up(index: u32) -> RouteNetlinkMessage {
 /// primary up in the same acquisition (rtnl_configure_link); IFF_UP on the peer fails with
 /// ENOTCONN on 6.18 (veth_open before the pair is linked), so the peer stays down and its
 /// group is brought up later by one group change.
+///
+/// Both ends ask for one TX and one RX queue. Without IFLA_NUM_TX_QUEUES/RX_QUEUES a veth
+/// gets one per possible CPU, and veth_init_queues then cuts each registered end back to
+/// one real queue: netif_set_real_num_tx_queues runs synchronize_net there, an expedited
+/// RCU grace period under RTNL, on every end of every slot (docs/rtnl-hold.md).
 pub(crate) fn veth_in_place(pair: &VethPair<'_>) -> RouteNetlinkMessage {
     let mut peer = LinkMessage::default();
     peer.header.index = pair.ifindex;
@@ -53,6 +58,8 @@ pub(crate) fn veth_in_place(pair: &VethPair<'_>) -> RouteNetlinkMessage {
         LinkAttribute::Mtu(pair.mtu),
         LinkAttribute::Group(pair.group),
         LinkAttribute::NetNsFd(pair.host_netns_fd),
+        LinkAttribute::NumTxQueues(1),
+        LinkAttribute::NumRxQueues(1),
     ];
     let mut primary = LinkMessage::default();
     primary.header.index = pair.ifindex;
@@ -62,6 +69,8 @@ pub(crate) fn veth_in_place(pair: &VethPair<'_>) -> RouteNetlinkMessage {
         LinkAttribute::IfName(pair.slot_name.to_owned()),
         LinkAttribute::Address(pair.slot_mac.to_vec()),
         LinkAttribute::Mtu(pair.mtu),
+        LinkAttribute::NumTxQueues(1),
+        LinkAttribute::NumRxQueues(1),
         LinkAttribute::LinkInfo(vec![
             LinkInfo::Kind(InfoKind::Veth),
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
@@ -203,6 +212,11 @@ mod tests {
         assert!(peer
             .attributes
             .contains(&LinkAttribute::IfName("ns7".into())));
+        // One queue each way on both ends: no queue cut (synchronize_net) after creation.
+        for attrs in [&peer.attributes, &link.attributes] {
+            assert!(attrs.contains(&LinkAttribute::NumTxQueues(1)));
+            assert!(attrs.contains(&LinkAttribute::NumRxQueues(1)));
+        }
         // The peer must not ask to come up (ENOTCONN on 6.18).
         assert!(!peer.header.flags.contains(LinkFlags::Up));
     }
