@@ -341,7 +341,9 @@ fn a_read_only_proc_sys_falls_back_to_the_netlink_ipv6_change() {
         if echo 1 > /proc/sys/net/ipv6/conf/lo/disable_ipv6; then echo "/proc/sys still writable" >&2; exit 1; fi
         $NS up --hold --slots 40 --prefix fro --group 7992 --json > $D/up.json 2> $D/up.err & P=$!
         i=0; until grep -q '"report"' $D/up.json 2>/dev/null; do i=$((i+1)); [ $i -lt 600 ]; sleep 0.1; done
-        sleep 0.2
+        # addrconf adds the multicast route from linkwatch's work, which can lag the
+        # group change: wait for all 40 (or give up after 30 s and let the test say so).
+        i=0; until [ "$(ip -6 route show table local | grep -c '^multicast ff00::/8 dev fro')" -ge 40 ] || [ $i -ge 300 ]; do i=$((i+1)); sleep 0.1; done
         ip -j -d link show > $D/held.json
         ip -j -6 addr show > $D/addr6.json
         ip -j -6 route show table local > $D/route6.json

@@ -151,6 +151,35 @@ pub fn ipv6_disabled(dev: &str) -> bool {
     text.trim() == "1"
 }
 
+/// Waits up to 30 s for `cond`, polling every 50 ms; panics naming `what` if it never
+/// holds. For the kernel's asynchronous work (linkwatch, addrconf).
+pub fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "after 30 s, still not: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Waits until every device in `devs` has operstate UP, i.e. linkwatch has activated it
+/// (the kernel's asynchronous part of bringing a device up: its qdisc, and addrconf's
+/// NETDEV_CHANGE work).
+pub fn wait_operstate_up(devs: &[&str]) {
+    wait_for("every device operationally up", || {
+        let links = ip_json(&["link", "show"]);
+        devs.iter().all(|d| {
+            links
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|l| l["ifname"].as_str() == Some(d) && l["operstate"].as_str() == Some("UP"))
+        })
+    });
+}
+
 /// Whether device `dev` has the IPv6 multicast route (ff00::/8, table local) that
 /// addrconf adds when an IPv6-enabled device comes up.
 pub fn has_ipv6_multicast_route(dev: &str) -> bool {

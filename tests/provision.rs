@@ -605,6 +605,14 @@ fn sub_batches_leave_every_slot_complete() {
                 assert_eq!(out.report.ipv6_sysctl, by_sysctl, "{prefix}");
                 slots.extend(out.slots.into_iter().map(Result::unwrap));
             }
+            let names: Vec<&str> = slots.iter().map(|s| s.spec().name.as_str()).collect();
+            wait_operstate_up(&names);
+            if budget.is_none() {
+                // IPv6 stays enabled: addrconf adds each route from linkwatch's work.
+                wait_for("every host end has its IPv6 multicast route", || {
+                    names.iter().all(|n| has_ipv6_multicast_route(n))
+                });
+            }
             let host = links();
             for s in &slots {
                 check_slot(s, &host, e.xdp_prog_id());
