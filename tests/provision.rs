@@ -704,3 +704,61 @@ fn a_live_engine_owns_its_pool_and_the_next_one_reclaims_a_dead_ones_slots() {
         std::fs::remove_dir(&run_dir).unwrap();
     });
 }
+
+/// With a host namespace other than the caller's (`host_netns`), the `disable_ipv6` writes
+/// reach the host ends in that namespace: /proc/sys/net follows the namespace of the
+/// thread that opens it, so the engine submits them from a thread inside it. A decoy
+/// device with a host end's name in the caller's namespace keeps IPv6 on.
+#[test]
+fn disable_ipv6_reaches_the_host_namespace_not_the_callers() {
+    if !require_root("disable_ipv6_reaches_the_host_namespace_not_the_callers") {
+        return;
+    }
+    in_private_netns(|| {
+        // The host namespace: a thread parked inside a namespace of its own.
+        let (tx, rx) = std::sync::mpsc::channel::<std::path::PathBuf>();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let parked = std::thread::spawn(move || {
+            // SAFETY: unshare only changes this thread's namespace; no memory is involved.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+            // SAFETY: gettid takes no argument.
+            let tid = unsafe { libc::gettid() };
+            tx.send(format!("/proc/self/task/{tid}/ns/net").into())
+                .unwrap();
+            stop_rx.recv().ok();
+        });
+        let host_path = rx.recv().unwrap();
+        let host_ns = std::fs::File::open(&host_path).unwrap();
+        // The decoy, named as slot 0's host end will be, in the caller's namespace.
+        let made = run(
+            "ip",
+            &["link", "add", "hn0", "type", "veth", "peer", "name", "hn0p"],
+        );
+        assert!(made.status.success(), "{made:?}");
+        let mut e = Engine::new(EngineConfig {
+            prefix: "hn".into(),
+            group: 7993,
+            host_netns: Some(host_path),
+            ..Default::default()
+        })
+        .unwrap();
+        let out = e.provision(20).unwrap();
+        assert_eq!(out.report.ipv6_sysctl, 20, "{:?}", out.report);
+        let slots: Vec<_> = out.slots.into_iter().map(Result::unwrap).collect();
+        let names: Vec<String> = slots.iter().map(|s| s.spec().name.clone()).collect();
+        let in_host = in_netns(host_ns.as_fd(), move || {
+            names
+                .iter()
+                .map(|n| (ipv6_disabled(n), has_ipv6_multicast_route(n)))
+                .collect::<Vec<_>>()
+        });
+        assert!(in_host.iter().all(|&(off, _)| off), "{in_host:?}");
+        assert!(in_host.iter().all(|&(_, route)| !route), "{in_host:?}");
+        assert!(!ipv6_disabled("hn0"), "the caller's hn0 was written");
+        e.teardown(slots).unwrap();
+        let left = in_netns(host_ns.as_fd(), || links_in_group(7993));
+        assert!(left.is_empty(), "host ends left: {left:?}");
+        stop_tx.send(()).unwrap();
+        parked.join().unwrap();
+    });
+}
