@@ -625,13 +625,7 @@ impl Engine {
             // Every host end given a group so far in this call comes up before this one.
             let before: usize = sub_batches.list.iter().map(|(_, s)| s.len()).sum();
             let up = self.host_ends + before;
-            let first_attach = up == 0 && self.attaches_xdp_by_group();
-            sub_batches.first_attach |= first_attach && self.budget.is_bounded();
-            sub_batches.room = if first_attach && self.budget.is_bounded() {
-                // The first host end to get the program also adds it to the kernel's XDP
-                // dispatcher, which waits out an RCU grace period under RTNL
-                // (bpf_dispatcher_update → synchronize_rcu; about 5 ms on a 2-vCPU VM).
-                // Alone in its group change, that wait is not added to a full sub-batch.
+            sub_batches.room = if self.first_attach_alone(up) {
                 1
             } else {
                 self.budget.group_size(up)
@@ -645,10 +639,16 @@ impl Engine {
         *g
     }
 
-    /// Whether the group changes attach the counters program (rather than per device,
-    /// by tc block, or no program at all).
-    fn attaches_xdp_by_group(&self) -> bool {
-        self.xdp.is_some() && self.config.xdp_attach == CountersAttach::Group
+    /// Whether the next sub-batch, with `up` of the pool's host ends up before it, is the
+    /// first XDP attach of the counters program, to be brought up alone. The first host
+    /// end to get the program also adds it to the kernel's XDP dispatcher, which waits out
+    /// an RCU grace period under RTNL (bpf_dispatcher_update → synchronize_rcu; 7–25 ms on
+    /// a 2-vCPU VM). Alone in its group change, that wait is not added to a full sub-batch.
+    fn first_attach_alone(&self, up: usize) -> bool {
+        up == 0
+            && self.budget.is_bounded()
+            && self.xdp.is_some()
+            && self.config.xdp_attach == CountersAttach::Group
     }
 
     /// The next of the pool's groups that holds nothing of this engine, marked used.
@@ -793,14 +793,13 @@ impl Engine {
                 .flat_map(|(_, ok)| ok.iter().map(|&i| batch.specs[i].name.as_str()))
                 .collect();
             // A failure here costs speed, not slots: the fallback does the same job.
-            let disabled =
+            let (each, rounds) =
                 crate::sysctl::disable_ipv6(&mut self.ring, self.host.netns_fd(), &names)
                     .map(|d| (d.each, d.rounds))
                     .unwrap_or_else(|e| {
                         let errno = e.raw_os_error().unwrap_or(libc::EIO);
                         (vec![Err(errno); names.len()], 0)
                     });
-            let (each, rounds) = disabled;
             let mut results = each.iter();
             for ((_, ok), done) in live.iter().zip(sysctl_done.iter_mut()) {
                 let landed = results
@@ -851,10 +850,10 @@ impl Engine {
         if changes.is_empty() {
             return Ok(brought);
         }
-        // The pool's first XDP attach waits out an RCU grace period (see sub_batch_for):
+        // The pool's first XDP attach waits out an RCU grace period (first_attach_alone):
         // its change goes in a send of its own, which the budget does not learn from,
         // since the model has no term for it.
-        let split = usize::from(sub_batches.first_attach);
+        let split = usize::from(self.first_attach_alone(self.host_ends));
         let mut took = Duration::ZERO;
         for (range, learn) in [(0..split, false), (split..changes.len(), true)] {
             if range.is_empty() {
@@ -1084,8 +1083,6 @@ struct SubBatches {
     list: Vec<(u32, Vec<usize>)>,
     /// Host ends the open sub-batch can still take.
     room: usize,
-    /// Whether the first sub-batch is the pool's first XDP attach, alone.
-    first_attach: bool,
 }
 
 /// Group changes' replies, each failure (filed under its sub-batch's key) spread to the

@@ -221,12 +221,12 @@ impl Ring {
     /// submitting thread's namespaces: a caller that means another namespace's /proc/sys
     /// must submit from a thread that entered it before its first submission.
     pub fn write_files(&mut self, paths: &[CString], data: &[u8]) -> io::Result<Vec<i32>> {
-        let per_window = self.ring.params().sq_entries() / 3;
         if self.file_slots == 0 {
+            let per_window = self.ring.params().sq_entries() / 3;
             self.ring.submitter().register_files_sparse(per_window)?;
             self.file_slots = per_window;
         }
-        let per_window = per_window.min(self.file_slots) as usize;
+        let per_window = self.file_slots as usize;
         let mut results = vec![0i32; paths.len()];
         for (w, window) in paths.chunks(per_window).enumerate() {
             let base = w * per_window;
@@ -268,11 +268,10 @@ impl Ring {
                 for cqe in self.ring.completion() {
                     reaped += 1;
                     let index = (cqe.user_data() >> 2) as usize;
+                    // A failed open cancels its write (ECANCELED): then the open's error
+                    // stands; otherwise the write's result does.
                     match cqe.user_data() & 3 {
-                        // The open's error, unless the write already told a better one.
-                        0 if cqe.result() < 0 && results[index] >= 0 => {
-                            results[index] = cqe.result()
-                        }
+                        0 if cqe.result() < 0 => results[index] = cqe.result(),
                         1 if cqe.result() != -libc::ECANCELED => results[index] = cqe.result(),
                         _ => {}
                     }
