@@ -642,7 +642,7 @@ impl Engine {
     /// Whether the next sub-batch, with `up` of the pool's host ends up before it, is the
     /// first XDP attach of the counters program, to be brought up alone. The first host
     /// end to get the program also adds it to the kernel's XDP dispatcher, which waits out
-    /// an RCU grace period under RTNL (bpf_dispatcher_update → synchronize_rcu; 7–25 ms on
+    /// an RCU grace period under RTNL (bpf_dispatcher_update → synchronize_rcu; 6.6–25 ms on
     /// a 2-vCPU VM). Alone in its group change, that wait is not added to a full sub-batch.
     fn first_attach_alone(&self, up: usize) -> bool {
         up == 0
