@@ -762,3 +762,54 @@ fn disable_ipv6_reaches_the_host_namespace_not_the_callers() {
         parked.join().unwrap();
     });
 }
+
+/// A long-lived engine can hand out all 65536 sub-batch groups (they are not given back
+/// slot by slot). Then it asks the kernel which still hold host ends and takes the others
+/// again. Driven here by marking every group handed out after a first call and a release:
+/// the kernel shows each new host end in a group of its own, none shared with a live one
+/// (without the re-read, both would share one group), and every slot complete.
+#[test]
+fn a_pool_that_handed_out_every_group_takes_empty_ones_again() {
+    if !require_root("a_pool_that_handed_out_every_group_takes_empty_ones_again") {
+        return;
+    }
+    in_private_netns(|| {
+        let mut e = Engine::new(EngineConfig {
+            prefix: "gw".into(),
+            group: GROUP,
+            max_rtnl_hold: Some(std::time::Duration::from_nanos(1)),
+            ..Default::default()
+        })
+        .unwrap();
+        let mut slots: Vec<_> = e
+            .provision(3)
+            .unwrap()
+            .slots
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let released = slots.remove(1);
+        e.release_slots(vec![released]).unwrap();
+        e.hand_out_every_sub_batch_group();
+        let more = e.provision(2).unwrap();
+        assert_eq!(more.report.group_changes, 2, "{:?}", more.report);
+        slots.extend(more.slots.into_iter().map(Result::unwrap));
+        let pool = links_in_group(GROUP);
+        assert_eq!(pool.len(), 4, "host ends of the pool");
+        let mut per_group = std::collections::BTreeMap::new();
+        for l in &pool {
+            assert!(has_flag(l, "UP"), "{l}");
+            *per_group.entry(link_group(l).unwrap()).or_insert(0) += 1;
+        }
+        assert!(
+            per_group.values().all(|&n| n == 1),
+            "a group holds more than one host end: {per_group:?}"
+        );
+        let host = links();
+        for s in &slots {
+            check_slot_with(s, &host, e.xdp_prog_id(), false);
+        }
+        e.teardown(slots).unwrap();
+        assert!(links_in_group(GROUP).is_empty(), "host ends left");
+    });
+}

@@ -683,6 +683,17 @@ impl Engine {
         groups::sub_batch_group(self.config.group, self.next_sub_batch)
     }
 
+    /// Marks every sub-batch group of the pool as handed out, as a long-lived engine that
+    /// has given out all 65536 would have them, so that a test can drive `free_group`'s
+    /// re-read of the groups in use from the kernel in seconds instead of 65536 calls.
+    #[cfg(feature = "internals")]
+    pub fn hand_out_every_sub_batch_group(&mut self) {
+        let base = self.config.group;
+        self.groups_used = (0..=u16::MAX)
+            .map(|k| groups::sub_batch_group(base, k))
+            .collect();
+    }
+
     /// Sends every flight and settles every reply, reading again from sockets whose end
     /// marker has not arrived yet (each earlier error reply is its own datagram).
     fn fly(&mut self, flights: &mut [Flight]) -> Result<Vec<Settled>, EngineError> {
