@@ -293,6 +293,13 @@ fn print_human(r: &UpReport, hold: bool, dir: &Path) {
         rep.group_changes,
         rep.group_changes_took.as_secs_f64() * 1e3
     );
+    if rep.ipv6_sysctl > 0 {
+        println!(
+            "  IPv6 off on {} host end(s) through disable_ipv6 first, {:.1} ms (io_uring writes)",
+            rep.ipv6_sysctl,
+            rep.ipv6_sysctl_took.as_secs_f64() * 1e3
+        );
+    }
     if !hold && rep.provisioned > 0 {
         println!(
             "  namespaces pinned in {}: try `ip netns exec {} ip addr`",
