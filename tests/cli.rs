@@ -272,12 +272,18 @@ fn gc_keeps_a_committed_pool_and_removes_only_its_incomplete_slots() {
     if !require_root("gc_keeps_a_committed_pool_and_removes_only_its_incomplete_slots") {
         return;
     }
+    // Incomplete slots of the pool: gco3 (pinned, host end gone) and gco4 (host end kept
+    // alive by a bind mount elsewhere, its pin unmounted but its file left: a pin made
+    // halfway). Strangers named like slots, made by iproute2 and never the pool's: a veth
+    // gco7 in the pool's group (no pool MAC) and a plain file gco9 among the pins.
     let (log, dir) = in_private_world(
         r#"
         $NS up --slots 6 --prefix gco --group 7810 > /dev/null
-        ip link del gco3                               # pinned namespace, host end gone
-        touch /run/netns/gco9                          # pin file that is no mount
-        ip link add name gco7 group 7810 type veth peer name peer7   # host end, no pin
+        ip link del gco3
+        mkdir -p /run/keep; touch /run/keep/k4
+        mount --bind /run/netns/gco4 /run/keep/k4; umount /run/netns/gco4
+        touch /run/netns/gco9
+        ip link add name gco7 group 7810 type veth peer name peer7
         $NS gc --prefix gco --group 7810 --dry-run --json > $D/dry.json
         ip -j link show group 7810 > $D/after-dry-links.json
         ls /run/netns > $D/after-dry-ls
@@ -285,7 +291,10 @@ fn gc_keeps_a_committed_pool_and_removes_only_its_incomplete_slots() {
         $NS status --prefix gco --group 7810 --json > $D/status.json
         grep -c ' /run/netns/gco' /proc/self/mountinfo > $D/mounts || true
         $NS down --prefix gco --group 7810 > /dev/null
-        ls -A /run/netns /run/netslot > $D/final-ls
+        ip -j link show > $D/final-links.json
+        ls -A /run/netns > $D/final-netns
+        ls -A /run/netslot > $D/final-records
+        ip link del gco7; rm /run/netns/gco9; umount /run/keep/k4
         "#,
     );
     let names = |v: &Value, key: &str| -> Vec<String> {
@@ -302,15 +311,17 @@ fn gc_keeps_a_committed_pool_and_removes_only_its_incomplete_slots() {
     let dry = json(&dir, "dry.json");
     assert_eq!(dry["record"], "committed", "{log}");
     assert_eq!(dry["whole_pool"], false);
-    assert_eq!(dry["kept_slots"], 5);
-    assert_eq!(names(&dry, "host_ends"), ["gco7"]);
+    assert_eq!(dry["kept_slots"], 4, "{dry}");
+    assert_eq!(names(&dry, "host_ends"), ["gco4"], "{dry}");
     assert_eq!(names(&dry, "namespaces"), ["/run/netns/gco3"]);
-    assert_eq!(names(&dry, "stale_files"), ["/run/netns/gco9"]);
+    assert_eq!(names(&dry, "stale_files"), ["/run/netns/gco4"]);
+    assert_eq!(names(&dry, "foreign_in_group"), ["gco7"]);
+    assert_eq!(names(&dry, "not_the_pools"), ["/run/netns/gco9"]);
     // The dry run removed nothing.
     let still = json(&dir, "after-dry-links.json").to_string();
-    assert!(still.contains("\"gco7\""), "{still}");
+    assert!(still.contains("\"gco4\"") && still.contains("\"gco7\""), "{still}");
     let ls = read(&dir, "after-dry-ls");
-    assert!(ls.contains("gco3") && ls.contains("gco9"), "{ls}");
+    assert!(ls.contains("gco3") && ls.contains("gco4") && ls.contains("gco9"), "{ls}");
 
     let gc = json(&dir, "gc.json");
     assert_eq!(gc["errors"], Value::Array(vec![]), "{log}");
@@ -321,17 +332,16 @@ fn gc_keeps_a_committed_pool_and_removes_only_its_incomplete_slots() {
     let status = json(&dir, "status.json");
     let slots = status["slots"].as_array().unwrap();
     let ids: Vec<u64> = slots.iter().map(|s| s["id"].as_u64().unwrap()).collect();
-    assert_eq!(ids, [0, 1, 2, 4, 5], "{status}");
+    assert_eq!(ids, [0, 1, 2, 5], "{status}");
     assert!(slots
         .iter()
         .all(|s| s["host_up"] == true && s["pinned"].is_string()));
-    assert_eq!(read(&dir, "mounts").trim(), "5");
-    assert_eq!(
-        read(&dir, "final-ls").split_whitespace().count(),
-        2,
-        "{}",
-        read(&dir, "final-ls")
-    );
+    assert_eq!(read(&dir, "mounts").trim(), "4");
+    // `down` removed the pool and its record, and neither stranger.
+    let final_links = json(&dir, "final-links.json").to_string();
+    assert!(final_links.contains("\"gco7\""), "down deleted a stranger: {final_links}");
+    assert_eq!(read(&dir, "final-netns").split_whitespace().collect::<Vec<_>>(), ["gco9"]);
+    assert_eq!(read(&dir, "final-records").trim(), "", "records left");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -670,7 +670,9 @@ fn a_live_engine_owns_its_pool_and_the_next_one_reclaims_a_dead_ones_slots() {
         assert!(
             matches!(
                 err,
-                netslot::EngineError::Claim(netslot::gc::GcError::Owned { group: 7610, .. })
+                netslot::EngineError::Claim(netslot::gc::GcError::Record(
+                    netslot::record::RecordError::Owned { group: 7610, .. }
+                ))
             ),
             "{err}"
         );

@@ -15,44 +15,68 @@ pub const SLOT_IFNAME: &str = "eth0";
 pub const DEFAULT_GROUP: u32 = 7600;
 /// Default IPv4 pool: the shared address space of RFC 6598, one /31 per slot.
 pub const DEFAULT_IPV4_POOL: &str = "100.64.0.0/16";
-/// Smallest and largest MTU a veth device takes (ETH_MIN_MTU, ETH_MAX_MTU).
-pub const MTU_RANGE: (u32, u32) = (68, 65535);
+/// Default device group of the daemon's pool (`netslot serve`): not the CLI's, so the
+/// two never share a pool.
+pub const DEFAULT_DAEMON_GROUP: u32 = 7601;
+/// Default IPv4 pool of the daemon: the next /16 of RFC 6598's space, so that the daemon
+/// and a CLI pool with their defaults do not overlap.
+pub const DEFAULT_DAEMON_IPV4_POOL: &str = "100.65.0.0/16";
+/// Smallest and largest MTU a slot takes. veth takes 68..=65535 (ETH_MIN_MTU,
+/// ETH_MAX_MTU), but below IPV6_MIN_MTU (1280) the kernel creates no IPv6 state for a
+/// device (addrconf_notify): with IPv6 on it would silently not run, and with it off the
+/// engine's per-device "IPv6 off" request is refused with EAFNOSUPPORT (measured on 6.18:
+/// `netslot up --mtu 1279` failed every slot).
+pub const MTU_RANGE: (u32, u32) = (1280, 65535);
+/// Largest MTU of a veth pair that takes an XDP program without multi-buffer support,
+/// as veth_xdp_set (drivers/net/veth.c) computes it on x86_64 with 4 KiB pages:
+/// SKB_WITH_OVERHEAD(PAGE_SIZE - VETH_XDP_HEADROOM) - ETH_HLEN = 4096 - 256 - 320 - 14.
+/// Above it the group change is refused with ERANGE ("Peer MTU is too large to set
+/// XDP"; measured: 3506 works, 3507 fails).
+pub const XDP_MAX_MTU: u32 = 3506;
 /// Default RTNL hold budget: a neighbour waiting this long for RTNL barely notices.
 pub const DEFAULT_MAX_RTNL_HOLD: Duration = Duration::from_millis(5);
 
-/// An IPv4 prefix such as `100.64.0.0/16`.
+/// An IPv4 prefix such as `100.64.0.0/16`, parsed and compared by `ipnet`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ipv4Cidr {
-    network: Ipv4Addr,
-    prefix_len: u8,
-}
+pub struct Ipv4Cidr(ipnet::Ipv4Net);
+
+/// Ranges no pool may touch, with why (RFC 6890's special-purpose registry): the kernel
+/// treats their addresses specially or they are not unicast.
+const RESERVED: [(&str, &str); 4] = [
+    ("0.0.0.0/8", "\"this network\" (0.0.0.0/8) is not assignable"),
+    ("127.0.0.0/8", "loopback (127.0.0.0/8) belongs to lo in every namespace"),
+    ("224.0.0.0/4", "multicast (224.0.0.0/4) is not unicast"),
+    ("240.0.0.0/4", "reserved (240.0.0.0/4, with the broadcast address) is not assignable"),
+];
 
 impl Ipv4Cidr {
-    /// A prefix; host bits of `addr` must be zero.
+    /// A prefix; host bits of `addr` must be zero, and it must not touch a reserved range.
     pub fn new(addr: Ipv4Addr, prefix_len: u8) -> Result<Self, ConfigError> {
         if prefix_len > 31 {
             return Err(ConfigError::Cidr(format!(
                 "{addr}/{prefix_len}: a pool needs at least a /31 (one slot)"
             )));
         }
-        let mask = u32::MAX
-            .checked_shl(32 - u32::from(prefix_len))
-            .unwrap_or(0);
-        if u32::from(addr) & !mask != 0 {
+        let net = ipnet::Ipv4Net::new(addr, prefix_len)
+            .map_err(|e| ConfigError::Cidr(format!("{addr}/{prefix_len}: {e}")))?;
+        if net.network() != addr {
             return Err(ConfigError::Cidr(format!(
                 "{addr}/{prefix_len}: host bits are set (did you mean {}/{prefix_len}?)",
-                Ipv4Addr::from(u32::from(addr) & mask)
+                net.network()
             )));
         }
-        Ok(Self {
-            network: addr,
-            prefix_len,
-        })
+        for (range, why) in RESERVED {
+            let r: ipnet::Ipv4Net = range.parse().expect("valid constant");
+            if r.contains(&net) || net.contains(&r) {
+                return Err(ConfigError::Cidr(format!("{net}: {why}")));
+            }
+        }
+        Ok(Self(net))
     }
 
     /// How many /31 point-to-point pairs fit in the prefix.
     pub fn pairs(&self) -> u64 {
-        1u64 << (31 - u32::from(self.prefix_len))
+        1u64 << (31 - u32::from(self.0.prefix_len()))
     }
 
     /// The (host end, slot end) addresses of pair `index`.
@@ -60,14 +84,32 @@ impl Ipv4Cidr {
         if u64::from(index) >= self.pairs() {
             return None;
         }
-        let host = u32::from(self.network) + 2 * index;
+        let host = u32::from(self.0.network()) + 2 * index;
         Some((Ipv4Addr::from(host), Ipv4Addr::from(host + 1)))
+    }
+
+    /// The network address and prefix length.
+    pub fn network_and_len(&self) -> (Ipv4Addr, u8) {
+        (self.0.network(), self.0.prefix_len())
+    }
+
+    /// Whether `ip` is in the prefix.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        self.0.contains(&ip)
+    }
+
+    /// Whether the prefix and `addr/len` share any address.
+    pub fn overlaps(&self, addr: Ipv4Addr, len: u8) -> bool {
+        ipnet::Ipv4Net::new(addr, len.min(32)).is_ok_and(|other| {
+            let other = other.trunc();
+            self.0.contains(&other) || other.contains(&self.0)
+        })
     }
 }
 
 impl fmt::Display for Ipv4Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix_len)
+        write!(f, "{}", self.0)
     }
 }
 
@@ -261,8 +303,17 @@ impl EngineConfig {
                 wanted: last + 1,
             });
         }
+        if last > u64::from(crate::slot::MAX_SLOT_ID) {
+            return Err(ConfigError::TooManySlots { wanted: last + 1 });
+        }
         if !(MTU_RANGE.0..=MTU_RANGE.1).contains(&self.mtu) {
             return Err(ConfigError::Mtu(self.mtu));
+        }
+        if self.xdp_counters
+            && self.xdp_attach.hook() == netslot_bpf::Hook::Xdp
+            && self.mtu > XDP_MAX_MTU
+        {
+            return Err(ConfigError::MtuTooLargeForXdp(self.mtu));
         }
         if self.chunk == 0 || self.pool_high < self.pool_low {
             return Err(ConfigError::Pool {
@@ -388,9 +439,18 @@ pub enum ConfigError {
         /// Slots the request needs.
         wanted: u64,
     },
-    /// MTU out of veth's range.
-    #[error("MTU {0} is outside veth's range 68..=65535")]
+    /// MTU out of the range a slot can carry.
+    #[error("MTU {0} is outside 1280..=65535: below 1280 (IPv6's minimum) the kernel keeps no IPv6 state on a device, so IPv6 could neither run nor be turned off per device")]
     Mtu(u32),
+    /// MTU too large for the XDP counters on veth.
+    #[error("MTU {0} is above 3506, the largest a veth pair can carry with an XDP program attached (veth_xdp_set refuses it with ERANGE); use --no-xdp, or --attach tc-block to count with tc")]
+    MtuTooLargeForXdp(u32),
+    /// More slots than a MAC can number.
+    #[error("{wanted} slots: a pool numbers at most 16777216 slots (24 bits of the host end's MAC)")]
+    TooManySlots {
+        /// Slots the request needs.
+        wanted: u64,
+    },
     /// Inconsistent pool sizing.
     #[error("pool sizing low={low} high={high} chunk={chunk}: need low <= high and chunk >= 1")]
     Pool {
@@ -428,9 +488,26 @@ mod tests {
             "10.0.0.1/24",
             "x/8",
             "10.0.0.0/32",
+            "0.0.0.0/24",
+            "0.0.0.0/0",
+            "127.0.0.0/24",
+            "224.0.0.0/24",
+            "240.0.0.0/24",
+            "255.255.255.254/31",
         ] {
             assert!(bad.parse::<Ipv4Cidr>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn cidrs_tell_containment_and_overlap() {
+        let c: Ipv4Cidr = "100.64.0.0/16".parse().unwrap();
+        assert!(c.contains(Ipv4Addr::new(100, 64, 9, 9)));
+        assert!(!c.contains(Ipv4Addr::new(100, 65, 0, 0)));
+        assert!(c.overlaps(Ipv4Addr::new(100, 64, 1, 0), 24));
+        assert!(c.overlaps(Ipv4Addr::new(100, 64, 0, 0), 10));
+        assert!(!c.overlaps(Ipv4Addr::new(100, 65, 0, 0), 16));
+        assert_eq!(c.to_string(), "100.64.0.0/16");
     }
 
     #[test]
@@ -493,9 +570,24 @@ mod tests {
             );
         }
         let mtu = EngineConfig {
-            mtu: 67,
+            mtu: 1279,
             ..Default::default()
         };
-        assert_eq!(mtu.check(0, 1), Err(ConfigError::Mtu(67)));
+        assert_eq!(mtu.check(0, 1), Err(ConfigError::Mtu(1279)));
+        let jumbo = EngineConfig {
+            mtu: 9000,
+            ..Default::default()
+        };
+        assert_eq!(jumbo.check(0, 1), Err(ConfigError::MtuTooLargeForXdp(9000)));
+        let jumbo_tc = EngineConfig {
+            xdp_attach: CountersAttach::TcBlock,
+            ..jumbo.clone()
+        };
+        assert!(jumbo_tc.check(0, 1).is_ok());
+        let jumbo_plain = EngineConfig {
+            xdp_counters: false,
+            ..jumbo
+        };
+        assert!(jumbo_plain.check(0, 1).is_ok());
     }
 }

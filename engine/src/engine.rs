@@ -9,7 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::batch::{Flight, Limits};
 use crate::config::{CountersAttach, EngineConfig};
-use crate::gc::{self, PoolLock, PoolPhase};
+use crate::claim;
+use crate::gc::GcReport;
 use crate::groups;
 use crate::hold::HoldBudget;
 use crate::host::HostNs;
@@ -17,6 +18,7 @@ use crate::netns;
 use crate::op::Op;
 use crate::plan::{self, PerDevice, PoolShape, WHOLE_BATCH};
 use crate::pool::NsPool;
+use crate::record::{PinRecord, PoolLock, PoolPhase};
 use crate::reconcile::{Failure, Ledger, Settled};
 use crate::result::{EngineError, PhaseTimes, ProvisionReport, Provisioned, SlotError};
 use crate::ring::{Exchange, Ring};
@@ -73,6 +75,13 @@ pub struct Engine {
     groups_used: BTreeSet<u32>,
     /// The claim on the pool (with `EngineConfig::run_dir`), held for the engine's life.
     lock: Option<PoolLock>,
+    /// What a dead owner of the pool had left, removed by `new`.
+    reclaimed: Option<GcReport>,
+    /// Names of devices and pins like the pool's that the pool did not make, each with
+    /// what holds it.
+    names_taken: std::collections::BTreeMap<String, String>,
+    /// Whether this engine pinned the counters (`config.bpf_pin_dir`).
+    pinned_counters: bool,
     /// Whether slots of this engine may still exist in the kernel.
     holds_slots: bool,
     /// Whether [`Engine::commit`] was called.
@@ -91,9 +100,12 @@ enum VethFate {
 }
 
 impl Engine {
-    /// Opens the host namespace, claims the pool and reclaims a dead owner's leftovers
-    /// (with `run_dir`), checks that the pool's group is free, and starts the namespace
-    /// pool and the ring.
+    /// Opens the host namespace; claims the pool (with `run_dir`: refused while a live
+    /// process owns it); refuses, before touching anything, a group that holds a device
+    /// the pool did not make, a committed pool that still exists, counters pins or an
+    /// address range that are someone else's; removes only what the kernel proves a dead
+    /// owner of this pool left (see `ownership`); then starts the namespace pool and the
+    /// ring.
     pub fn new(config: EngineConfig) -> Result<Self, EngineError> {
         config.check(0, 1)?;
         let host = match &config.host_netns {
@@ -103,34 +115,19 @@ impl Engine {
             )))?,
             None => HostNs::current().map_err(EngineError::io("open the host namespace"))?,
         };
-        let mut lock = match &config.run_dir {
-            Some(dir) => Some(claim_and_reclaim(&config, &host, dir)?),
-            None => None,
-        };
-        let links = host
-            .links()
-            .map_err(EngineError::io("dump links of the host namespace"))?;
-        let in_group: Vec<_> = links
-            .iter()
-            .filter(|l| groups::owns(config.group, l.group))
-            .collect();
-        if let Some(first) = in_group.first() {
-            if let Some(l) = lock.take().filter(|l| l.found().is_none()) {
-                let _ = l.remove(); // the claim made it; the refusal leaves nothing
-            }
-            return Err(EngineError::GroupInUse {
-                group: config.group,
-                count: in_group.len(),
-                first: first.name.clone(),
-            });
-        }
-        if let Some(lock) = &mut lock {
-            // Only now: a refused engine must leave a committed pool's record as it was.
-            lock.set_phase(PoolPhase::Building)
-                .map_err(EngineError::io(format!(
-                    "ownership record {}: write",
-                    lock.path().display()
-                )))?;
+        let claim::Claimed {
+            lock,
+            reclaimed,
+            names_taken,
+            links,
+        } = claim::claim(&config, &host)?;
+        if let Some(r) = &reclaimed {
+            tracing::warn!(
+                group = config.group,
+                host_ends = r.host_ends.len(),
+                namespaces = r.namespaces.len(),
+                "removed what a dead owner of the pool left"
+            );
         }
         // Explicit ifindexes above every existing one: both ends get base + id, so host
         // addresses can be sent without looking the device up.
@@ -148,6 +145,7 @@ impl Engine {
         let ring = Ring::new(config.chunk + 8).map_err(EngineError::io("create io_uring"))?;
         let pool = NsPool::start(config.pool_threads, config.pool_low, config.pool_high)
             .map_err(EngineError::io("start the namespace pool thread"))?;
+        let mut pinned_counters = false;
         let xdp = if config.xdp_counters {
             let hook = config.xdp_attach.hook();
             let xdp =
@@ -160,6 +158,7 @@ impl Engine {
                     what: format!("pin the counters in {}", dir.display()),
                     source,
                 })?;
+                pinned_counters = true;
             }
             Some(xdp)
         } else {
@@ -188,6 +187,9 @@ impl Engine {
             xdp,
             tc_filter_made: false,
             lock,
+            reclaimed,
+            names_taken,
+            pinned_counters,
             holds_slots: false,
             committed: false,
             recovered: 0,
@@ -199,13 +201,35 @@ impl Engine {
     /// engine is gone. Without it, a pool whose engine died is all garbage to `gc`.
     pub fn commit(&mut self) -> Result<(), EngineError> {
         if let Some(lock) = &mut self.lock {
-            lock.set_phase(PoolPhase::Committed)
-                .map_err(EngineError::io(format!(
-                    "ownership record {}: write",
-                    lock.path().display()
-                )))?;
+            lock.set_phase(&self.config.prefix, PoolPhase::Committed)
+                .map_err(crate::gc::GcError::from)?;
         }
         self.committed = true;
+        Ok(())
+    }
+
+    /// What a dead owner of this pool had left in the kernel, removed before anything
+    /// was made (with `EngineConfig::run_dir`).
+    pub fn reclaimed(&self) -> Option<&GcReport> {
+        self.reclaimed.as_ref()
+    }
+
+    /// Refuses, before any kernel call, a request for `count` new slots whose names are
+    /// taken by devices or namespace pins that the pool did not make (seen when the
+    /// engine started). Without it such a slot fails alone, refused by the kernel.
+    pub fn check_names(&self, count: usize) -> Result<(), EngineError> {
+        let reused = self.free_ids.iter().copied().take(count);
+        let fresh = (self.next_id..).take(count.saturating_sub(self.free_ids.len()));
+        for id in reused.chain(fresh) {
+            let name = self.config.slot_name(id);
+            if let Some(by) = self.names_taken.get(&name) {
+                return Err(EngineError::NameTaken {
+                    id,
+                    name,
+                    by: by.clone(),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -376,7 +400,7 @@ impl Engine {
     ) -> Result<Vec<Result<(), SlotError>>, EngineError> {
         let specs: Vec<SlotSpec> = slots.iter().map(|s| s.spec.clone()).collect();
         let out = self.detach(&specs)?;
-        let unpinned = unpin_all(&slots);
+        let unpinned = self.unpin_slots(&slots);
         drop(slots);
         unpinned.map(|()| out)
     }
@@ -593,16 +617,29 @@ impl Engine {
     /// drops its program reference (cls_bpf_destroy). A later call makes the filter again.
     pub fn teardown(&mut self, slots: Vec<Slot>) -> Result<(), EngineError> {
         self.tc_filter_made = false;
-        let groups: Vec<u32> = std::mem::take(&mut self.groups_used).into_iter().collect();
-        // ENODEV: nothing left in a group (e.g. every slot of its sub-batch failed).
-        if let Err((group, e)) = self.host.delete_groups(&groups, &[libc::ENODEV]) {
+        let groups = std::mem::take(&mut self.groups_used);
+        // Only the pool's own host ends, judged from the kernel as `gc` judges them: a
+        // group is deleted whole only when it holds nothing else (a stranger may have put
+        // a device in it meanwhile), its devices one by one otherwise.
+        let links = self
+            .host
+            .links()
+            .map_err(EngineError::io("dump links before teardown"))?;
+        let doomed: Vec<u32> = links
+            .iter()
+            .filter(|l| groups.contains(&l.group))
+            .filter(|l| crate::ownership::host_end_id(l, &self.config.prefix, self.config.group).is_some())
+            .map(|l| l.index)
+            .collect();
+        let deleted = self.host.delete_devices(&doomed, &links);
+        if let Some(first) = deleted.errors.into_iter().next() {
             return Err(EngineError::Io {
-                what: format!("delete device group {group}"),
-                source: e,
+                what: "delete the pool's host ends".into(),
+                source: std::io::Error::other(first),
             });
         }
         self.host_ends = 0;
-        let unpinned = unpin_all(&slots);
+        let unpinned = self.unpin_slots(&slots);
         let mut fds = Vec::with_capacity(slots.len() * 2);
         for slot in slots {
             let ns = slot.ns;
@@ -1022,45 +1059,115 @@ impl Engine {
     }
 
     fn pin_all(&mut self, batch: &mut Batch, dir: &Path) {
-        if let Err(e) = netns::prepare_pin_dir(dir) {
+        let fail_all = |batch: &mut Batch, why: Failure| {
             for i in 0..batch.specs.len() {
                 if batch.is_ok(i) {
-                    batch.fail(
-                        i,
-                        Op::Pin,
-                        io_failure(&e, format!("preparing {}", dir.display())),
-                    );
+                    batch.fail(i, Op::Pin, why.clone());
                 }
             }
+        };
+        if let Err(e) = netns::prepare_pin_dir(dir) {
+            fail_all(batch, io_failure(&e, format!("preparing {}", dir.display())));
             return;
         }
+        // The record names every pin, with its namespace's id, before the pin exists: no
+        // pin of this pool is ever without the record's evidence (`ownership`).
+        let mut planned = Vec::new();
         for i in 0..batch.specs.len() {
             if !batch.is_ok(i) {
                 continue;
             }
+            let ns = batch.ns[i].as_ref().expect("ok slots hold a namespace");
+            match ns.nsfd().and_then(netns::ns_id) {
+                Ok(ns_id) => planned.push((i, ns_id)),
+                Err(e) => batch.fail(i, Op::Pin, io_failure(&e, "reading the namespace id".into())),
+            }
+        }
+        let names: Vec<PinRecord> = planned
+            .iter()
+            .map(|&(i, ns_id)| PinRecord {
+                name: batch.specs[i].name.clone(),
+                ns_id,
+            })
+            .collect();
+        if let Err(e) = self.record_pins(names, &[]) {
+            let e = std::io::Error::other(e.to_string());
+            fail_all(batch, io_failure(&e, "recording the pins".into()));
+            return;
+        }
+        let mut failed = Vec::new();
+        for (i, _) in planned {
             let path = dir.join(&batch.specs[i].name);
             let ns = batch.ns[i].as_ref().expect("ok slots hold a namespace");
             let pinned = ns.nsfd().and_then(|fd| netns::pin(fd, &path));
             match pinned {
                 Ok(()) => batch.pinned[i] = true,
-                Err(e) => batch.fail(
-                    i,
-                    Op::Pin,
-                    io_failure(&e, format!("bind-mounting {}", path.display())),
-                ),
+                Err(e) => {
+                    failed.push(batch.specs[i].name.clone());
+                    batch.fail(
+                        i,
+                        Op::Pin,
+                        io_failure(&e, format!("bind-mounting {}", path.display())),
+                    )
+                }
             }
         }
+        if !failed.is_empty() {
+            // The pins that were not made leave the record (best effort: a name whose
+            // path holds nothing of the pool is judged a stranger's anyway).
+            let _ = self.record_pins(Vec::new(), &failed);
+        }
+    }
+
+    /// Adds `add` to the record's pins and drops those named in `drop` (one atomic
+    /// rewrite); nothing without a claim.
+    fn record_pins(&mut self, add: Vec<PinRecord>, drop: &[String]) -> Result<(), crate::record::RecordError> {
+        let Some(lock) = &mut self.lock else {
+            return Ok(());
+        };
+        let mut r = lock
+            .current()
+            .cloned()
+            .unwrap_or_else(|| crate::record::PoolRecord::new(&self.config.prefix, self.config.group));
+        r.pins.retain(|p| !drop.contains(&p.name) && !add.iter().any(|a| a.name == p.name));
+        r.pins.extend(add);
+        lock.write(r)
+    }
+
+    /// Unpins `slots` and drops their pins from the record, after they are gone.
+    fn unpin_slots(&mut self, slots: &[Slot]) -> Result<(), EngineError> {
+        let unpinned = unpin_all(slots);
+        let names: Vec<String> = slots
+            .iter()
+            .filter(|s| s.pinned_at().is_some())
+            .map(|s| s.spec.name.clone())
+            .collect();
+        if !names.is_empty() {
+            self.record_pins(Vec::new(), &names)
+                .map_err(crate::gc::GcError::from)?;
+        }
+        unpinned
     }
 }
 
 impl Drop for Engine {
-    /// Drops the ownership record of a pool that is gone (torn down, never committed), so
-    /// nothing of it is left; otherwise the record stays for `gc` to judge.
+    /// Removes the counters pins and the ownership record of a pool that is gone (torn
+    /// down, or every slot failed, and never committed), so nothing of it is left;
+    /// otherwise the record stays for `gc` to judge.
     fn drop(&mut self) {
-        if let Some(lock) = self.lock.take() {
-            if !self.committed && !self.holds_slots {
-                let _ = lock.remove();
+        if self.committed || self.holds_slots {
+            return;
+        }
+        if self.pinned_counters {
+            if let Some(dir) = &self.config.bpf_pin_dir {
+                let _ = netslot_bpf::unpin(dir);
+                if let Some(parent) = dir.parent() {
+                    let _ = std::fs::remove_dir(parent); // only when no other pool uses it
+                }
             }
+        }
+        if let Some(mut lock) = self.lock.take() {
+            let _ = lock.remove();
         }
     }
 }
@@ -1116,37 +1223,6 @@ fn for_members(settled: Vec<Settled>, members: &[(usize, Vec<usize>)]) -> Vec<Se
         }
     }
     out
-}
-
-/// Claims the pool in `dir` and removes what a dead owner left, before anything is made.
-fn claim_and_reclaim(
-    config: &EngineConfig,
-    host: &HostNs,
-    dir: &Path,
-) -> Result<PoolLock, EngineError> {
-    let mut lock = PoolLock::claim(dir, host, config.group)?;
-    let scope = gc::Scope {
-        prefix: config.prefix.clone(),
-        group: config.group,
-        netns_dir: config.pin_dir.clone(),
-        bpf_pin_dir: config.bpf_pin_dir.clone(),
-    };
-    let report = gc::reclaim(host, &scope, &mut lock, false)?;
-    if !report.errors.is_empty() {
-        return Err(EngineError::Leftovers {
-            group: config.group,
-            errors: report.errors,
-        });
-    }
-    if report.found_anything() {
-        tracing::info!(
-            group = config.group,
-            host_ends = report.host_ends.len(),
-            namespaces = report.namespaces.len(),
-            "reclaimed what a dead owner left"
-        );
-    }
-    Ok(lock)
 }
 
 /// Unpins and closes slots (the kernel then destroys their namespaces and veth pairs).

@@ -17,9 +17,11 @@
 //! - `reconcile`: replies matched by sequence number; end markers settle the rest.
 //! - `result`: slots, per-slot errors with errno and extended-ACK text, the report.
 //!
-//! Beside them: `wire` (netlink encoding via netlink-packet-route), `sock` and `netns`
-//! (the only unsafe code), `host` (the host namespace and kernel read-back), `config`,
-//! [`gc`](crate::gc) (ownership records and reclaiming what crashed owners left).
+//! Beside them: `wire` (netlink encoding via netlink-packet-route), `sock`, `netns` and
+//! `ring` (the only unsafe code), `host` (the host namespace and kernel read-back),
+//! `config`, [`record`](crate::record) (who owns a pool, and what it wrote about it),
+//! [`ownership`](crate::ownership) (one read of a pool's kernel state, and which objects
+//! the kernel proves the pool made), [`gc`](crate::gc) (removing what dead owners left).
 //!
 //! [`Engine::attach`] runs the same steps on namespaces the caller owns (a CNI runtime's
 //! CNI_NETNS) instead of the pool's. [`protocol`] and [`client`] are the daemon's
@@ -27,6 +29,7 @@
 #![deny(unsafe_code)]
 
 mod batch;
+mod claim;
 pub mod client;
 pub mod config;
 mod engine;
@@ -39,10 +42,12 @@ pub mod host;
 pub mod internals;
 mod netns;
 mod op;
+pub mod ownership;
 mod plan;
 mod pool;
 pub mod protocol;
 mod reconcile;
+pub mod record;
 mod result;
 mod ring;
 mod slot;
@@ -59,4 +64,4 @@ pub use op::Op;
 pub use result::{
     EngineError, PhaseTimes, ProvisionReport, Provisioned, SlotCounters, SlotError, SlotResult,
 };
-pub use slot::{mac_to_string, Slot, SlotSpec};
+pub use slot::{host_end_mac, mac_to_string, Slot, SlotSpec};

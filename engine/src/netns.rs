@@ -14,6 +14,14 @@ use crate::slot::PooledNs;
 
 /// ioctl that returns an fd of a socket's network namespace (include/uapi/linux/sockios.h).
 const SIOCGSKNETNS: libc::c_ulong = 0x894C;
+/// nsfs ioctl `NS_GET_NSTYPE`, `_IO(0xb7, 3)` (include/uapi/linux/nsfs.h): the CLONE_NEW*
+/// type of the namespace an nsfs fd refers to.
+const NS_GET_NSTYPE: libc::c_ulong = (0xb7 << 8) | 3;
+/// nsfs ioctl `NS_GET_ID`, `_IOR(0xb7, 13, __u64)` (include/uapi/linux/nsfs.h, Linux 6.18):
+/// the namespace's 64-bit id. For a network namespace it is the netns cookie (what
+/// SO_NETNS_COOKIE reports), allocated from a counter and never reused, unlike the nsfs
+/// inode number, which a later namespace can get again.
+const NS_GET_ID: libc::c_ulong = (2 << 30) | (8 << 16) | (0xb7 << 8) | 13;
 
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {
@@ -43,6 +51,37 @@ pub(crate) fn open_current() -> io::Result<OwnedFd> {
 /// Opens a namespace file such as /run/netns/NAME or /proc/PID/ns/net.
 pub(crate) fn open_path(path: &Path) -> io::Result<OwnedFd> {
     Ok(File::open(path)?.into())
+}
+
+/// The id of the namespace `fd` refers to (`NS_GET_ID`; never reused while the machine
+/// runs). Fails with ENOTTY on a file that is not a namespace.
+pub(crate) fn ns_id(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut id: u64 = 0;
+    // SAFETY: NS_GET_ID writes one u64 through the pointer, which points at `id`, alive
+    // and writable for the call.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_ID as _, &mut id as *mut u64) })?;
+    Ok(id)
+}
+
+/// Opens `path` only if it is a network namespace: never following a symlink in its last
+/// component, never blocking (a FIFO or device opens non-blocking and is then refused),
+/// and checking the nsfs type. For judging pins that someone else may have planted.
+pub(crate) fn open_netns_nofollow(path: &Path) -> io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let fd: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?
+        .into();
+    // SAFETY: NS_GET_NSTYPE takes no argument and returns the type or -1.
+    let kind = cvt(unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE as _) })?;
+    if kind != libc::CLONE_NEWNET {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a network namespace",
+        ));
+    }
+    Ok(fd)
 }
 
 /// Moves the calling thread into the namespace `fd` refers to.
@@ -165,11 +204,13 @@ pub(crate) fn pin(ns: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Unmounts a pinned namespace (lazily, as `ip netns del` does) and removes its file.
+/// Unmounts a pinned namespace (lazily, as `ip netns del` does) and removes its file. A
+/// symlink at `path` is never followed (UMOUNT_NOFOLLOW): it fails with EINVAL, and only
+/// the link itself is removed.
 pub(crate) fn unpin(path: &Path) -> io::Result<()> {
     let c = cpath(path)?;
     // SAFETY: NUL-terminated string that outlives the call.
-    let r = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    let r = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW) };
     if r < 0 {
         let err = io::Error::last_os_error();
         // EINVAL: not a mount point (a stale file); remove it all the same.

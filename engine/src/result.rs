@@ -75,6 +75,32 @@ pub enum EngineError {
         /// Name of one of them.
         first: String,
     },
+    /// The pool was finished on purpose by an earlier owner and still has slots.
+    #[error("pool {prefix}/group {group} already exists with {slots} slot(s) (record committed): remove it first (netslot down --prefix {prefix} --group {group}) or choose another --prefix/--group")]
+    PoolInUse {
+        /// The pool's prefix.
+        prefix: String,
+        /// The pool's group.
+        group: u32,
+        /// How many of its slots the kernel shows.
+        slots: usize,
+    },
+    /// Something the pool would use is someone else's; nothing was touched.
+    #[error("{what}")]
+    Taken {
+        /// What is taken, and by whom.
+        what: String,
+    },
+    /// A name a new slot would take belongs to a device or pin the pool did not make.
+    #[error("slot {id}: the name {name:?} is taken by {by}, which this pool did not make; nothing was created: choose another --prefix")]
+    NameTaken {
+        /// The slot id.
+        id: u32,
+        /// The name.
+        name: String,
+        /// What holds it (a device or a namespace pin).
+        by: String,
+    },
     /// Loading, pinning or reading the XDP counters failed.
     #[error("{what}: {source}")]
     Bpf {

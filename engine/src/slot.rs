@@ -39,28 +39,41 @@ pub struct SlotSpec {
     pub mtu: u32,
 }
 
-/// First octet of every slot MAC: locally administered (bit 1), unicast (bit 0 clear).
-const LOCAL_UNICAST: u8 = 0x02;
-/// Second octet: tells host ends ('n') from slot ends ('s') at a glance.
-const HOST_END_TAG: u8 = b'n';
-const SLOT_END_TAG: u8 = b's';
+/// First octet of host-end MACs: locally administered (bit 1), unicast (bit 0 clear).
+const HOST_END_OCTET: u8 = 0x02;
+/// First octet of slot-end MACs: also locally administered unicast, told apart from host
+/// ends at a glance.
+const SLOT_END_OCTET: u8 = 0x06;
+/// Largest slot id a MAC can carry: the last three octets.
+pub const MAX_SLOT_ID: u32 = (1 << 24) - 1;
+
+/// The MAC of slot `id`'s end in a pool with base group `group`: first octet `end`, then
+/// the base group (16 bits), then the id (24 bits). It is set in the creating message at
+/// no extra cost and shows in every link dump, so it marks a host end as made by that
+/// pool (`ownership`), and two pools in one host namespace never share a MAC.
+fn pool_mac(end: u8, group: u32, id: u32) -> [u8; 6] {
+    let g = ((group & 0xffff) as u16).to_be_bytes();
+    let i = id.to_be_bytes();
+    [end, g[0], g[1], i[1], i[2], i[3]]
+}
+
+/// The MAC netslot gives the host end of slot `id` in the pool with base group `group`.
+pub fn host_end_mac(group: u32, id: u32) -> [u8; 6] {
+    pool_mac(HOST_END_OCTET, group, id)
+}
 
 impl SlotSpec {
     /// Derives slot `id` of a pool whose ifindexes start at `ifindex_base`.
     /// `config.check` must have accepted the id range.
     pub(crate) fn derive(config: &EngineConfig, id: u32, ifindex_base: u32) -> Self {
         let (host_ip, slot_ip) = config.ipv4_pool.pair(id).expect("checked by config");
-        let mac = |tag: u8| {
-            let b = id.to_be_bytes();
-            [LOCAL_UNICAST, tag, b[0], b[1], b[2], b[3]]
-        };
         Self {
             id,
             name: config.slot_name(id),
             slot_ifname: SLOT_IFNAME.to_owned(),
             ifindex: ifindex_base + id,
-            host_mac: mac(HOST_END_TAG),
-            slot_mac: mac(SLOT_END_TAG),
+            host_mac: host_end_mac(config.group, id),
+            slot_mac: pool_mac(SLOT_END_OCTET, config.group, id),
             host_ip,
             slot_ip,
             prefix_len: 31,
@@ -74,7 +87,7 @@ impl SlotSpec {
     }
 }
 
-/// Formats a MAC as `02:6e:00:00:00:07`.
+/// Formats a MAC as `02:1d:b0:00:00:07`.
 pub fn mac_to_string(mac: &[u8; 6]) -> String {
     mac.iter()
         .map(|b| format!("{b:02x}"))
@@ -147,12 +160,18 @@ mod tests {
         assert_eq!(a, SlotSpec::derive(&cfg, 7, 1000));
         assert_eq!(a.name, "ns7");
         assert_eq!(a.ifindex, 1007);
-        assert_eq!(mac_to_string(&a.host_mac), "02:6e:00:00:00:07");
-        assert_eq!(mac_to_string(&a.slot_mac), "02:73:00:00:00:07");
+        // 7600 = 0x1db0: the pool's base group, then the id.
+        assert_eq!(mac_to_string(&a.host_mac), "02:1d:b0:00:00:07");
+        assert_eq!(mac_to_string(&a.slot_mac), "06:1d:b0:00:00:07");
         assert_eq!(a.host_ip, Ipv4Addr::new(100, 64, 0, 14));
         assert_eq!(a.slot_ip, Ipv4Addr::new(100, 64, 0, 15));
         let b = SlotSpec::derive(&cfg, 300, 1000);
         assert_ne!(a.host_mac, b.host_mac);
-        assert_eq!(mac_to_string(&b.host_mac), "02:6e:00:00:01:2c");
+        assert_eq!(mac_to_string(&b.host_mac), "02:1d:b0:00:01:2c");
+        let other_pool = EngineConfig {
+            group: 7601,
+            ..EngineConfig::default()
+        };
+        assert_ne!(SlotSpec::derive(&other_pool, 7, 1000).host_mac, a.host_mac);
     }
 }

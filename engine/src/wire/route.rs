@@ -1,4 +1,4 @@
-//! route: RTM_NEWROUTE for a slot's default route.
+//! route: RTM_NEWROUTE for a slot's default route, and the IPv4 route dump.
 //! Builds messages only; the route lands in the sending socket's namespace (sock_net).
 
 use std::net::Ipv4Addr;
@@ -22,6 +22,13 @@ pub(crate) fn default_via(gateway: Ipv4Addr, oif: u32) -> RouteNetlinkMessage {
         RouteAttribute::Oif(oif),
     ];
     RouteNetlinkMessage::NewRoute(msg)
+}
+
+/// RTM_GETROUTE dump request for IPv4 routes of every table (send with NLM_F_DUMP).
+pub(crate) fn dump_ipv4() -> RouteNetlinkMessage {
+    let mut msg = RouteMessage::default();
+    msg.header.address_family = AddressFamily::Inet;
+    RouteNetlinkMessage::GetRoute(msg)
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ pub(crate) fn run(args: GcArgs) -> Result<ExitCode, String> {
         return Err("group 0 is every default device; refusing to collect it".into());
     }
     let host = open_host(pool)?;
-    let report = netslot::gc::collect(&host, &pool.run_dir, &pool.gc_scope(), args.dry_run)
+    let report = netslot::gc::collect(&host, &pool.run_dir, &pool.scope(), args.dry_run)
         .map_err(|e| e.to_string())?;
     if pool.json {
         crate::output::print_json(&report);
@@ -76,10 +76,15 @@ pub(crate) fn print_human(r: &netslot::gc::GcReport) {
     }
     if !r.foreign_in_group.is_empty() {
         println!(
-            "  left alone (in group {} but not named {}<n>): {}",
+            "  left alone (in group {} but not made by this pool): {}",
             r.group,
-            r.prefix,
             r.foreign_in_group.join(" ")
+        );
+    }
+    if !r.not_the_pools.is_empty() {
+        println!(
+            "  left alone (named like its slots but not made by this pool): {}",
+            sample(r.not_the_pools.iter().map(String::as_str).collect())
         );
     }
     for e in &r.errors {

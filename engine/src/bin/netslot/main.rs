@@ -22,8 +22,10 @@ use clap::{Args, Parser, Subcommand};
 /// the slot, `<prefix><id>` in the host namespace, in the pool's device group), a /31
 /// address on each end and a default route in the slot via the host end.
 ///
-/// The pool is identified by its prefix and device group; `status` and `down` read it back
-/// from the kernel (device group, names under the netns directory), never from a file.
+/// The pool is identified by its prefix and device group. Every command reads it back from
+/// the kernel and touches only what the kernel proves the pool made: host ends by their
+/// veth kind, device group, name AND the pool's MAC; pinned namespaces by the namespace
+/// id the pool's record gave them. A name that merely matches is never enough.
 /// Needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN).
 #[derive(Debug, Parser)]
 #[command(name = "netslot", version, propagate_version = true)]
@@ -38,12 +40,15 @@ enum Command {
     /// <netns-dir>/<name>, so `ip netns exec <name> ...` works. With --hold they are kept
     /// only until the process is interrupted (Ctrl-C / SIGTERM), then torn down.
     Up(up::UpArgs),
-    /// Remove every slot of a pool: delete its host ends by device group (one request) and
-    /// unpin its namespaces. The kernel destroys the namespaces in bulk.
+    /// Remove every slot of a pool: delete its host ends (by device group where a group
+    /// holds nothing else) and unpin its namespaces; the kernel destroys the namespaces in
+    /// bulk. Refuses while a live process owns the pool.
     Down(down::DownArgs),
     /// Remove what of a pool no live process owns: everything of a pool whose `up` or `down`
     /// died (no committed record), or the incomplete slots of a committed pool (a pin
-    /// without its host end, a host end without its pin, a pin file that is not a mount).
+    /// without its host end, a host end without its pin, a pin made halfway). Only what
+    /// the kernel proves the pool made; devices and pins of others are listed, never
+    /// touched.
     /// Refuses while a live process (`up --hold`, `up`, `down`) owns the pool.
     Gc(gc::GcArgs),
     /// List the slots of a pool as the kernel reports them.
@@ -135,9 +140,9 @@ impl PoolArgs {
 }
 
 impl PoolArgs {
-    /// Where this pool's objects live, for gc.
-    fn gc_scope(&self) -> netslot::gc::Scope {
-        netslot::gc::Scope {
+    /// Where this pool's objects live.
+    fn scope(&self) -> netslot::ownership::Scope {
+        netslot::ownership::Scope {
             prefix: self.prefix.clone(),
             group: self.group,
             netns_dir: Some(self.netns_dir.clone()),

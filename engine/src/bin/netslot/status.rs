@@ -1,4 +1,5 @@
-//! status: the slots of a pool as the kernel reports them (links, addresses, pins).
+//! status: the slots of a pool as the kernel reports them (links, addresses, pins),
+//! judged by `netslot::ownership`.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -34,22 +35,28 @@ pub(crate) struct SlotState {
 pub(crate) struct PoolState {
     pub prefix: String,
     pub group: u32,
+    /// What the pool's ownership record says (None: there is none).
+    pub record: Option<netslot::record::PoolPhase>,
     pub slots: Vec<SlotState>,
-    /// Devices in the group whose names do not follow the prefix.
+    /// Devices in the pool's groups that the pool did not make.
     pub foreign_in_group: Vec<String>,
+    /// Devices and pins named like the pool's slots that the pool did not make.
+    pub not_the_pools: Vec<String>,
 }
 
-/// Reads the pool back from the kernel: host ends by group, namespaces by pin name.
+/// Reads the pool back from the kernel through `netslot::ownership`: only what the kernel
+/// proves the pool made counts as its slots.
 pub(crate) fn read_pool(pool: &PoolArgs) -> Result<PoolState, String> {
     let host = open_host(pool)?;
-    let links = host.links().map_err(|e| format!("link dump failed: {e}"))?;
+    let paths = netslot::record::RecordPaths::of(&pool.run_dir, &host, pool.group)
+        .map_err(|e| format!("cannot read the host namespace's id: {e}"))?;
+    let record = netslot::record::read_record(&paths.record).map_err(|e| e.to_string())?;
+    let census = netslot::ownership::Census::read(&host, &pool.scope(), record)
+        .map_err(|e| e.to_string())?;
     let addrs = host
         .addresses()
         .map_err(|e| format!("address dump failed: {e}"))?;
-    let pins = netslot::host::pinned(&pool.netns_dir, &pool.prefix)
-        .map_err(|e| format!("cannot list {}: {e}", pool.netns_dir.display()))?;
     let mut slots: BTreeMap<u32, SlotState> = BTreeMap::new();
-    let mut foreign = Vec::new();
     let blank = |id: u32| SlotState {
         id,
         name: format!("{}{id}", pool.prefix),
@@ -60,14 +67,7 @@ pub(crate) fn read_pool(pool: &PoolArgs) -> Result<PoolState, String> {
         xdp_prog_id: None,
         pinned: None,
     };
-    for l in links
-        .iter()
-        .filter(|l| netslot::groups::owns(pool.group, l.group))
-    {
-        let Some(id) = netslot::host::slot_number(&l.name, &pool.prefix) else {
-            foreign.push(l.name.clone());
-            continue;
-        };
+    for (&id, l) in &census.host_ends {
         let s = slots.entry(id).or_insert_with(|| blank(id));
         s.host_ifindex = Some(l.index);
         s.host_up = l.up;
@@ -79,14 +79,26 @@ pub(crate) fn read_pool(pool: &PoolArgs) -> Result<PoolState, String> {
             .map(|a| format!("{}/{}", a.addr, a.prefix_len))
             .collect();
     }
-    for (id, path) in pins {
+    for (&id, path) in census.pins.iter().chain(&census.stale_pins) {
         slots.entry(id).or_insert_with(|| blank(id)).pinned = Some(path.display().to_string());
     }
+    let not_the_pools = census
+        .strangers_pinned
+        .iter()
+        .map(|p| p.display().to_string())
+        .chain(census.strangers_named_like_slots.iter().map(|l| l.name.clone()))
+        .collect();
     Ok(PoolState {
         prefix: pool.prefix.clone(),
         group: pool.group,
+        record: census.record.as_ref().map(|r| r.phase),
         slots: slots.into_values().collect(),
-        foreign_in_group: foreign,
+        foreign_in_group: census
+            .strangers_in_groups
+            .iter()
+            .map(|l| l.name.clone())
+            .collect(),
+        not_the_pools,
     })
 }
 
@@ -119,10 +131,15 @@ pub(crate) fn run(args: StatusArgs) -> Result<ExitCode, String> {
     }
     if !state.foreign_in_group.is_empty() {
         println!(
-            "  devices in group {} not named {}<n>: {}",
+            "  devices in group {} that this pool did not make: {}",
             state.group,
-            state.prefix,
             state.foreign_in_group.join(", ")
+        );
+    }
+    if !state.not_the_pools.is_empty() {
+        println!(
+            "  named like its slots but not made by this pool: {}",
+            state.not_the_pools.join(", ")
         );
     }
     Ok(ExitCode::SUCCESS)

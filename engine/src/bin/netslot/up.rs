@@ -139,37 +139,31 @@ pub(crate) fn run(args: UpArgs) -> Result<ExitCode, String> {
     };
     // Every input check before the first kernel change.
     config.check(0, args.slots).map_err(|e| e.to_string())?;
-    // What a dead owner left goes first (the same reconcile as `netslot gc`); a live
-    // owner makes this refuse.
-    let host = crate::open_host(&args.pool)?;
-    let reclaimed = netslot::gc::collect(&host, &args.pool.run_dir, &args.pool.gc_scope(), false)
-        .map_err(|e| e.to_string())?;
-    drop(host);
-    if !reclaimed.errors.is_empty() {
-        return Err(format!(
-            "could not remove what a dead owner of group {} left: {}",
-            args.pool.group,
-            reclaimed.errors.join("; ")
-        ));
-    }
-    if reclaimed.found_anything() && !args.pool.json {
-        eprint!("netslot up: first, as `netslot gc` would: ");
-        crate::gc::print_human(&reclaimed);
-    }
-    refuse_if_in_use(&args.pool)?;
     let signals = if args.hold {
         Some(crate::signals::Blocked::termination())
     } else {
         None
     };
 
+    // Claims the pool (a live owner refuses), refuses collisions with what others made,
+    // and only then removes what the kernel proves a dead owner of this pool left.
     let mut engine = Engine::new(config).map_err(|e| e.to_string())?;
+    if let Some(r) = engine.reclaimed() {
+        if !args.pool.json {
+            eprint!("netslot up: first, as `netslot gc` would: ");
+            crate::gc::print_human(r);
+        }
+    }
+    engine.check_names(args.slots).map_err(|e| e.to_string())?;
     let mut progress = Progress::new(args.slots, "provisioning");
     let out = engine
         .provision_with(args.slots, |done, _| progress.update(done))
         .map_err(|e| e.to_string())?;
     progress.finish();
-    if !args.hold {
+    if out.report.provisioned == 0 {
+        // Nothing stands: nothing of the pool is left (no record, no counters pins).
+        engine.teardown(Vec::new()).map_err(|e| e.to_string())?;
+    } else if !args.hold {
         // The pins now hold the pool on purpose: gc keeps its complete slots.
         engine.commit().map_err(|e| e.to_string())?;
     }
@@ -228,42 +222,6 @@ pub(crate) fn run(args: UpArgs) -> Result<ExitCode, String> {
     } else {
         ExitCode::from(1)
     })
-}
-
-/// A pool whose prefix or group already has slots would collide name by name; refuse
-/// before touching anything.
-fn refuse_if_in_use(pool: &PoolArgs) -> Result<(), String> {
-    let state = crate::status::read_pool(pool)?;
-    let host = crate::open_host(pool)?;
-    let clashing: Vec<String> = host
-        .links()
-        .map_err(|e| format!("link dump failed: {e}"))?
-        .into_iter()
-        .filter(|l| netslot::host::slot_number(&l.name, &pool.prefix).is_some())
-        .map(|l| l.name)
-        .collect();
-    let pinned_bpf = pool.bpf_pin_dir();
-    let bpf_in_use = pinned_bpf
-        .exists()
-        .then(|| pinned_bpf.display().to_string());
-    if !state.slots.is_empty()
-        || !state.foreign_in_group.is_empty()
-        || !clashing.is_empty()
-        || bpf_in_use.is_some()
-    {
-        let example = clashing
-            .first()
-            .cloned()
-            .or(bpf_in_use)
-            .or_else(|| state.slots.first().map(|s| s.name.clone()))
-            .or_else(|| state.foreign_in_group.first().cloned())
-            .unwrap_or_default();
-        return Err(format!(
-            "prefix {:?} / group {} is already in use (e.g. {example}); run `netslot down --prefix {} --group {}` first or choose another --prefix/--group",
-            pool.prefix, pool.group, pool.prefix, pool.group
-        ));
-    }
-    Ok(())
 }
 
 fn print_human(r: &UpReport, hold: bool, dir: &Path) {

@@ -55,18 +55,26 @@ pub(crate) struct ServeArgs {
     /// Name prefix of host ends: slot k's host end is <prefix><k>.
     #[arg(long, default_value = "nsl")]
     prefix: String,
-    /// Base device group of the host ends (1..=65535). The daemon owns every device in it
-    /// and in its sub-batch groups GROUP + k * 65536: on start it deletes whatever they
-    /// hold (leftovers of an earlier run).
-    #[arg(long, default_value_t = netslot::config::DEFAULT_GROUP)]
+    /// Base device group of the host ends (1..=65535); its sub-batch groups are
+    /// GROUP + k * 65536. The default differs from `netslot up`'s, so the daemon and the
+    /// CLI never share a pool. The daemon holds the pool's ownership record for its whole
+    /// life (so `netslot gc`, `netslot down` and a second daemon refuse to touch it), and
+    /// on start removes only what the kernel proves an earlier, dead run of the same pool
+    /// left (see `netslot gc --help`).
+    #[arg(long, default_value_t = netslot::config::DEFAULT_DAEMON_GROUP)]
     group: u32,
+    /// Directory of pool ownership records (see `netslot gc --help`).
+    #[arg(long, default_value = netslot::record::DEFAULT_RUN_DIR)]
+    run_dir: PathBuf,
     /// Longest RTNL hold (ms) one batch's group change may cause; host ends are split
     /// into sub-batches that fit it (see `netslot up --help`). `unbounded`: one group
     /// change per batch.
     #[arg(long, default_value = "5", value_parser = crate::up::parse_hold)]
     max_rtnl_hold: crate::up::HoldBudgetArg,
-    /// IPv4 pool: slot k gets the k-th /31 (host end even, container end odd).
-    #[arg(long, default_value = netslot::config::DEFAULT_IPV4_POOL)]
+    /// IPv4 pool: slot k gets the k-th /31 (host end even, container end odd). The default
+    /// differs from `netslot up`'s; a range that overlaps another pool's, or an address or
+    /// route already on the host, is refused at start.
+    #[arg(long, default_value = netslot::config::DEFAULT_DAEMON_IPV4_POOL)]
     cidr: Ipv4Cidr,
     /// MTU of both veth ends.
     #[arg(long, default_value_t = 1500)]
@@ -74,7 +82,8 @@ pub(crate) struct ServeArgs {
     /// Do not attach the XDP packet/byte counters to the host ends.
     #[arg(long)]
     no_xdp: bool,
-    /// On SIGTERM/SIGINT leave every slot in place (the next start removes them).
+    /// On SIGTERM/SIGINT leave every slot in place (the next start of the same pool
+    /// removes them, as it removes a killed run's).
     #[arg(long)]
     keep_on_exit: bool,
 }
@@ -99,11 +108,21 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, String> {
         xdp_counters: !args.no_xdp,
         pin_dir: Some(args.pool_dir.clone()),
         max_rtnl_hold: args.max_rtnl_hold.0,
+        run_dir: Some(args.run_dir.clone()),
         ..Default::default()
     };
     config.check(0, 1).map_err(|e| e.to_string())?;
-    let removed = reconcile(&config)?;
+    // Claims the pool for the daemon's life; removes only what a dead run of it left.
     let engine = Engine::new(config).map_err(|e| format!("start the engine: {e}"))?;
+    let removed = engine.reclaimed().map_or(0, |r| r.host_ends.len());
+    if let Some(r) = engine.reclaimed() {
+        tracing::warn!(
+            host_ends = r.host_ends.len(),
+            namespaces = r.namespaces.len(),
+            group = r.group,
+            "removed what an earlier, dead run of this pool left"
+        );
+    }
     // Socket activation (packaging/systemd/netslot.socket): systemd owns the file.
     let (listener, own_socket) = match activated {
         Some(l) => (l, false),
@@ -160,39 +179,6 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, String> {
         let _ = std::fs::remove_file(&args.socket);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Start-up reconcile: the daemon keeps no state file, so anything its group holds is a
-/// leftover of an earlier run (killed, or --keep-on-exit). It is removed, not adopted:
-/// one group delete per sub-batch group takes every host end (and each container end with
-/// it), and pins of warm slots are undone. Returns how many devices were removed.
-fn reconcile(config: &EngineConfig) -> Result<usize, String> {
-    let host = netslot::HostNs::current().map_err(|e| format!("open the host namespace: {e}"))?;
-    let links = host
-        .links()
-        .map_err(|e| format!("reconcile: dump links: {e}"))?;
-    let count = links
-        .iter()
-        .filter(|l| netslot::groups::owns(config.group, l.group))
-        .count();
-    if count > 0 {
-        host.delete_pool(config.group, &links).map_err(|(g, e)| {
-            format!("reconcile: delete the {count} leftover device(s) of the pool: group {g}: {e}")
-        })?;
-        tracing::warn!(
-            count,
-            group = config.group,
-            "removed leftover slots of an earlier run"
-        );
-    }
-    if let Some(dir) = &config.pin_dir {
-        for (_, path) in netslot::host::pinned(dir, &config.prefix).unwrap_or_default() {
-            if let Err(e) = netslot::host::unpin(&path) {
-                tracing::warn!("reconcile: unpin {}: {e}", path.display());
-            }
-        }
-    }
-    Ok(count)
 }
 
 /// Binds the socket: removes a stale file (nobody listening), refuses a live one, and

@@ -1,0 +1,180 @@
+//! claim: what an engine does before it makes anything: claim its pool, judge it once,
+//! refuse every collision with what others made, remove a dead owner's leftovers, and
+//! write the record that names what it is about to make.
+//! The order is the rule: a live owner refuses first, then collisions (nothing touched
+//! yet), then only proven leftovers go. The steps themselves are `record`, `ownership`
+//! and `gc`'s; no netlink of its own.
+
+use std::collections::BTreeMap;
+
+use crate::config::EngineConfig;
+use crate::gc::{self, GcReport};
+use crate::host::{HostNs, LinkRecord};
+use crate::ownership::{Census, Scope};
+use crate::record::{self, PoolLock, PoolRecord};
+use crate::result::EngineError;
+
+/// What the claim leaves the engine.
+#[derive(Debug)]
+pub(crate) struct Claimed {
+    /// The flock on the pool's record (with `run_dir`), held for the engine's life.
+    pub lock: Option<PoolLock>,
+    /// What a dead owner left and was removed, if anything.
+    pub reclaimed: Option<GcReport>,
+    /// Names a new slot must not take: others' devices and pins named like slots.
+    pub names_taken: BTreeMap<String, String>,
+    /// The host namespace's devices once the leftovers are gone.
+    pub links: Vec<LinkRecord>,
+}
+
+/// The pool's scope as the engine will use it.
+pub(crate) fn scope(config: &EngineConfig) -> Scope {
+    Scope {
+        prefix: config.prefix.clone(),
+        group: config.group,
+        netns_dir: config.pin_dir.clone(),
+        bpf_pin_dir: config.bpf_pin_dir.clone(),
+    }
+}
+
+/// Claims and judges the pool of `config` in `host`. A refusal leaves the record as it
+/// was found (and no lock file the claim itself made).
+pub(crate) fn claim(config: &EngineConfig, host: &HostNs) -> Result<Claimed, EngineError> {
+    let mut lock = match &config.run_dir {
+        Some(dir) => Some(PoolLock::claim(dir, host, config.group).map_err(gc::GcError::from)?),
+        None => None,
+    };
+    let found = lock.as_ref().and_then(|l| l.found().cloned());
+    match judge(config, host, lock.as_mut(), found.as_ref()) {
+        Ok((reclaimed, names_taken, links)) => Ok(Claimed {
+            lock,
+            reclaimed,
+            names_taken,
+            links,
+        }),
+        Err(e) => {
+            if let Some(l) = lock.as_mut().filter(|_| found.is_none()) {
+                let _ = l.remove();
+            }
+            Err(e)
+        }
+    }
+}
+
+type Judged = (Option<GcReport>, BTreeMap<String, String>, Vec<LinkRecord>);
+
+fn judge(
+    config: &EngineConfig,
+    host: &HostNs,
+    lock: Option<&mut PoolLock>,
+    found: Option<&PoolRecord>,
+) -> Result<Judged, EngineError> {
+    let scope = scope(config);
+    if let Some(l) = &lock {
+        gc::check_record(&scope, found, &l.paths().record)?;
+    }
+    let census = Census::read(host, &scope, found.cloned()).map_err(gc::GcError::from)?;
+    refuse_collisions(config, host, &census, lock.is_some())?;
+    let Some(lock) = lock else {
+        return Ok((None, census.names_taken(), census.links.clone()));
+    };
+    let garbage = census.garbage();
+    let mut reclaimed = None;
+    if !garbage.is_empty() {
+        let mut report = gc::report(&census, &garbage, false);
+        report.errors = gc::apply(host, &census, &garbage, lock, &mut report);
+        if !report.errors.is_empty() {
+            return Err(EngineError::Leftovers {
+                group: config.group,
+                errors: report.errors,
+            });
+        }
+        reclaimed = Some(report);
+    }
+    let mut rec = PoolRecord::new(&config.prefix, config.group);
+    rec.cidr = Some(config.ipv4_pool.to_string());
+    rec.netns_dir = census.netns_dir.clone().filter(|_| config.pin_dir.is_some());
+    rec.bpf_pin_dir = config.bpf_pin_dir.clone();
+    lock.write(rec).map_err(gc::GcError::from)?;
+    let links = if reclaimed.is_some() {
+        host.links()
+            .map_err(EngineError::io("dump links of the host namespace"))?
+    } else {
+        census.links.clone()
+    };
+    Ok((reclaimed, census.names_taken(), links))
+}
+
+/// Everything that would make the new pool act on, or look like, what others made.
+fn refuse_collisions(
+    config: &EngineConfig,
+    host: &HostNs,
+    census: &Census,
+    claimed: bool,
+) -> Result<(), EngineError> {
+    // A group change acts on every device of its group: a stranger there would be
+    // brought up and given the program, so the group is not the pool's to use.
+    let in_group = if claimed {
+        census.strangers_in_groups.clone()
+    } else {
+        // Without a record nothing tells a dead owner's host ends from a live one's: the
+        // caller answers for the group, and any device in it is in the way.
+        census
+            .strangers_in_groups
+            .iter()
+            .chain(census.host_ends.values())
+            .cloned()
+            .collect()
+    };
+    if let Some(first) = in_group.first() {
+        return Err(EngineError::GroupInUse {
+            group: config.group,
+            count: in_group.len(),
+            first: first.name.clone(),
+        });
+    }
+    if census.committed() && census.holds_anything() {
+        return Err(EngineError::PoolInUse {
+            prefix: config.prefix.clone(),
+            group: config.group,
+            slots: census.host_ends.len().max(census.pins.len()),
+        });
+    }
+    if let Some(dir) = &census.bpf_not_ours {
+        return Err(EngineError::Taken {
+            what: format!(
+                "counters pin directory {} exists and this pool's record does not name it",
+                dir.display()
+            ),
+        });
+    }
+    let mut clashes = Vec::new();
+    if let Some(run_dir) = &config.run_dir {
+        let others = record::other_pools(run_dir, host, config.group)
+            .map_err(EngineError::io(format!("list pool records in {}", run_dir.display())))?;
+        for (g, r) in others {
+            let theirs: Option<crate::Ipv4Cidr> = r.cidr.as_deref().and_then(|c| c.parse().ok());
+            if let Some(theirs) = theirs {
+                let (net, len) = theirs.network_and_len();
+                if config.ipv4_pool.overlaps(net, len) {
+                    clashes.push(format!("pool {}/group {g} (range {theirs})", r.prefix));
+                }
+            }
+        }
+    }
+    clashes.extend(
+        census
+            .address_clashes(host, config.ipv4_pool)
+            .map_err(EngineError::io("dump addresses and routes of the host namespace"))?,
+    );
+    if !clashes.is_empty() {
+        return Err(EngineError::Taken {
+            what: format!(
+                "range {} overlaps {}; choose another --cidr",
+                config.ipv4_pool,
+                clashes.join(", ")
+            ),
+        });
+    }
+    Ok(())
+}
