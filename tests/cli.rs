@@ -116,7 +116,7 @@ fn up_pins_status_reads_back_and_down_leaves_nothing() {
     }
 
     assert_eq!(read(&dir, "inuse.rc").trim(), "2");
-    assert!(read(&dir, "inuse.err").contains("already in use"), "{log}");
+    assert!(read(&dir, "inuse.err").contains("already exists"), "{log}");
 
     let down = json(&dir, "down.json");
     assert_eq!(down["host_ends_deleted"], 5);
@@ -285,7 +285,7 @@ fn gc_keeps_a_committed_pool_and_removes_only_its_incomplete_slots() {
         touch /run/netns/gco9
         ip link add name gco7 group 7810 type veth peer name peer7
         $NS gc --prefix gco --group 7810 --dry-run --json > $D/dry.json
-        ip -j link show group 7810 > $D/after-dry-links.json
+        ip -j link show > $D/after-dry-links.json
         ls /run/netns > $D/after-dry-ls
         $NS gc --prefix gco --group 7810 --json > $D/gc.json
         $NS status --prefix gco --group 7810 --json > $D/status.json
