@@ -711,3 +711,253 @@ fn the_warm_pool_hands_out_pinned_slots_and_takes_them_back() {
         "teardown left pins"
     );
 }
+
+/// A single-plugin configuration for network `name`.
+fn conf_named(name: &str) -> Value {
+    json!({"cniVersion": "1.1.0", "name": name, "type": "netslot-cni", "socket": SOCKET})
+}
+
+/// The default routes inside namespace `ns`, as iproute2 reports them.
+fn default_routes_in(ns: &str) -> Vec<Value> {
+    ip_in(ns, &["-4", "route", "show", "default"])
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Whether a CNI result lists a default route.
+fn lists_default_route(result: &Value) -> bool {
+    result["routes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|r| r["dst"] == "0.0.0.0/0")
+}
+
+#[test]
+fn gc_of_one_network_leaves_another_networks_attachments() {
+    let test = "gc_of_one_network_leaves_another_networks_attachments";
+    if !inside_private_world(test) {
+        return;
+    }
+    let group = 7816;
+    let daemon = Daemon::start("nw", group, &[]);
+    let plugin = bin("netslot-cni");
+    let pa = netns_add("na1");
+    let pb = netns_add("nb1");
+    let (ok, ra) = exec_plugin(
+        &plugin,
+        "ADD",
+        &container_env("a1", &pa, "eth0"),
+        &conf_named("netA"),
+    );
+    assert!(ok, "ADD a1 on netA: {ra}");
+    let (ok, rb) = exec_plugin(
+        &plugin,
+        "ADD",
+        &container_env("b1", &pb, "eth0"),
+        &conf_named("netB"),
+    );
+    assert!(ok, "ADD b1 on netB: {rb}");
+    let b_addr = rb["ips"][0]["address"].as_str().unwrap().to_owned();
+    let b_gw = rb["ips"][0]["gateway"].as_str().unwrap().to_owned();
+    assert_eq!(addrs_in("nb1", "eth0"), vec![b_addr.clone()]);
+
+    // GC of netA, with a1 valid: nothing of netA goes, and netB is not netA's to judge.
+    let mut gc = conf_named("netA");
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "a1", "ifname": "eth0"}]);
+    let (ok, out) = exec_plugin(&plugin, "GC", &[], &gc);
+    assert!(ok, "GC netA: {out}");
+    assert_eq!(
+        link_names_in("nb1"),
+        vec!["lo", "eth0"],
+        "GC of netA touched netB's b1"
+    );
+    assert_eq!(
+        addrs_in("nb1", "eth0"),
+        vec![b_addr],
+        "b1's address after GC of netA"
+    );
+    assert_eq!(link_names_in("na1"), vec!["lo", "eth0"], "a1 after GC");
+    assert_eq!(links_in_group(group).len(), 2, "host ends after GC of netA");
+    refused_from(&pb, &b_gw);
+    assert_eq!(daemon.stats().attachments, 2);
+
+    // GC of netB with nothing valid takes b1, and only b1.
+    let mut gc = conf_named("netB");
+    gc["cni.dev/valid-attachments"] = json!([]);
+    let (ok, out) = exec_plugin(&plugin, "GC", &[], &gc);
+    assert!(ok, "GC netB: {out}");
+    assert_eq!(link_names_in("nb1"), vec!["lo"], "GC of netB left b1");
+    assert_eq!(
+        link_names_in("na1"),
+        vec!["lo", "eth0"],
+        "GC of netB took a1"
+    );
+    assert_eq!(links_in_group(group).len(), 1, "host ends after GC of netB");
+
+    // The same container id and ifname on netB again is another attachment than a1's.
+    let (ok, out) = exec_plugin(
+        &plugin,
+        "DEL",
+        &container_env("a1", &pa, "eth0"),
+        &conf_named("netB"),
+    );
+    assert!(ok, "DEL a1 on netB (unknown there): {out}");
+    assert_eq!(
+        link_names_in("na1"),
+        vec!["lo", "eth0"],
+        "DEL on netB took a1"
+    );
+    let (ok, out) = exec_plugin(
+        &plugin,
+        "DEL",
+        &container_env("a1", &pa, "eth0"),
+        &conf_named("netA"),
+    );
+    assert!(ok, "DEL a1 on netA: {out}");
+    assert_eq!(link_names_in("na1"), vec!["lo"]);
+    assert!(links_in_group(group).is_empty(), "host ends left");
+    daemon.stop();
+}
+
+#[test]
+fn a_second_interface_in_a_container_gets_its_address_and_no_default_route() {
+    let test = "a_second_interface_in_a_container_gets_its_address_and_no_default_route";
+    if !inside_private_world(test) {
+        return;
+    }
+    let group = 7817;
+    let daemon = Daemon::start("mi", group, &[]);
+    let plugin = bin("netslot-cni");
+    let path = netns_add("m1");
+    let (ok, r0) = exec_plugin(
+        &plugin,
+        "ADD",
+        &container_env("c1", &path, "eth0"),
+        &conf_named("slots"),
+    );
+    assert!(ok, "ADD eth0: {r0}");
+    assert!(lists_default_route(&r0), "eth0's result: {r0}");
+    let gw0 = r0["ips"][0]["gateway"].as_str().unwrap().to_owned();
+
+    // A second interface, on another network (as Multus adds one).
+    let (ok, r1) = exec_plugin(
+        &plugin,
+        "ADD",
+        &container_env("c1", &path, "net1"),
+        &conf_named("side"),
+    );
+    assert!(ok, "ADD net1: {r1}");
+    eprintln!("net1's result: {r1}");
+    assert!(
+        !lists_default_route(&r1),
+        "net1's result lists a default route: {r1}"
+    );
+    let ip1 = &r1["ips"][0];
+    assert_eq!(
+        r1["interfaces"][ip1["interface"].as_u64().unwrap() as usize]["name"],
+        "net1"
+    );
+    let addr1 = ip1["address"].as_str().unwrap().to_owned();
+    let gw1 = ip1["gateway"].as_str().unwrap().to_owned();
+    assert_ne!(gw1, gw0);
+
+    // The kernel's view: one default route, via eth0's peer; net1 holds its /31.
+    let routes = default_routes_in("m1");
+    assert_eq!(routes.len(), 1, "default routes: {routes:?}");
+    assert_eq!(routes[0]["dev"], "eth0", "{routes:?}");
+    assert_eq!(routes[0]["gateway"], gw0.as_str(), "{routes:?}");
+    assert_eq!(addrs_in("m1", "net1"), vec![addr1]);
+    // Both host ends answer from inside: net1's over its /31, eth0's too.
+    refused_from(&path, &gw1);
+    refused_from(&path, &gw0);
+
+    // DEL net1: eth0 stays, with its route, and works.
+    let (ok, out) = exec_plugin(
+        &plugin,
+        "DEL",
+        &container_env("c1", &path, "net1"),
+        &conf_named("side"),
+    );
+    assert!(ok, "DEL net1: {out}");
+    assert_eq!(link_names_in("m1"), vec!["lo", "eth0"]);
+    let routes = default_routes_in("m1");
+    assert_eq!(routes.len(), 1, "default routes after DEL net1: {routes:?}");
+    assert_eq!(routes[0]["gateway"], gw0.as_str());
+    refused_from(&path, &gw0);
+
+    // DEL eth0: nothing is left.
+    let (ok, out) = exec_plugin(
+        &plugin,
+        "DEL",
+        &container_env("c1", &path, "eth0"),
+        &conf_named("slots"),
+    );
+    assert!(ok, "DEL eth0: {out}");
+    assert_eq!(link_names_in("m1"), vec!["lo"]);
+    assert!(default_routes_in("m1").is_empty());
+    assert!(links_in_group(group).is_empty(), "host ends left");
+    assert_eq!(daemon.stats().attachments, 0);
+    daemon.stop();
+}
+
+#[test]
+fn two_interfaces_of_one_container_in_one_round_share_one_default_route() {
+    let test = "two_interfaces_of_one_container_in_one_round_share_one_default_route";
+    if !inside_private_world(test) {
+        return;
+    }
+    let group = 7818;
+    // A long window, so that both ADDs land in the same round.
+    let daemon = Daemon::start("mr", group, &["--window-us", "500000"]);
+    let plugin = bin("netslot-cni");
+    let path = netns_add("m2");
+    let barrier = Arc::new(Barrier::new(2));
+    let adds: Vec<_> = ["eth0", "net1"]
+        .into_iter()
+        .map(|ifname| {
+            let (plugin, path, barrier) = (plugin.clone(), path.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                exec_plugin(
+                    &plugin,
+                    "ADD",
+                    &container_env("c2", &path, ifname),
+                    &conf_named("slots"),
+                )
+            })
+        })
+        .collect();
+    let results: Vec<(bool, Value)> = adds.into_iter().map(|t| t.join().unwrap()).collect();
+    for (ok, r) in &results {
+        assert!(ok, "ADD: {r}");
+    }
+    let stats = daemon.stats();
+    assert_eq!(
+        stats.attach_batches, 1,
+        "the ADDs did not share a round: {stats:?}"
+    );
+    let routed: Vec<&Value> = results
+        .iter()
+        .map(|(_, r)| r)
+        .filter(|r| lists_default_route(r))
+        .collect();
+    assert_eq!(
+        routed.len(),
+        1,
+        "results listing a default route: {results:?}"
+    );
+    let ip = &routed[0]["ips"][0];
+    let dev = routed[0]["interfaces"][ip["interface"].as_u64().unwrap() as usize]["name"].clone();
+    let routes = default_routes_in("m2");
+    assert_eq!(routes.len(), 1, "default routes: {routes:?}");
+    assert_eq!(routes[0]["dev"], dev, "{routes:?}");
+    assert_eq!(routes[0]["gateway"], ip["gateway"], "{routes:?}");
+    for (_, r) in &results {
+        refused_from(&path, r["ips"][0]["gateway"].as_str().unwrap());
+    }
+    daemon.stop();
+    assert!(links_in_group(group).is_empty(), "teardown left host ends");
+    assert_eq!(link_names_in("m2"), vec!["lo"]);
+}

@@ -238,6 +238,7 @@ impl System {
 
 fn key(c: &str) -> netslot::protocol::AttachmentKey {
     netslot::protocol::AttachmentKey {
+        network: String::new(),
         container_id: c.to_owned(),
         ifname: "eth0".to_owned(),
     }

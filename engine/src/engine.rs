@@ -301,10 +301,11 @@ impl Engine {
     /// Provisions one standard slot INTO each caller-given namespace (a CNI runtime's
     /// CNI_NETNS): the veth pair is created in place from a socket inside that namespace,
     /// named `ifname` there and `<prefix><id>` in the host namespace, with `lo` up, the
-    /// slot address and the default route, exactly as in a pooled slot. One short-lived
-    /// helper thread opens all the sockets (setns into each in turn): RTM_NEWADDR and
-    /// RTM_NEWROUTE act in the sending socket's namespace only (docs/serve.md), so the
-    /// namespace side cannot be sent from the host socket.
+    /// slot address and (unless the target says `default_route: false`) the default
+    /// route, exactly as in a pooled slot. One short-lived helper thread opens all the
+    /// sockets (setns into each in turn): RTM_NEWADDR and RTM_NEWROUTE act in the sending
+    /// socket's namespace only (docs/serve.md), so the namespace side cannot be sent from
+    /// the host socket.
     ///
     /// The engine keeps nothing of the caller's namespaces: their sockets are closed before
     /// this returns, and the slots are given back by [`Engine::detach`].
@@ -322,13 +323,17 @@ impl Engine {
                 spec
             })
             .collect();
+        let default_route: Vec<bool> = targets.iter().map(|t| t.default_route).collect();
         let fds: Vec<_> = targets.into_iter().map(|t| t.netns).collect();
         let opened = netns::sockets_in(fds).map_err(EngineError::io(
             "open sockets in the target namespaces (helper thread)",
         ))?;
         let out = self.run(
             &specs,
-            NsSource::Given(opened.into_iter()),
+            NsSource::Given {
+                sockets: opened.into_iter(),
+                default_route,
+            },
             None,
             &mut |_, _| {},
         )?;
@@ -492,7 +497,9 @@ impl Engine {
                     NsSource::Pool => self
                         .pool
                         .take(MIN_CHUNK.min(remaining), self.config.chunk.min(remaining)),
-                    NsSource::Given(it) => it.by_ref().take(self.config.chunk).collect(),
+                    NsSource::Given { sockets, .. } => {
+                        sockets.by_ref().take(self.config.chunk).collect()
+                    }
                 };
                 phases.pool_wait += t.elapsed();
                 chunk = next..next + got.len();
@@ -519,6 +526,12 @@ impl Engine {
                 if let Some(ns) = &batch.ns[i] {
                     let fd = ns.sock.as_raw_fd();
                     let group = self.sub_batch_for(&mut sub_batches, i);
+                    let route = match &source {
+                        NsSource::Given { default_route, .. } if !default_route[i] => {
+                            plan::SlotRoute::None
+                        }
+                        _ => plan::SlotRoute::Default,
+                    };
                     flights.extend(plan::slot_socket(
                         &mut self.ledger,
                         self.slot_limits,
@@ -526,6 +539,7 @@ impl Engine {
                         &specs[i],
                         fd,
                         PoolShape { group, ..shape },
+                        route,
                     ));
                 }
             }
@@ -1266,7 +1280,11 @@ enum NsSource {
     /// The engine's own pool (new namespaces).
     Pool,
     /// Namespaces the caller owns, each with a socket opened inside it.
-    Given(std::vec::IntoIter<std::io::Result<PooledNs>>),
+    Given {
+        sockets: std::vec::IntoIter<std::io::Result<PooledNs>>,
+        /// Per slot of the call: whether it gets the default route.
+        default_route: Vec<bool>,
+    },
 }
 
 /// One caller-given namespace to provision a slot into (see [`Engine::attach`]).
@@ -1276,6 +1294,11 @@ pub struct AttachTarget {
     pub netns: std::os::fd::OwnedFd,
     /// Name of the slot end inside it (CNI_IFNAME), at most 15 bytes.
     pub ifname: String,
+    /// Whether the slot adds the default route via its host end inside the namespace.
+    /// `false` for a second slot in a namespace that already has one (a second
+    /// default route would fail with EEXIST): that slot gets its address only, and its
+    /// host end is reached through the /31's connected route.
+    pub default_route: bool,
 }
 
 /// What [`Engine::attach`] hands back: per target, in order, the slot's facts or why it

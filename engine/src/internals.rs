@@ -58,6 +58,7 @@ pub fn plan(specs: &[SlotSpec]) -> Planned {
             spec,
             NO_FD,
             shape,
+            plan::SlotRoute::Default,
         ));
     }
     flights.extend(plan::host_addresses(
@@ -178,7 +179,15 @@ pub fn plan_with(input: &PlanInput) -> Result<Planned, String> {
         flights.extend(more);
     };
     for (slot, spec) in specs.iter().enumerate() {
-        let more = plan::slot_socket(&mut ledger, slot_limits, slot, spec, NO_FD, shape);
+        let more = plan::slot_socket(
+            &mut ledger,
+            slot_limits,
+            slot,
+            spec,
+            NO_FD,
+            shape,
+            plan::SlotRoute::Default,
+        );
         extend(&mut flights, more, slot_limits);
     }
     let per_device = match input.per_device {

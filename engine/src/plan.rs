@@ -2,7 +2,8 @@
 //! Sans-IO: decides what goes to which socket; sending is `ring`'s, settling `reconcile`'s.
 //!
 //! On a slot's own socket (its namespace): lo up, the veth pair in place, the slot
-//! address, the default route. RTM_NEWADDR and RTM_NEWROUTE act in the socket's namespace
+//! address, the default route (unless the slot is asked without one, see `SlotRoute`).
+//! RTM_NEWADDR and RTM_NEWROUTE act in the socket's namespace
 //! (sock_net), so these must go there. On the host socket: the host addresses (each with
 //! its host end's per-device attachment, if the pool uses one; on a tc-block pool's first
 //! call the one filter right after the first qdisc), then one group change per sub-batch
@@ -31,6 +32,17 @@ pub(crate) struct PoolShape {
     pub ipv6_off: bool,
 }
 
+/// Which route a slot adds inside its namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SlotRoute {
+    /// The default route via the host end (every pooled slot; a namespace's first attach).
+    Default,
+    /// None besides the /31's connected route, which the kernel adds with the address: a
+    /// later attach into a namespace that has its default route already. No `Op::Route`
+    /// request is planned, so none is counted or awaited.
+    None,
+}
+
 /// The one send on slot `slot`'s own socket `sock`.
 pub(crate) fn slot_socket(
     ledger: &mut Ledger,
@@ -39,6 +51,7 @@ pub(crate) fn slot_socket(
     spec: &SlotSpec,
     sock: RawFd,
     shape: PoolShape,
+    slot_route: SlotRoute,
 ) -> Vec<Flight> {
     let create = NLM_F_CREATE | NLM_F_EXCL;
     let mut b = Batcher::new(sock, limits);
@@ -71,13 +84,15 @@ pub(crate) fn slot_socket(
         addr::ipv4(spec.ifindex, spec.slot_ip, spec.prefix_len),
         create,
     );
-    b.push(
-        ledger,
-        slot,
-        Op::Route,
-        route::default_via(spec.host_ip, spec.ifindex),
-        create,
-    );
+    if slot_route == SlotRoute::Default {
+        b.push(
+            ledger,
+            slot,
+            Op::Route,
+            route::default_via(spec.host_ip, spec.ifindex),
+            create,
+        );
+    }
     b.finish(ledger)
 }
 
@@ -269,7 +284,7 @@ mod tests {
             ipv6_off: true,
         };
         let mut ledger = Ledger::new(1);
-        let flights = slot_socket(&mut ledger, LIMITS, 0, &spec, 9, shape);
+        let flights = slot_socket(&mut ledger, LIMITS, 0, &spec, 9, shape, SlotRoute::Default);
         assert_eq!(flights.len(), 1);
         let msgs = decode(&flights[0].bytes);
         let kinds: Vec<&str> = msgs
@@ -301,6 +316,31 @@ mod tests {
         assert!(msgs[5].header.flags & ack != 0);
         assert!(msgs[1].header.flags & NLM_F_EXCL != 0);
         assert_eq!(ledger.in_flight(), 6);
+    }
+
+    #[test]
+    fn a_slot_without_the_default_route_plans_no_route_request() {
+        let spec = SlotSpec::derive(&EngineConfig::default(), 3, 500);
+        let shape = PoolShape {
+            group: 7600,
+            host_netns_fd: 5,
+            ipv6_off: true,
+        };
+        let mut ledger = Ledger::new(1);
+        let flights = slot_socket(&mut ledger, LIMITS, 0, &spec, 9, shape, SlotRoute::None);
+        assert_eq!(flights.len(), 1);
+        let msgs = decode(&flights[0].bytes);
+        assert!(
+            !msgs.iter().any(|m| matches!(
+                m.payload,
+                netlink_packet_core::NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(_))
+            )),
+            "a route request was planned"
+        );
+        // lo up, veth, IPv6 off, address, and the marker: nothing awaits a route reply.
+        assert_eq!(msgs.len(), 5);
+        assert_eq!(flights[0].pending.requests.len(), 4);
+        assert_eq!(ledger.in_flight(), 5);
     }
 
     fn kinds(bytes: &[u8]) -> Vec<&'static str> {

@@ -36,9 +36,15 @@ impl Request {
     }
 }
 
-/// Who an attachment belongs to: the CNI (container id, interface name) pair.
+/// Who an attachment belongs to: the CNI (network name, container id, interface name)
+/// triple. Two networks may each attach the same container; neither's GC touches the
+/// other's attachments.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct AttachmentKey {
+    /// The network configuration's `name`. Requests without it (clients from before the
+    /// field existed) mean the empty name, and it is left out of a message when empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub network: String,
     /// CNI_CONTAINERID.
     pub container_id: String,
     /// CNI_IFNAME.
@@ -74,9 +80,14 @@ pub enum Op {
         #[serde(flatten)]
         key: AttachmentKey,
     },
-    /// Remove every attachment not listed (CNI GC).
+    /// Remove every attachment of `network` that is not listed (CNI GC). Attachments of
+    /// other networks are left alone.
     Gc {
-        /// Attachments to keep.
+        /// The network whose attachments are collected (absent: the empty name).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        network: String,
+        /// Attachments to keep, matched by container id and interface name; each entry's
+        /// own `network` is ignored (they are all `network`'s).
         valid: Vec<AttachmentKey>,
     },
     /// Take a pre-provisioned slot (own namespace, pinned) from the warm pool.
@@ -199,6 +210,15 @@ pub struct Attachment {
     pub gateway: String,
     /// MTU of both ends.
     pub mtu: u32,
+    /// Whether the container got a default route via `gateway` with this attachment:
+    /// only its first attachment does (later ones get their address only). Absent in
+    /// answers of daemons from before the field existed, which always added it.
+    #[serde(default = "yes")]
+    pub default_route: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A slot of the warm pool, handed out by `acquire`.
@@ -281,6 +301,67 @@ mod tests {
             serde_json::from_str::<Request>(gc).unwrap().op,
             Op::Gc { .. }
         ));
+    }
+
+    #[test]
+    fn requests_without_a_network_parse_as_the_empty_network() {
+        let lines = [
+            r#"{"v":1,"id":0,"op":"attach","container_id":"c1","ifname":"eth0","netns":"/n"}"#,
+            r#"{"v":1,"id":0,"op":"detach","container_id":"c1","ifname":"eth0"}"#,
+            r#"{"v":1,"id":0,"op":"check","container_id":"c1","ifname":"eth0"}"#,
+        ];
+        for line in lines {
+            let req: Request = serde_json::from_str(line).unwrap();
+            let key = match &req.op {
+                Op::Attach { key, .. } | Op::Detach { key } | Op::Check { key } => key,
+                other => panic!("{line}: parsed as {other:?}"),
+            };
+            assert_eq!(key.network, "", "{line}");
+            assert_eq!(key.container_id, "c1");
+            // Written back as it came: an empty network is left out.
+            let back = serde_json::to_value(&req).unwrap();
+            assert_eq!(
+                back,
+                serde_json::from_str::<serde_json::Value>(line).unwrap()
+            );
+        }
+        let gc = r#"{"v":1,"op":"gc","valid":[{"container_id":"a","ifname":"eth0"}]}"#;
+        let Op::Gc { network, valid } = serde_json::from_str::<Request>(gc).unwrap().op else {
+            panic!("not a gc");
+        };
+        assert_eq!(network, "");
+        assert_eq!(valid[0].network, "");
+    }
+
+    #[test]
+    fn the_network_travels_in_every_keyed_request() {
+        let key = AttachmentKey {
+            network: "netB".into(),
+            container_id: "b1".into(),
+            ifname: "eth0".into(),
+        };
+        let line =
+            serde_json::to_string(&Request::new(2, Op::Detach { key: key.clone() })).unwrap();
+        assert!(line.contains(r#""network":"netB""#), "{line}");
+        let Op::Detach { key: back } = serde_json::from_str::<Request>(&line).unwrap().op else {
+            panic!("not a detach: {line}");
+        };
+        assert_eq!(back, key);
+        let gc = r#"{"v":1,"op":"gc","network":"netA","valid":[]}"#;
+        let Op::Gc { network, .. } = serde_json::from_str::<Request>(gc).unwrap().op else {
+            panic!("not a gc");
+        };
+        assert_eq!(network, "netA");
+    }
+
+    #[test]
+    fn an_attachment_from_an_older_daemon_had_the_default_route() {
+        let a = r#"{"container_id":"c","ifname":"eth0","netns":"/n","slot_id":0,
+            "host_ifname":"nsl0","ifindex":5,"host_mac":"","mac":"","address":"100.64.0.1/31",
+            "gateway":"100.64.0.0","mtu":1500}"#;
+        let a: Attachment = serde_json::from_str(a).unwrap();
+        assert!(a.default_route);
+        assert_eq!(a.key.network, "");
     }
 
     #[test]

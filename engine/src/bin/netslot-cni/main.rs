@@ -7,6 +7,10 @@
 //! default /run/netslot/netslot.sock). With no daemon, ADD/CHECK/GC fail with code 11
 //! ("try again later") and STATUS with 50; DEL succeeds (nothing can be left: a daemon
 //! removes every leftover of its group when it starts).
+//!
+//! Attachments are the CNI triple (network `name`, CNI_CONTAINERID, CNI_IFNAME): every
+//! request carries the configuration's `name`, so GC of one network never removes
+//! another's. Only a container's first netslot interface gets the default route.
 
 mod error;
 
@@ -66,7 +70,7 @@ fn run(command: &str) -> Result<Option<Value>, CniError> {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
     let mut out = match command {
         "ADD" => add(&conf, &socket),
-        "DEL" => del(&socket),
+        "DEL" => del(&conf, &socket),
         "CHECK" => check(&conf, &socket),
         "GC" => gc(&conf, &socket),
         "STATUS" => status(&socket),
@@ -112,8 +116,14 @@ fn env(name: &str) -> Result<String, CniError> {
     }
 }
 
-fn key() -> Result<AttachmentKey, CniError> {
+/// The configuration's network name (`name`, required by the spec; empty if absent).
+fn network(conf: &Value) -> String {
+    conf["name"].as_str().unwrap_or_default().to_owned()
+}
+
+fn key(conf: &Value) -> Result<AttachmentKey, CniError> {
     Ok(AttachmentKey {
+        network: network(conf),
         container_id: env("CNI_CONTAINERID")?,
         ifname: env("CNI_IFNAME")?,
     })
@@ -146,7 +156,7 @@ fn refused(r: Response) -> CniError {
 }
 
 fn add(conf: &Value, socket: &std::path::Path) -> Result<Option<Value>, CniError> {
-    let key = key()?;
+    let key = key(conf)?;
     let netns = PathBuf::from(env("CNI_NETNS")?);
     let r = call(
         socket,
@@ -177,7 +187,10 @@ fn add(conf: &Value, socket: &std::path::Path) -> Result<Option<Value>, CniError
         "gateway": a.gateway,
         "interface": interfaces.len() - 1,
     }));
-    routes.push(json!({ "dst": "0.0.0.0/0", "gw": a.gateway }));
+    // A later interface of a container that has its default route already gets none.
+    if a.default_route {
+        routes.push(json!({ "dst": "0.0.0.0/0", "gw": a.gateway }));
+    }
     Ok(Some(json!({
         "cniVersion": conf["cniVersion"],
         "interfaces": interfaces,
@@ -187,8 +200,8 @@ fn add(conf: &Value, socket: &std::path::Path) -> Result<Option<Value>, CniError
     })))
 }
 
-fn del(socket: &std::path::Path) -> Result<Option<Value>, CniError> {
-    let key = key()?;
+fn del(conf: &Value, socket: &std::path::Path) -> Result<Option<Value>, CniError> {
+    let key = key(conf)?;
     match client::call(socket, Op::Detach { key }) {
         Ok(r) if r.ok => Ok(None),
         Ok(r) => Err(refused(r)),
@@ -202,7 +215,7 @@ fn del(socket: &std::path::Path) -> Result<Option<Value>, CniError> {
 }
 
 fn check(conf: &Value, socket: &std::path::Path) -> Result<Option<Value>, CniError> {
-    let key = key()?;
+    let key = key(conf)?;
     let netns = PathBuf::from(env("CNI_NETNS")?);
     if conf.get("prevResult").is_none() {
         return Err(CniError::new(Code::InvalidConfig, "CHECK needs prevResult"));
@@ -262,6 +275,7 @@ fn gc(conf: &Value, socket: &std::path::Path) -> Result<Option<Value>, CniError>
         .iter()
         .map(|a| {
             Some(AttachmentKey {
+                network: network(conf),
                 container_id: a["containerID"].as_str()?.to_owned(),
                 ifname: a["ifname"].as_str()?.to_owned(),
             })
@@ -273,7 +287,11 @@ fn gc(conf: &Value, socket: &std::path::Path) -> Result<Option<Value>, CniError>
                 "each valid attachment needs containerID and ifname",
             )
         })?;
-    let r = call(socket, Op::Gc { valid }, Code::TryAgainLater)?;
+    let op = Op::Gc {
+        network: network(conf),
+        valid,
+    };
+    let r = call(socket, op, Code::TryAgainLater)?;
     if !r.ok {
         return Err(refused(r));
     }

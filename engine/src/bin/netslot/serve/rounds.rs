@@ -44,6 +44,8 @@ pub(crate) struct RoundConfig {
 struct Held {
     spec: SlotSpec,
     netns: PathBuf,
+    /// Whether it added the container's default route (its container's first attachment).
+    default_route: bool,
 }
 
 /// The engine thread's state.
@@ -146,17 +148,25 @@ impl Rounds {
                 }
                 Op::Attach { key, netns } => attaches.push((id, key, netns, reply)),
                 Op::Detach { key } => detaches.push((key, Some((id, reply)))),
-                Op::Gc { valid } => gcs.push((id, valid, reply)),
+                Op::Gc { network, valid } => gcs.push((id, network, valid, reply)),
                 Op::Acquire => acquires.push((id, reply)),
                 Op::Release { name } => releases.push((id, name, reply)),
             }
         }
-        for (id, valid, reply) in gcs {
-            let keep: std::collections::BTreeSet<_> = valid.into_iter().collect();
+        for (id, network, valid, reply) in gcs {
+            // A GC speaks for its own network only: the valid entries are that network's,
+            // and attachments of other networks are not its to judge.
+            let keep: std::collections::BTreeSet<AttachmentKey> = valid
+                .into_iter()
+                .map(|k| AttachmentKey {
+                    network: network.clone(),
+                    ..k
+                })
+                .collect();
             let gone: Vec<AttachmentKey> = self
                 .attachments
                 .keys()
-                .filter(|k| !keep.contains(*k))
+                .filter(|k| k.network == network && !keep.contains(*k))
                 .cloned()
                 .collect();
             detaches.extend(gone.iter().map(|k| (k.clone(), None)));
@@ -247,14 +257,16 @@ impl Rounds {
         let mut targets = Vec::new();
         let mut waiting = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
+        // Containers given a default route by an earlier attach of this round.
+        let mut routed = std::collections::BTreeSet::new();
         for (id, key, netns, reply) in jobs {
             if self.attachments.contains_key(&key) || !seen.insert(key.clone()) {
                 let r = Response::err(
                     id,
                     ErrorCode::Exists,
                     format!(
-                        "container {} already has {}: DEL it first",
-                        key.container_id, key.ifname
+                        "container {} already has {} on network {:?}: DEL it first",
+                        key.container_id, key.ifname, key.network
                     ),
                 );
                 self.answer(&reply, r);
@@ -269,11 +281,20 @@ impl Rounds {
             }
             match std::fs::File::open(&netns) {
                 Ok(f) => {
+                    // Only a container's first attachment (in any network) gets the
+                    // default route: a second one would fail with EEXIST, and CNI lets a
+                    // plugin add routes only where it is asked to.
+                    let default_route = !self
+                        .attachments
+                        .keys()
+                        .any(|k| k.container_id == key.container_id)
+                        && routed.insert(key.container_id.clone());
                     targets.push(AttachTarget {
                         netns: OwnedFd::from(f),
                         ifname: key.ifname.clone(),
+                        default_route,
                     });
-                    waiting.push((id, key, netns, reply));
+                    waiting.push((id, key, netns, default_route, reply));
                 }
                 Err(e) => {
                     let r = Response::err(
@@ -299,10 +320,16 @@ impl Rounds {
         self.stats.attach_busy_us += started.elapsed().as_micros() as u64;
         match out {
             Ok(out) => {
-                for ((id, key, netns, reply), slot) in waiting.into_iter().zip(out.slots) {
+                for ((id, key, netns, default_route, reply), slot) in
+                    waiting.into_iter().zip(out.slots)
+                {
                     let r = match slot {
                         Ok(spec) => {
-                            let held = Held { spec, netns };
+                            let held = Held {
+                                spec,
+                                netns,
+                                default_route,
+                            };
                             let mut r = Response::ok(id);
                             r.attachment = Some(attachment(&key, &held));
                             self.attachments.insert(key, held);
@@ -315,7 +342,7 @@ impl Rounds {
                 }
             }
             Err(e) => {
-                for (id, key, _, reply) in waiting {
+                for (id, key, _, _, reply) in waiting {
                     let r = Response::err(
                         id,
                         ErrorCode::Kernel,
@@ -510,6 +537,7 @@ fn attachment(key: &AttachmentKey, held: &Held) -> Attachment {
         address: format!("{}/{}", s.slot_ip, s.prefix_len),
         gateway: s.host_ip.to_string(),
         mtu: s.mtu,
+        default_route: held.default_route,
     }
 }
 
