@@ -319,9 +319,15 @@ fn gc_keeps_a_committed_pool_and_removes_only_its_incomplete_slots() {
     assert_eq!(names(&dry, "not_the_pools"), ["/run/netns/gco9"]);
     // The dry run removed nothing.
     let still = json(&dir, "after-dry-links.json").to_string();
-    assert!(still.contains("\"gco4\"") && still.contains("\"gco7\""), "{still}");
+    assert!(
+        still.contains("\"gco4\"") && still.contains("\"gco7\""),
+        "{still}"
+    );
     let ls = read(&dir, "after-dry-ls");
-    assert!(ls.contains("gco3") && ls.contains("gco4") && ls.contains("gco9"), "{ls}");
+    assert!(
+        ls.contains("gco3") && ls.contains("gco4") && ls.contains("gco9"),
+        "{ls}"
+    );
 
     let gc = json(&dir, "gc.json");
     assert_eq!(gc["errors"], Value::Array(vec![]), "{log}");
@@ -339,8 +345,16 @@ fn gc_keeps_a_committed_pool_and_removes_only_its_incomplete_slots() {
     assert_eq!(read(&dir, "mounts").trim(), "4");
     // `down` removed the pool and its record, and neither stranger.
     let final_links = json(&dir, "final-links.json").to_string();
-    assert!(final_links.contains("\"gco7\""), "down deleted a stranger: {final_links}");
-    assert_eq!(read(&dir, "final-netns").split_whitespace().collect::<Vec<_>>(), ["gco9"]);
+    assert!(
+        final_links.contains("\"gco7\""),
+        "down deleted a stranger: {final_links}"
+    );
+    assert_eq!(
+        read(&dir, "final-netns")
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["gco9"]
+    );
     assert_eq!(read(&dir, "final-records").trim(), "", "records left");
     std::fs::remove_dir_all(&dir).unwrap();
 }

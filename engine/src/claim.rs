@@ -93,7 +93,10 @@ fn judge(
     }
     let mut rec = PoolRecord::new(&config.prefix, config.group);
     rec.cidr = Some(config.ipv4_pool.to_string());
-    rec.netns_dir = census.netns_dir.clone().filter(|_| config.pin_dir.is_some());
+    rec.netns_dir = census
+        .netns_dir
+        .clone()
+        .filter(|_| config.pin_dir.is_some());
     rec.bpf_pin_dir = config.bpf_pin_dir.clone();
     lock.write(rec).map_err(gc::GcError::from)?;
     let links = if reclaimed.is_some() {
@@ -150,8 +153,9 @@ fn refuse_collisions(
     }
     let mut clashes = Vec::new();
     if let Some(run_dir) = &config.run_dir {
-        let others = record::other_pools(run_dir, host, config.group)
-            .map_err(EngineError::io(format!("list pool records in {}", run_dir.display())))?;
+        let others = record::other_pools(run_dir, host, config.group).map_err(EngineError::io(
+            format!("list pool records in {}", run_dir.display()),
+        ))?;
         for (g, r) in others {
             let theirs: Option<crate::Ipv4Cidr> = r.cidr.as_deref().and_then(|c| c.parse().ok());
             if let Some(theirs) = theirs {
@@ -165,7 +169,9 @@ fn refuse_collisions(
     clashes.extend(
         census
             .address_clashes(host, config.ipv4_pool)
-            .map_err(EngineError::io("dump addresses and routes of the host namespace"))?,
+            .map_err(EngineError::io(
+                "dump addresses and routes of the host namespace",
+            ))?,
     );
     if !clashes.is_empty() {
         return Err(EngineError::Taken {

@@ -43,10 +43,19 @@ pub struct Ipv4Cidr(ipnet::Ipv4Net);
 /// Ranges no pool may touch, with why (RFC 6890's special-purpose registry): the kernel
 /// treats their addresses specially or they are not unicast.
 const RESERVED: [(&str, &str); 4] = [
-    ("0.0.0.0/8", "\"this network\" (0.0.0.0/8) is not assignable"),
-    ("127.0.0.0/8", "loopback (127.0.0.0/8) belongs to lo in every namespace"),
+    (
+        "0.0.0.0/8",
+        "\"this network\" (0.0.0.0/8) is not assignable",
+    ),
+    (
+        "127.0.0.0/8",
+        "loopback (127.0.0.0/8) belongs to lo in every namespace",
+    ),
     ("224.0.0.0/4", "multicast (224.0.0.0/4) is not unicast"),
-    ("240.0.0.0/4", "reserved (240.0.0.0/4, with the broadcast address) is not assignable"),
+    (
+        "240.0.0.0/4",
+        "reserved (240.0.0.0/4, with the broadcast address) is not assignable",
+    ),
 ];
 
 impl Ipv4Cidr {
@@ -446,7 +455,9 @@ pub enum ConfigError {
     #[error("MTU {0} is above 3506, the largest a veth pair can carry with an XDP program attached (veth_xdp_set refuses it with ERANGE); use --no-xdp, or --attach tc-block to count with tc")]
     MtuTooLargeForXdp(u32),
     /// More slots than a MAC can number.
-    #[error("{wanted} slots: a pool numbers at most 16777216 slots (24 bits of the host end's MAC)")]
+    #[error(
+        "{wanted} slots: a pool numbers at most 16777216 slots (24 bits of the host end's MAC)"
+    )]
     TooManySlots {
         /// Slots the request needs.
         wanted: u64,

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::batch::{Flight, Limits};
-use crate::config::{CountersAttach, EngineConfig};
 use crate::claim;
+use crate::config::{CountersAttach, EngineConfig};
 use crate::gc::GcReport;
 use crate::groups;
 use crate::hold::HoldBudget;
@@ -18,8 +18,8 @@ use crate::netns;
 use crate::op::Op;
 use crate::plan::{self, PerDevice, PoolShape, WHOLE_BATCH};
 use crate::pool::NsPool;
-use crate::record::{PinRecord, PoolLock, PoolPhase};
 use crate::reconcile::{Failure, Ledger, Settled};
+use crate::record::{PinRecord, PoolLock, PoolPhase};
 use crate::result::{EngineError, PhaseTimes, ProvisionReport, Provisioned, SlotError};
 use crate::ring::{Exchange, Ring};
 use crate::slot::{PooledNs, Slot, SlotSpec};
@@ -642,7 +642,9 @@ impl Engine {
         let doomed: Vec<u32> = links
             .iter()
             .filter(|l| groups.contains(&l.group))
-            .filter(|l| crate::ownership::host_end_id(l, &self.config.prefix, self.config.group).is_some())
+            .filter(|l| {
+                crate::ownership::host_end_id(l, &self.config.prefix, self.config.group).is_some()
+            })
             .map(|l| l.index)
             .collect();
         let deleted = self.host.delete_devices(&doomed, &links);
@@ -1081,7 +1083,10 @@ impl Engine {
             }
         };
         if let Err(e) = netns::prepare_pin_dir(dir) {
-            fail_all(batch, io_failure(&e, format!("preparing {}", dir.display())));
+            fail_all(
+                batch,
+                io_failure(&e, format!("preparing {}", dir.display())),
+            );
             return;
         }
         // The record names every pin, with its namespace's id, before the pin exists: no
@@ -1094,7 +1099,11 @@ impl Engine {
             let ns = batch.ns[i].as_ref().expect("ok slots hold a namespace");
             match ns.nsfd().and_then(netns::ns_id) {
                 Ok(ns_id) => planned.push((i, ns_id)),
-                Err(e) => batch.fail(i, Op::Pin, io_failure(&e, "reading the namespace id".into())),
+                Err(e) => batch.fail(
+                    i,
+                    Op::Pin,
+                    io_failure(&e, "reading the namespace id".into()),
+                ),
             }
         }
         let names: Vec<PinRecord> = planned
@@ -1135,15 +1144,19 @@ impl Engine {
 
     /// Adds `add` to the record's pins and drops those named in `drop` (one atomic
     /// rewrite); nothing without a claim.
-    fn record_pins(&mut self, add: Vec<PinRecord>, drop: &[String]) -> Result<(), crate::record::RecordError> {
+    fn record_pins(
+        &mut self,
+        add: Vec<PinRecord>,
+        drop: &[String],
+    ) -> Result<(), crate::record::RecordError> {
         let Some(lock) = &mut self.lock else {
             return Ok(());
         };
-        let mut r = lock
-            .current()
-            .cloned()
-            .unwrap_or_else(|| crate::record::PoolRecord::new(&self.config.prefix, self.config.group));
-        r.pins.retain(|p| !drop.contains(&p.name) && !add.iter().any(|a| a.name == p.name));
+        let mut r = lock.current().cloned().unwrap_or_else(|| {
+            crate::record::PoolRecord::new(&self.config.prefix, self.config.group)
+        });
+        r.pins
+            .retain(|p| !drop.contains(&p.name) && !add.iter().any(|a| a.name == p.name));
         r.pins.extend(add);
         lock.write(r)
     }

@@ -109,7 +109,11 @@ impl GcReport {
 }
 
 /// Refuses a record that belongs to a pool of another prefix, or that pinned elsewhere.
-pub(crate) fn check_record(scope: &Scope, record: Option<&PoolRecord>, path: &Path) -> Result<(), GcError> {
+pub(crate) fn check_record(
+    scope: &Scope,
+    record: Option<&PoolRecord>,
+    path: &Path,
+) -> Result<(), GcError> {
     let Some(r) = record else { return Ok(()) };
     if r.prefix != scope.prefix {
         return Err(GcError::OtherPool {

@@ -160,9 +160,10 @@ impl HostNs {
                     }
                 }
             }
-            Err(e) => out
-                .errors
-                .push(format!("{} device(s): delete (RTM_DELLINK): {e}", singles.len())),
+            Err(e) => out.errors.push(format!(
+                "{} device(s): delete (RTM_DELLINK): {e}",
+                singles.len()
+            )),
         }
         out
     }
@@ -439,7 +440,14 @@ mod tests {
 
     #[test]
     fn a_group_is_deleted_whole_only_when_everything_in_it_is_doomed() {
-        let links = [link(1, 0), link(10, 7), link(11, 7), link(20, 8), link(21, 8), link(30, 9)];
+        let links = [
+            link(1, 0),
+            link(10, 7),
+            link(11, 7),
+            link(20, 8),
+            link(21, 8),
+            link(30, 9),
+        ];
         // Group 7 all doomed: whole. Group 8 holds a stranger (21): one by one. Group 0 never.
         let (whole, singles) = split_by_group(&[10, 11, 20, 1], &links);
         assert_eq!(whole, [7]);

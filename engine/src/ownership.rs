@@ -223,7 +223,10 @@ impl Census {
     fn judge_pins(&mut self, dir: &Path) -> io::Result<()> {
         let mounts = nsfs_mounts_in(dir)?;
         for (id, path) in host::pinned(dir, &self.prefix)? {
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
             let recorded = self
                 .record
                 .as_ref()
@@ -270,7 +273,12 @@ impl Census {
             .strangers_named_like_slots
             .iter()
             .chain(&self.strangers_in_groups)
-            .map(|l| (l.name.clone(), format!("device {} (ifindex {})", l.name, l.index)));
+            .map(|l| {
+                (
+                    l.name.clone(),
+                    format!("device {} (ifindex {})", l.name, l.index),
+                )
+            });
         let pins = self.strangers_pinned.iter().filter_map(|p| {
             let name = p.file_name()?.to_str()?.to_owned();
             Some((name, format!("namespace pin {}", p.display())))
@@ -288,11 +296,8 @@ impl Census {
             return self.everything();
         }
         let whole_pool = false;
-        let pins_judged = self.netns_dir.is_some()
-            && self
-                .record
-                .as_ref()
-                .is_some_and(|r| r.netns_dir.is_some());
+        let pins_judged =
+            self.netns_dir.is_some() && self.record.as_ref().is_some_and(|r| r.netns_dir.is_some());
         let complete = |id: &u32| {
             !whole_pool
                 && self.host_ends.contains_key(id)
@@ -385,7 +390,11 @@ impl Census {
         for a in host.addresses()? {
             if let std::net::IpAddr::V4(ip) = a.addr {
                 if !ours.contains(&a.index) && cidr.contains(ip) {
-                    out.push(format!("address {ip}/{} on {}", a.prefix_len, name(a.index)));
+                    out.push(format!(
+                        "address {ip}/{} on {}",
+                        a.prefix_len,
+                        name(a.index)
+                    ));
                 }
             }
         }
@@ -396,8 +405,14 @@ impl Census {
                 continue;
             }
             if cidr.overlaps(r.dst, r.dst_len) {
-                let dev = r.oif.map(|i| format!(" dev {}", name(i))).unwrap_or_default();
-                out.push(format!("route {}/{}{dev} (table {})", r.dst, r.dst_len, r.table));
+                let dev = r
+                    .oif
+                    .map(|i| format!(" dev {}", name(i)))
+                    .unwrap_or_default();
+                out.push(format!(
+                    "route {}/{}{dev} (table {})",
+                    r.dst, r.dst_len, r.table
+                ));
             }
         }
         Ok(out)
@@ -481,16 +496,37 @@ mod tests {
     fn a_host_end_needs_group_name_kind_and_mac() {
         let mac = crate::slot::host_end_mac(7600, 3);
         let sub = groups::sub_batch_group(7600, 2);
-        assert_eq!(host_end_id(&link("ns3", 7600, "veth", mac), "ns", 7600), Some(3));
-        assert_eq!(host_end_id(&link("ns3", sub, "veth", mac), "ns", 7600), Some(3));
+        assert_eq!(
+            host_end_id(&link("ns3", 7600, "veth", mac), "ns", 7600),
+            Some(3)
+        );
+        assert_eq!(
+            host_end_id(&link("ns3", sub, "veth", mac), "ns", 7600),
+            Some(3)
+        );
         // Each piece of evidence alone is not enough.
-        assert_eq!(host_end_id(&link("ns3", 7601, "veth", mac), "ns", 7600), None);
-        assert_eq!(host_end_id(&link("xx3", 7600, "veth", mac), "ns", 7600), None);
-        assert_eq!(host_end_id(&link("ns3", 7600, "tun", mac), "ns", 7600), None);
+        assert_eq!(
+            host_end_id(&link("ns3", 7601, "veth", mac), "ns", 7600),
+            None
+        );
+        assert_eq!(
+            host_end_id(&link("xx3", 7600, "veth", mac), "ns", 7600),
+            None
+        );
+        assert_eq!(
+            host_end_id(&link("ns3", 7600, "tun", mac), "ns", 7600),
+            None
+        );
         let other = crate::slot::host_end_mac(7600, 4);
-        assert_eq!(host_end_id(&link("ns3", 7600, "veth", other), "ns", 7600), None);
+        assert_eq!(
+            host_end_id(&link("ns3", 7600, "veth", other), "ns", 7600),
+            None
+        );
         let other_pool = crate::slot::host_end_mac(7700, 3);
-        assert_eq!(host_end_id(&link("ns3", 7600, "veth", other_pool), "ns", 7600), None);
+        assert_eq!(
+            host_end_id(&link("ns3", 7600, "veth", other_pool), "ns", 7600),
+            None
+        );
     }
 
     #[test]
@@ -515,7 +551,12 @@ mod tests {
             host_ends: ends
                 .iter()
                 .map(|&id| {
-                    let l = link(&format!("ns{id}"), 7600, "veth", crate::slot::host_end_mac(7600, id));
+                    let l = link(
+                        &format!("ns{id}"),
+                        7600,
+                        "veth",
+                        crate::slot::host_end_mac(7600, id),
+                    );
                     (id, l)
                 })
                 .collect(),
@@ -538,7 +579,13 @@ mod tests {
         let g = census(Some(PoolPhase::Committed), &[0, 1, 2], &[0, 2, 3]).garbage();
         assert!(!g.whole_pool);
         assert_eq!(g.kept_slots, 2);
-        assert_eq!(g.host_ends.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(), ["ns1"]);
+        assert_eq!(
+            g.host_ends
+                .iter()
+                .map(|l| l.name.as_str())
+                .collect::<Vec<_>>(),
+            ["ns1"]
+        );
         assert_eq!(g.pins, [PathBuf::from("/run/netns/ns3")]);
         assert_eq!(g.bpf_pins, None, "the counters stay while slots stay");
     }

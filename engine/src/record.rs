@@ -387,7 +387,10 @@ mod tests {
         assert_eq!(read_record(&path).unwrap(), Some(r.clone()));
         r.phase = PoolPhase::Committed;
         write_record(&path, &r).unwrap();
-        assert_eq!(read_record(&path).unwrap().unwrap().phase, PoolPhase::Committed);
+        assert_eq!(
+            read_record(&path).unwrap().unwrap().phase,
+            PoolPhase::Committed
+        );
         assert_eq!(r.pin_id("ns0"), Some(4101));
         assert_eq!(r.pin_id("ns1"), None);
         // Only the record is left: no temporary file survives a write.

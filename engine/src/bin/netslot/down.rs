@@ -35,15 +35,19 @@ pub(crate) fn run(args: DownArgs) -> Result<ExitCode, String> {
         return Err("group 0 is every default device; refusing to delete it".into());
     }
     let host = open_host(pool)?;
-    let r = netslot::gc::remove_pool(&host, &pool.run_dir, &pool.scope())
-        .map_err(|e| e.to_string())?;
+    let r =
+        netslot::gc::remove_pool(&host, &pool.run_dir, &pool.scope()).map_err(|e| e.to_string())?;
     let report = DownReport {
         prefix: r.prefix,
         group: r.group,
         host_ends_deleted: r.host_ends.len(),
         namespaces_unpinned: r.namespaces.len() + r.stale_files.len(),
         xdp_counters_unpinned: r.bpf_pins.is_some(),
-        left_alone: r.foreign_in_group.into_iter().chain(r.not_the_pools).collect(),
+        left_alone: r
+            .foreign_in_group
+            .into_iter()
+            .chain(r.not_the_pools)
+            .collect(),
         errors: r.errors,
     };
     if pool.json {

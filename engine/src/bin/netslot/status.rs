@@ -86,7 +86,12 @@ pub(crate) fn read_pool(pool: &PoolArgs) -> Result<PoolState, String> {
         .strangers_pinned
         .iter()
         .map(|p| p.display().to_string())
-        .chain(census.strangers_named_like_slots.iter().map(|l| l.name.clone()))
+        .chain(
+            census
+                .strangers_named_like_slots
+                .iter()
+                .map(|l| l.name.clone()),
+        )
         .collect();
     Ok(PoolState {
         prefix: pool.prefix.clone(),
