@@ -1,7 +1,9 @@
 //! Crashes: `netslot up --slots 4000` (and `down`) killed with SIGKILL at points chosen by
-//! watching kernel state, then `netslot gc`; nothing of the pool may remain. Each kill
-//! point runs in its own private network and mount namespace (tmpfs /run, private bpffs)
-//! with its own prefix and group.
+//! watching kernel state, then `netslot gc`; nothing of the pool may remain, and nothing
+//! of a neighbouring pool (a committed pool of 40 slots in the same host namespace, netns
+//! directory, run directory and bpffs) may be lost. Each kill point runs in its own
+//! private network and mount namespace (tmpfs /run, private bpffs) with its own prefix
+//! and group.
 //!
 //! "No namespace left" is checked three ways, all kernel-reported and scoped to the test:
 //! - no nsfs bind mount in the private mount namespace (/proc/self/mountinfo);
@@ -31,8 +33,12 @@ links()  { ip -o link show 2>/dev/null | awk -v g="$G" '{ for (i = 1; i < NF; i+
 pins()   { grep -c " /run/netns/$P[0-9]" /proc/self/mountinfo || true; }
 fds()    { ls /proc/"$1"/fd 2>/dev/null | wc -l; }
 # A dump racing with namespace destruction may be interrupted (NLM_F_DUMP_INTR): retry.
+# The neighbouring pool: prefix nb, group 7969, its own range; committed by `up`.
+NB=40
+# nsids of the victim's namespaces: all of the host namespace's but the neighbour's.
 nsids()  { until out=$(ip -j netns list-id 2>/dev/null); do sleep 0.05; done
-           echo "${out:-[]}" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))'; }
+           all=$(echo "${out:-[]}" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+           echo $((all - NB)); }
 slab()   { awk '$1=="net_namespace"{print $2}' /proc/slabinfo; }
 # Polls a kernel-reported count until it reaches a threshold, then SIGKILLs the victim
 # at once (the figure is written after the kill, so writing it costs no time).
@@ -47,8 +53,9 @@ kill_when() { # cmd threshold pid [le]
   echo "$1=$v"
 }
 snapshot() { # name
-  echo "links=$(links) pins=$(pins) nsids=$(nsids) bpf=$(find /sys/fs/bpf/netslot -mindepth 1 2>/dev/null | wc -l) records=$(ls -A /run/netslot 2>/dev/null | wc -l) slab=$(slab)" > $D/$1
+  echo "links=$(links) pins=$(pins) nsids=$(nsids) bpf=$(find /sys/fs/bpf/netslot/$G 2>/dev/null | wc -l) records=$(ls -A /run/netslot 2>/dev/null | grep -c -- "-group$G\." || true) slab=$(slab)" > $D/$1
 }
+$NS up --slots $NB --prefix nb --group 7969 --cidr 100.66.0.0/24 > $D/nb-up.out
 "#;
 
 const AFTER_KILL: &str = r#"
@@ -67,6 +74,7 @@ grep -c nsfs /proc/self/mountinfo > $D/nsfs-mounts || true
 until ip -j -d link show > $D/after-links.json 2>/dev/null; do sleep 0.1; done
 find /sys/fs/bpf -mindepth 1 > $D/after-bpf
 ls -A /run/netns /run/netslot > $D/after-ls 2>&1 || true
+$NS status --prefix nb --group 7969 --json > $D/nb-after.json
 "#;
 
 fn kv(text: &str, key: &str) -> i64 {
@@ -90,7 +98,7 @@ fn crash_and_collect(name: &str, prefix: &str, group: u32, kill: &str) {
     let after = read(&dir, "after");
     let gc = json(&dir, "gc.json");
     eprintln!(
-        "{name}: at kill: {} | before gc: {} | gc {} s, removed {} host ends (group delete: {}), {} namespaces, {} stale files, bpf {} | after: {} | settle {} x 100 ms",
+        "{name}: at kill: {} | before gc: {} | gc {} s, removed {} host ends (group delete: {}), {} namespaces, {} stale files, bpf {} | after: {} | settle {} x 100 ms | neighbour kept {} slots",
         at_kill.trim(),
         before.trim(),
         read(&dir, "gc-seconds").trim(),
@@ -101,6 +109,9 @@ fn crash_and_collect(name: &str, prefix: &str, group: u32, kill: &str) {
         gc["bpf_pins"],
         after.trim(),
         read(&dir, "settle-ticks").trim(),
+        json(&dir, "nb-after.json")["slots"]
+            .as_array()
+            .map_or(0, Vec::len),
     );
     assert_eq!(gc["errors"], Value::Array(vec![]), "{name}: {log}");
     assert_eq!(
@@ -118,7 +129,11 @@ fn crash_and_collect(name: &str, prefix: &str, group: u32, kill: &str) {
     assert_eq!(kv(&after, "nsids"), 0, "{name}: namespaces alive: {after}");
     assert_eq!(kv(&after, "bpf"), 0, "{name}: BPF pins left: {after}");
     assert_eq!(kv(&after, "records"), 0, "{name}: ownership record left");
-    assert_eq!(read(&dir, "nsfs-mounts").trim(), "0", "{name}: nsfs mounts");
+    assert_eq!(
+        read(&dir, "nsfs-mounts").trim(),
+        "40",
+        "{name}: nsfs mounts (the neighbour's 40 only)"
+    );
     let left: Vec<Value> = json(&dir, "after-links.json")
         .as_array()
         .unwrap()
@@ -129,20 +144,32 @@ fn crash_and_collect(name: &str, prefix: &str, group: u32, kill: &str) {
         .cloned()
         .collect();
     assert!(left.is_empty(), "{name}: devices left: {left:?}");
-    assert_eq!(
-        read(&dir, "after-bpf")
-            .lines()
-            .filter(|l| !l.ends_with(".debug"))
-            .count(),
-        0,
-        "{name}: bpffs: {}",
-        read(&dir, "after-bpf")
+    let bpf = read(&dir, "after-bpf");
+    assert!(
+        !bpf.lines()
+            .any(|l| l.contains(&format!("/netslot/{group}"))),
+        "{name}: bpffs: {bpf}"
     );
-    assert_eq!(
-        read(&dir, "after-ls").split_whitespace().count(),
-        2,
-        "{}",
-        read(&dir, "after-ls")
+    let ls = read(&dir, "after-ls");
+    assert!(
+        !ls.split_whitespace()
+            .any(|f| f.starts_with(prefix) || f.contains(&format!("-group{group}."))),
+        "{name}: files left: {ls}"
+    );
+    // Nothing of the neighbouring pool was lost: all 40 slots complete, still committed.
+    let nb = json(&dir, "nb-after.json");
+    let slots = nb["slots"].as_array().unwrap();
+    assert_eq!(slots.len(), 40, "{name}: neighbour: {nb}");
+    assert!(
+        slots.iter().all(|s| s["host_up"] == true
+            && s["pinned"].is_string()
+            && !s["host_addrs"].as_array().unwrap().is_empty()),
+        "{name}: neighbour incomplete: {nb}"
+    );
+    assert_eq!(nb["record"], "committed", "{name}: {nb}");
+    assert!(
+        bpf.contains("/netslot/7969"),
+        "{name}: neighbour's counters gone: {bpf}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
