@@ -691,10 +691,22 @@ fn a_live_engine_owns_its_pool_and_the_next_one_reclaims_a_dead_ones_slots() {
         // engine that made them goes.
         drop(a);
         assert_eq!(links_in_group(7610).len(), 3);
-        let mut c = Engine::new(config).expect("next owner reclaims");
+        let mut c = Engine::new(config.clone()).expect("next owner reclaims");
         assert!(
             links_in_group(7610).is_empty(),
             "dead owner's host ends left"
+        );
+        // Reclaiming kept the claim: the pool is still owned, so a third engine is
+        // refused (removing the lock file under its holder would let it in).
+        let err = Engine::new(config).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                netslot::EngineError::Claim(netslot::gc::GcError::Record(
+                    netslot::record::RecordError::Owned { group: 7610, .. }
+                ))
+            ),
+            "{err}"
         );
         let out = c.provision(2).unwrap();
         let slots: Vec<_> = out.slots.into_iter().map(Result::unwrap).collect();

@@ -41,7 +41,7 @@ pub(crate) fn scope(config: &EngineConfig) -> Scope {
 /// was found (and no lock file the claim itself made).
 pub(crate) fn claim(config: &EngineConfig, host: &HostNs) -> Result<Claimed, EngineError> {
     let mut lock = match &config.run_dir {
-        Some(dir) => Some(PoolLock::claim(dir, host, config.group).map_err(gc::GcError::from)?),
+        Some(dir) => Some(gc::claim_checked(dir, host, &scope(config))?),
         None => None,
     };
     let found = lock.as_ref().and_then(|l| l.found().cloned());
@@ -70,9 +70,6 @@ fn judge(
     found: Option<&PoolRecord>,
 ) -> Result<Judged, EngineError> {
     let scope = scope(config);
-    if let Some(l) = &lock {
-        gc::check_record(&scope, found, &l.paths().record)?;
-    }
     let census = Census::read(host, &scope, found.cloned()).map_err(gc::GcError::from)?;
     refuse_collisions(config, host, &census, lock.is_some())?;
     let Some(lock) = lock else {
@@ -82,7 +79,14 @@ fn judge(
     let mut reclaimed = None;
     if !garbage.is_empty() {
         let mut report = gc::report(&census, &garbage, false);
-        report.errors = gc::apply(host, &census, &garbage, lock, &mut report);
+        report.errors = gc::apply(
+            host,
+            &census,
+            &garbage,
+            lock,
+            &mut report,
+            gc::Then::KeepClaim,
+        );
         if !report.errors.is_empty() {
             return Err(EngineError::Leftovers {
                 group: config.group,

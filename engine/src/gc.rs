@@ -109,11 +109,7 @@ impl GcReport {
 }
 
 /// Refuses a record that belongs to a pool of another prefix, or that pinned elsewhere.
-pub(crate) fn check_record(
-    scope: &Scope,
-    record: Option<&PoolRecord>,
-    path: &Path,
-) -> Result<(), GcError> {
+fn check_record(scope: &Scope, record: Option<&PoolRecord>, path: &Path) -> Result<(), GcError> {
     let Some(r) = record else { return Ok(()) };
     if r.prefix != scope.prefix {
         return Err(GcError::OtherPool {
@@ -137,6 +133,24 @@ pub(crate) fn check_record(
     Ok(())
 }
 
+/// Claims the pool in `run_dir`: refused while a live process owns it, or when its record
+/// is another pool's (then the lock file the claim itself made is removed again).
+pub(crate) fn claim_checked(
+    run_dir: &Path,
+    host: &HostNs,
+    scope: &Scope,
+) -> Result<PoolLock, GcError> {
+    let mut lock = PoolLock::claim(run_dir, host, scope.group)?;
+    let found = lock.found();
+    if let Err(e) = check_record(scope, found, &lock.paths().record) {
+        if found.is_none() {
+            let _ = lock.remove();
+        }
+        return Err(e);
+    }
+    Ok(lock)
+}
+
 /// Claims the pool (refusing if a live process owns it, or if its record is another
 /// pool's), judges it once, and removes what is garbage unless `dry_run`. The record goes
 /// when nothing of the pool remains; a committed pool with complete slots stays
@@ -147,14 +161,8 @@ pub fn collect(
     scope: &Scope,
     dry_run: bool,
 ) -> Result<GcReport, GcError> {
-    let mut lock = PoolLock::claim(run_dir, host, scope.group)?;
+    let mut lock = claim_checked(run_dir, host, scope)?;
     let found = lock.found().cloned();
-    if let Err(e) = check_record(scope, found.as_ref(), &lock.paths().record) {
-        if found.is_none() {
-            let _ = lock.remove();
-        }
-        return Err(e);
-    }
     let census = Census::read(host, scope, found.clone())?;
     let garbage = census.garbage();
     let mut report = report(&census, &garbage, dry_run);
@@ -164,7 +172,14 @@ pub fn collect(
         }
         return Ok(report);
     }
-    report.errors = apply(host, &census, &garbage, &mut lock, &mut report);
+    report.errors = apply(
+        host,
+        &census,
+        &garbage,
+        &mut lock,
+        &mut report,
+        Then::Release,
+    );
     Ok(report)
 }
 
@@ -172,22 +187,32 @@ pub fn collect(
 /// (so that if this process dies halfway, gc removes the rest), then removes every object
 /// the kernel proves is the pool's, and the record last. What `netslot down` does.
 pub fn remove_pool(host: &HostNs, run_dir: &Path, scope: &Scope) -> Result<GcReport, GcError> {
-    let mut lock = PoolLock::claim(run_dir, host, scope.group)?;
-    let found = lock.found().cloned();
-    if let Err(e) = check_record(scope, found.as_ref(), &lock.paths().record) {
-        if found.is_none() {
-            let _ = lock.remove();
-        }
-        return Err(e);
-    }
-    let census = Census::read(host, scope, found)?;
+    let mut lock = claim_checked(run_dir, host, scope)?;
+    let census = Census::read(host, scope, lock.found().cloned())?;
     let garbage = census.everything();
     let mut report = report(&census, &garbage, false);
     if !garbage.is_empty() {
         lock.set_phase(&scope.prefix, PoolPhase::Removing)?;
     }
-    report.errors = apply(host, &census, &garbage, &mut lock, &mut report);
+    report.errors = apply(
+        host,
+        &census,
+        &garbage,
+        &mut lock,
+        &mut report,
+        Then::Release,
+    );
     Ok(report)
+}
+
+/// What [`apply`] does with the claim once the pool is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Then {
+    /// Remove the record and the lock file: nobody owns the pool any more.
+    Release,
+    /// Keep both: the caller goes on owning the pool and writes a new record. (Unlinking
+    /// the lock file under a holder would let a second claimer lock a new file.)
+    KeepClaim,
 }
 
 /// Removes `garbage` and brings the record in line; returns the errors.
@@ -197,6 +222,7 @@ pub(crate) fn apply(
     garbage: &Garbage,
     lock: &mut PoolLock,
     report: &mut GcReport,
+    then: Then,
 ) -> Vec<String> {
     let removal = census.remove(host, garbage);
     report.by_group_delete = !garbage.host_ends.is_empty() && removal.one_by_one == 0;
@@ -214,8 +240,10 @@ pub(crate) fn apply(
     }
     let pool_gone = garbage.kept_slots == 0 && errors.is_empty();
     if pool_gone {
-        if let Err(e) = lock.remove() {
-            errors.push(e.to_string());
+        if then == Then::Release {
+            if let Err(e) = lock.remove() {
+                errors.push(e.to_string());
+            }
         }
     } else if let Some(mut r) = lock.current().cloned() {
         // Drop the pins that are gone from the record, after they are gone.
