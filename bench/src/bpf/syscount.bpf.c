@@ -1,7 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0
 /* syscount: counts the syscalls (and io_uring submissions) of the processes in
  * `tracked` and of every process or thread they fork, keyed by (thread name, syscall
- * number). Tracepoints only: kprobes and fentry are refused on our kernels. */
+ * number). BTF-typed tracepoints (tp_btf) only: kprobes and fentry are refused on our
+ * kernels, and a classic `tp/` program would need tracefs mounted, because libbpf looks
+ * its perf event id up in <tracefs>/events/<category>/<name>/id. A tp_btf program names
+ * its tracepoint through kernel BTF (/sys/kernel/btf/vmlinux) and is attached with
+ * bpf(BPF_RAW_TRACEPOINT_OPEN), so it works on a machine where tracefs is not mounted.
+ * Its context is the tracepoint's argument list (TP_PROTO), one u64 per argument,
+ * checked by the verifier against the kernel's prototype. */
 #include <linux/types.h>
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -24,21 +30,11 @@ struct {
 /* Events whose key did not fit in `counts`. */
 __u64 dropped = 0;
 
-/* Layout of tracepoint raw_syscalls/sys_enter (see its format file). */
-struct sys_enter_ctx {
-	__u64 common;
-	long id;
-	unsigned long args[6];
-};
-
-/* Layout of tracepoint sched/sched_process_fork on 6.x (__data_loc comms). */
-struct fork_ctx {
-	__u64 common;
-	__u32 parent_comm_loc;
-	__s32 parent_pid;
-	__u32 child_comm_loc;
-	__s32 child_pid;
-};
+/* The one field of the kernel's task_struct read here. preserve_access_index makes its
+ * offset a CO-RE relocation: libbpf rewrites it from the running kernel's BTF at load. */
+struct task_struct {
+	int pid;
+} __attribute__((preserve_access_index));
 
 static __always_inline int is_tracked(void)
 {
@@ -68,31 +64,39 @@ static __always_inline void count(__u32 nr)
 	}
 }
 
-SEC("tp/raw_syscalls/sys_enter")
-int syscount_sys_enter(struct sys_enter_ctx *ctx)
+/* raw_syscalls:sys_enter, TP_PROTO(struct pt_regs *regs, long id). */
+SEC("tp_btf/sys_enter")
+int syscount_sys_enter(unsigned long long *ctx)
 {
 	if (is_tracked())
-		count((__u32)ctx->id);
+		count((__u32)ctx[1]);
 	return 0;
 }
 
-SEC("tp/io_uring/io_uring_submit_req")
-int syscount_uring_submit(void *ctx)
+/* io_uring:io_uring_submit_req, TP_PROTO(struct io_kiocb *req): one per SQE taken. */
+SEC("tp_btf/io_uring_submit_req")
+int syscount_uring_submit(unsigned long long *ctx)
 {
 	if (is_tracked())
 		count(SYSCOUNT_NR_URING_SUBMIT);
 	return 0;
 }
 
-SEC("tp/sched/sched_process_fork")
-int syscount_fork(struct fork_ctx *ctx)
+/* sched:sched_process_fork, TP_PROTO(struct task_struct *parent, struct task_struct
+ * *child), fired in the parent (current) for every new process and thread. */
+SEC("tp_btf/sched_process_fork")
+int syscount_fork(unsigned long long *ctx)
 {
-	__u32 child = ctx->child_pid;
+	struct task_struct *child = (struct task_struct *)ctx[1];
+	__u32 pid;
 	__u8 yes = 1;
 
+	if (!is_tracked())
+		return 0;
+	/* A BTF pointer of tp_btf: the verifier allows the direct, fault-safe load. */
+	pid = child->pid;
 	/* Threads get a tid key too: harmless, a tid never names another process. */
-	if (is_tracked())
-		bpf_map_update_elem(&tracked, &child, &yes, BPF_ANY);
+	bpf_map_update_elem(&tracked, &pid, &yes, BPF_ANY);
 	return 0;
 }
 

@@ -2,6 +2,13 @@
 //! name and syscall number, with tracepoint BPF (src/bpf/syscount.bpf.c).
 //! Leaves out timing and RTNL; kprobes/fentry are refused on our kernels, tracepoints work.
 //!
+//! The programs are BTF-typed tracepoints (tp_btf), which need no tracefs: the kernel
+//! finds the tracepoint by name in its own BTF and the link comes from
+//! bpf(BPF_RAW_TRACEPOINT_OPEN). Classic `tp/` programs would need tracefs (or debugfs)
+//! mounted, since libbpf reads their perf event id from
+//! `/sys/kernel/tracing/events/<category>/<name>/id`, and a fresh Debian machine mounts
+//! neither. What the counter does need is kernel BTF (`/sys/kernel/btf/vmlinux`).
+//!
 //! A process is followed from [`SyscallCounter::track`] on, and so is everything it forks
 //! after that (threads and children, via sched_process_fork). Counts are cumulative;
 //! take a [`Counts`] snapshot at each boundary and subtract.
@@ -59,7 +66,8 @@ pub struct SyscallCounter {
 }
 
 impl SyscallCounter {
-    /// Loads and attaches the tracepoint programs (root: CAP_BPF + CAP_PERFMON).
+    /// Loads and attaches the tracepoint programs (root: CAP_BPF + CAP_PERFMON; kernel BTF,
+    /// no tracefs).
     pub fn start() -> Result<Self, SyscountError> {
         // The skeleton borrows its object storage for as long as it lives; the counter
         // lives for the process, so the storage is leaked once.
