@@ -772,9 +772,18 @@ impl Engine {
                         Exchange::new(f.fd, send, buf)
                     })
                     .collect();
-                self.ring
-                    .run(&mut exchanges)
-                    .map_err(EngineError::io("io_uring submit"))?;
+                if let Err(e) = self.ring.run(&mut exchanges) {
+                    drop(exchanges);
+                    if self.ring.is_broken() {
+                        // Operations may still point at the sends and the reply buffers:
+                        // leak them rather than free them under the kernel (ring.rs).
+                        for f in flights.iter_mut() {
+                            std::mem::forget(std::mem::take(&mut f.bytes));
+                        }
+                        std::mem::forget(std::mem::take(&mut bufs));
+                    }
+                    return Err(EngineError::io("io_uring submit")(e));
+                }
                 for ex in &exchanges {
                     results.push((ex.sent, ex.reply().map(<[u8]>::len)));
                 }

@@ -9,6 +9,15 @@
 //! EAGAIN at once instead of waiting, which tells "no reply" from "reply not yet here".
 //! MSG_TRUNC makes netlink_recvmsg return the datagram's full length, so a cut reply is
 //! seen as one.
+//!
+//! The promise every `unsafe` push here rests on: memory an operation points at is not
+//! freed before its completion is reaped. Waiting is retried when io_uring_enter is
+//! interrupted (EINTR: a signal; io-uring's `submit_and_wait` does not retry it), finds
+//! the completion queue full (EBUSY) or meets a passing shortage (EAGAIN); what completed
+//! meanwhile is reaped first. Any other failure of io_uring_enter, repeated, marks the
+//! ring broken: it is never entered again (so operations still queued are never
+//! submitted), and the memory of operations that may still be in flight is leaked on
+//! purpose instead of freed (here, and by the engine for the buffers it lent).
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -72,7 +81,15 @@ pub(crate) struct Ring {
     pub sends: u64,
     /// Size of the registered (sparse) file table; 0 until `write_files` first needs it.
     file_slots: u32,
+    /// Waits that io_uring_enter cut short (EINTR, EBUSY, EAGAIN) and that were resumed.
+    pub interrupted: u64,
+    /// Why the ring may not be entered again, once it failed for good.
+    broken: Option<String>,
 }
+
+/// io_uring_enter failures other than an interruption tolerated in one wait before the
+/// ring is given up as broken.
+const MAX_ENTER_FAILURES: u32 = 3;
 
 impl std::fmt::Debug for Ring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -101,7 +118,63 @@ impl Ring {
             enters: 0,
             sends: 0,
             file_slots: 0,
+            interrupted: 0,
+            broken: None,
         })
+    }
+
+    /// Whether the ring failed for good (see the module doc); every later call fails.
+    pub fn is_broken(&self) -> bool {
+        self.broken.is_some()
+    }
+
+    fn check_usable(&self) -> io::Result<()> {
+        match &self.broken {
+            Some(why) => Err(io::Error::other(format!(
+                "io_uring unusable since an earlier failure: {why}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Submits what was pushed and waits until `expected` completions are reaped, handing
+    /// each to `on_cqe`. Retries interrupted waits; on a lasting failure marks the ring
+    /// broken and returns the error, with operations possibly still in flight: the caller
+    /// must then leak, not free, what they point at.
+    fn reap(
+        &mut self,
+        expected: usize,
+        mut on_cqe: impl FnMut(&io_uring::cqueue::Entry),
+    ) -> io::Result<()> {
+        self.check_usable()?;
+        let mut reaped = 0usize;
+        let mut failures = 0;
+        while reaped < expected {
+            match self.ring.submit_and_wait(expected - reaped) {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)
+                    ) =>
+                {
+                    self.interrupted += 1;
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures >= MAX_ENTER_FAILURES {
+                        self.broken = Some(e.to_string());
+                        return Err(e);
+                    }
+                }
+            }
+            self.enters += 1;
+            for cqe in self.ring.completion() {
+                reaped += 1;
+                on_cqe(&cqe);
+            }
+        }
+        Ok(())
     }
 
     /// Runs every exchange; results land in the exchanges. As many pairs as fit the
@@ -156,20 +229,19 @@ impl Ring {
                 bufs.push(b);
             }
         }
-        let mut reaped = 0usize;
-        while reaped < expected {
-            self.ring.submit_and_wait(expected - reaped)?;
-            self.enters += 1;
-            for cqe in self.ring.completion() {
-                let index = (cqe.user_data() >> 1) as usize - base;
-                let ex = &mut window[index];
-                if cqe.user_data() & 1 == 1 {
-                    ex.received = cqe.result();
-                } else {
-                    ex.sent = cqe.result();
-                }
-                reaped += 1;
+        let reaped = self.reap(expected, |cqe| {
+            let index = (cqe.user_data() >> 1) as usize - base;
+            let ex = &mut window[index];
+            if cqe.user_data() & 1 == 1 {
+                ex.received = cqe.result();
+            } else {
+                ex.sent = cqe.result();
             }
+        });
+        if let Err(e) = reaped {
+            // Operations may still point at these msghdrs: leak them (module doc).
+            std::mem::forget(bufs);
+            return Err(e);
         }
         drop(bufs);
         Ok(())
@@ -181,6 +253,7 @@ impl Ring {
     /// (a close(2) each would be one system call per slot at teardown). Returns the first
     /// error; every fd is closed or reported either way.
     pub fn close_all(&mut self, fds: Vec<OwnedFd>) -> io::Result<()> {
+        self.check_usable()?;
         let capacity = self.ring.params().sq_entries() as usize;
         let mut first_err = None;
         let raw: Vec<RawFd> = fds.into_iter().map(IntoRawFd::into_raw_fd).collect();
@@ -195,17 +268,11 @@ impl Ring {
                         .map_err(|_| io::Error::other("submission queue full"))?;
                 }
             }
-            let mut reaped = 0;
-            while reaped < window.len() {
-                self.ring.submit_and_wait(window.len() - reaped)?;
-                self.enters += 1;
-                for cqe in self.ring.completion() {
-                    reaped += 1;
-                    if cqe.result() < 0 && first_err.is_none() {
-                        first_err = Some(io::Error::from_raw_os_error(-cqe.result()));
-                    }
+            self.reap(window.len(), |cqe| {
+                if cqe.result() < 0 && first_err.is_none() {
+                    first_err = Some(io::Error::from_raw_os_error(-cqe.result()));
                 }
-            }
+            })?;
         }
         first_err.map_or(Ok(()), Err)
     }
@@ -220,7 +287,15 @@ impl Ring {
     /// The open and the write run in this thread's io-wq workers, which share the
     /// submitting thread's namespaces: a caller that means another namespace's /proc/sys
     /// must submit from a thread that entered it before its first submission.
-    pub fn write_files(&mut self, paths: &[CString], data: &[u8]) -> io::Result<Vec<i32>> {
+    ///
+    /// The paths are taken, not borrowed, and `data` is static: if the ring breaks while
+    /// io-wq workers may still be opening them, they are leaked, never freed under them.
+    pub fn write_files(
+        &mut self,
+        paths: Vec<CString>,
+        data: &'static [u8],
+    ) -> io::Result<Vec<i32>> {
+        self.check_usable()?;
         if self.file_slots == 0 {
             let per_window = self.ring.params().sq_entries() / 3;
             self.ring.submitter().register_files_sparse(per_window)?;
@@ -228,6 +303,7 @@ impl Ring {
         }
         let per_window = self.file_slots as usize;
         let mut results = vec![0i32; paths.len()];
+        let mut failed = None;
         for (w, window) in paths.chunks(per_window).enumerate() {
             let base = w * per_window;
             let mut expected = 0;
@@ -261,22 +337,24 @@ impl Ring {
                     }
                 }
             }
-            let mut reaped = 0;
-            while reaped < expected {
-                self.ring.submit_and_wait(expected - reaped)?;
-                self.enters += 1;
-                for cqe in self.ring.completion() {
-                    reaped += 1;
-                    let index = (cqe.user_data() >> 2) as usize;
-                    // A failed open cancels its write (ECANCELED): then the open's error
-                    // stands; otherwise the write's result does.
-                    match cqe.user_data() & 3 {
-                        0 if cqe.result() < 0 => results[index] = cqe.result(),
-                        1 if cqe.result() != -libc::ECANCELED => results[index] = cqe.result(),
-                        _ => {}
-                    }
+            let reaped = self.reap(expected, |cqe| {
+                let index = (cqe.user_data() >> 2) as usize;
+                // A failed open cancels its write (ECANCELED): then the open's error
+                // stands; otherwise the write's result does.
+                match cqe.user_data() & 3 {
+                    0 if cqe.result() < 0 => results[index] = cqe.result(),
+                    1 if cqe.result() != -libc::ECANCELED => results[index] = cqe.result(),
+                    _ => {}
                 }
+            });
+            if let Err(e) = reaped {
+                failed = Some(e);
+                break;
             }
+        }
+        if let Some(e) = failed {
+            std::mem::forget(paths); // io-wq may still be opening them (module doc)
+            return Err(e);
         }
         Ok(results)
     }
@@ -291,5 +369,51 @@ fn msg_bufs(ptr: *mut u8, len: usize) -> MsgBufs {
             iov_len: len,
         },
         hdr,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    extern "C" fn ignore(_: libc::c_int) {}
+
+    /// A signal ends io_uring_enter's wait with EINTR (the handler has no SA_RESTART). The
+    /// ring must resume the wait and reap the completion, not return while the operation
+    /// (and the memory it points at) is still in flight.
+    #[test]
+    fn a_wait_cut_short_by_a_signal_is_resumed_not_abandoned() {
+        // SAFETY: installs a do-nothing handler for SIGUSR1, which nothing else in this
+        // test binary uses; `sa` is a zeroed, then filled, sigaction that outlives the call.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = ignore as *const () as usize;
+            assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
+        }
+        let mut ring = Ring::new(4).unwrap();
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() };
+        let kicker = std::thread::spawn(move || {
+            for _ in 0..5 {
+                std::thread::sleep(Duration::from_millis(30));
+                // SAFETY: `me` is the test thread, alive until it joins this thread.
+                unsafe { libc::pthread_kill(me, libc::SIGUSR1) };
+            }
+        });
+        let ts = types::Timespec::new().nsec(400_000_000);
+        let sqe = opcode::Timeout::new(&ts).build().user_data(7);
+        // SAFETY: `ts` lives until `reap` below has reaped the timeout's completion.
+        unsafe { ring.ring.submission().push(&sqe) }.unwrap();
+        let mut got = Vec::new();
+        ring.reap(1, |c| got.push((c.user_data(), c.result())))
+            .unwrap();
+        kicker.join().unwrap();
+        assert_eq!(got, [(7, -libc::ETIME)]);
+        assert!(
+            ring.interrupted >= 1,
+            "no wait was interrupted: the test proved nothing"
+        );
+        assert!(!ring.is_broken());
     }
 }

@@ -75,7 +75,7 @@ fn write_until_done(ring: &mut Ring, paths: &[CString]) -> io::Result<Disabled> 
         }
         rounds += 1;
         let batch: Vec<CString> = pending.iter().map(|&i| paths[i].clone()).collect();
-        let results = ring.write_files(&batch, b"1\n")?;
+        let results = ring.write_files(batch, b"1\n")?;
         let mut again = Vec::new();
         for (&i, r) in pending.iter().zip(results) {
             each[i] = match r {
