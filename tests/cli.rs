@@ -427,3 +427,41 @@ fn up_attach_tc_block_counts_through_one_filter_and_down_leaves_nothing() {
     assert_eq!(left, 0, "tc program {prog} still loaded after down");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `up` of more slots than the open-file limit could hold at once: made in several calls,
+/// each call's handles closed once its slots are pinned, so it needs a bounded number of
+/// fds. 2000 slots under a limit of 512, every one complete per the kernel.
+#[test]
+fn up_of_more_slots_than_the_fd_limit_holds_works_in_calls() {
+    if !require_root("up_of_more_slots_than_the_fd_limit_holds_works_in_calls") {
+        return;
+    }
+    let (log, dir) = in_private_world(
+        r#"
+        prlimit --nofile=512 $NS up --slots 2000 --prefix fdl --group 7821 --json > $D/up.json
+        ip -o link show > $D/links
+        grep -c ' /run/netns/fdl' /proc/self/mountinfo > $D/pins || true
+        $NS down --prefix fdl --group 7821 > /dev/null
+        grep -c ' /run/netns/fdl' /proc/self/mountinfo > $D/pins-after || true
+        "#,
+    );
+    let up = json(&dir, "up.json");
+    assert_eq!(up["report"]["provisioned"], 2000, "{log}");
+    assert_eq!(up["report"]["failed"], 0, "{}", up["errors"]);
+    assert!(
+        up["calls"].as_u64().unwrap() > 1,
+        "one call under 512 fds? {log}"
+    );
+    assert!(
+        up["slots_per_call"].as_u64().unwrap() <= 256,
+        "{}",
+        up["slots_per_call"]
+    );
+    let up_ends = read(&dir, "links")
+        .lines()
+        .filter(|l| l.contains(": fdl") && l.contains(",UP") && l.contains(" group "))
+        .count();
+    assert_eq!(up_ends, 2000, "host ends up");
+    assert_eq!(read(&dir, "pins").trim(), "2000");
+    assert_eq!(read(&dir, "pins-after").trim(), "0");
+}

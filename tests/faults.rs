@@ -252,74 +252,135 @@ fn invalid_names_and_cidrs_are_refused_before_any_kernel_call() {
     });
 }
 
+/// Marks the re-executed test process that runs under a low open-file limit.
+const UNDER_PRLIMIT: &str = "NETSLOT_FAULTS_UNDER_PRLIMIT";
+
 /// Namespace creation fails part-way (the process runs out of file descriptors: each
 /// pooled namespace is held by its socket). The slots whose namespace could not be made
 /// fail with op `namespace`, errno EMFILE and the reason; every other slot is complete;
-/// nothing of a failed slot exists. Run through the CLI under `prlimit`, so the limit
-/// binds only that process.
+/// nothing of a failed slot exists. The engine refuses a call that cannot fit the limit
+/// before any kernel call (see `open_file_limit_refuses_a_call_that_cannot_fit`), so the
+/// check is switched off by fault injection here, as if other threads of the process had
+/// opened the files meanwhile. The test re-runs itself under `prlimit --nofile=120:4096`
+/// (soft 120), so the limit binds only that process; once the call is made it raises its
+/// soft limit again, so that iproute2 can be run to check the kernel.
 #[test]
 fn namespace_creation_failure_fails_only_those_slots() {
-    if !require_root("namespace_creation_failure_fails_only_those_slots") {
+    let name = "namespace_creation_failure_fails_only_those_slots";
+    if std::env::var(UNDER_PRLIMIT).as_deref() != Ok(name) {
+        if !require_root(name) {
+            return;
+        }
+        let exe = std::env::current_exe().unwrap();
+        let out = std::process::Command::new("prlimit")
+            .arg("--nofile=120:4096")
+            .arg(&exe)
+            .args(["--exact", name, "--nocapture", "--test-threads=1"])
+            .env(UNDER_PRLIMIT, name)
+            .output()
+            .expect("run prlimit");
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success() && log.contains("1 passed"), "{log}");
+        return;
+    }
+    in_private_netns(|| {
+        let mut e = Engine::new(EngineConfig {
+            faults: FaultInjection {
+                ignore_fd_limit: true,
+                ..Default::default()
+            },
+            ..config("fns", 7990)
+        })
+        .unwrap();
+        let out = e.provision(200).unwrap();
+        let mut ok = Vec::new();
+        let mut failed_names = Vec::new();
+        for r in out.slots {
+            match r {
+                Ok(s) => ok.push(s),
+                Err(err) => {
+                    assert_eq!(err.op, Op::Namespace, "{err}");
+                    assert_eq!(err.errno, libc::EMFILE, "{err}");
+                    assert!(
+                        err.detail
+                            .as_deref()
+                            .is_some_and(|d| d.contains("creating the namespace")),
+                        "{err}"
+                    );
+                    failed_names.push(err.name);
+                }
+            }
+        }
+        raise_soft_fd_limit(4096);
+        assert!(!failed_names.is_empty(), "the fd limit never bit");
+        assert!(!ok.is_empty(), "no slot survived");
+        assert_eq!(ok.len() + failed_names.len(), 200);
+        // Exactly the provisioned slots have a host end, each up with its address; none
+        // of a failed slot exists.
+        assert_complete(7990, &ok);
+        for l in links_in_group(7990) {
+            let n = l["ifname"].as_str().unwrap();
+            assert!(
+                !failed_names.iter().any(|f| f == n),
+                "{n} failed yet exists"
+            );
+        }
+        e.teardown(ok).unwrap();
+        assert!(
+            links_in_group(7990).is_empty(),
+            "host ends left after teardown"
+        );
+    });
+}
+
+/// Raises this process's soft RLIMIT_NOFILE to `to` (at most the hard limit).
+fn raise_soft_fd_limit(to: u64) {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write one rlimit struct we own, alive for the calls.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut r), 0);
+        r.rlim_cur = to.min(r.rlim_max);
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &r), 0);
+    }
+}
+
+/// A call whose slots would not fit the process's open-file limit is refused before any
+/// kernel call, naming the limit; nothing is created. Through the CLI under `prlimit`.
+#[test]
+fn open_file_limit_refuses_a_call_that_cannot_fit() {
+    if !require_root("open_file_limit_refuses_a_call_that_cannot_fit") {
         return;
     }
     let (log, dir) = in_private_world(
         r#"
-        prlimit --nofile=120 $NS up --hold --slots 200 --prefix fns --group 7990 --json > $D/up.json 2> $D/up.err & P=$!
-        i=0; until grep -q '"errors"' $D/up.json 2>/dev/null; do i=$((i+1)); [ $i -lt 600 ]; sleep 0.1; done
-        sleep 0.2
-        ip -j link show > $D/held.json
-        kill -TERM $P; wait $P || true
+        rc=0; prlimit --nofile=200 $NS up --hold --slots 300 --prefix flm --group 7993 > $D/up.out 2> $D/up.err || rc=$?
+        echo $rc > $D/up.rc
         ip -j link show > $D/after.json
+        ls -A /run/netslot > $D/records 2>/dev/null || true
         "#,
     );
-    let up = json(&dir, "up.json");
-    let report = &up["report"];
-    let provisioned = report["provisioned"].as_u64().unwrap();
-    let failed = report["failed"].as_u64().unwrap();
-    assert_eq!(provisioned + failed, 200, "{log}");
-    assert!(failed > 0, "the fd limit never bit: {log}");
-    assert!(provisioned > 0, "no slot survived: {log}");
-    let errors = up["errors"].as_array().unwrap();
-    assert_eq!(errors.len() as u64, failed);
-    let mut failed_names = Vec::new();
-    for e in errors {
-        assert_eq!(e["op"], "namespace", "{e}");
-        assert_eq!(e["errno"], libc::EMFILE, "{e}");
-        assert!(
-            e["detail"]
-                .as_str()
-                .unwrap()
-                .contains("creating the namespace"),
-            "{e}"
-        );
-        failed_names.push(e["name"].as_str().unwrap().to_owned());
-    }
-    // While held: exactly the provisioned slots have a host end, each up; none of a
-    // failed slot exists.
-    // The pool's host ends: in base group 7990 or one of its sub-batch groups.
-    let pool_links = |file: &str| -> Vec<serde_json::Value> {
-        json(&dir, file)
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|l| in_pool(l, 7990))
-            .cloned()
-            .collect()
-    };
-    let held = pool_links("held.json");
-    for l in &held {
-        assert!(has_flag(l, "UP"), "{l}");
-        let name = l["ifname"].as_str().unwrap();
-        assert!(
-            !failed_names.iter().any(|f| f == name),
-            "{name} failed yet exists"
-        );
-    }
-    let names: Vec<&str> = held.iter().filter_map(|l| l["ifname"].as_str()).collect();
-    assert_eq!(held.len() as u64, provisioned, "{names:?}");
-    assert!(
-        pool_links("after.json").is_empty(),
-        "host ends left after teardown"
+    assert_ne!(read(&dir, "up.rc").trim(), "0", "{log}");
+    let err = read(&dir, "up.err");
+    assert!(err.contains("RLIMIT_NOFILE 200"), "{err}");
+    let made: Vec<_> = json(&dir, "after.json")
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| in_pool(l, 7993))
+        .cloned()
+        .collect();
+    assert!(made.is_empty(), "a refused call created {made:?}");
+    assert_eq!(
+        read(&dir, "records").trim(),
+        "",
+        "a refused call left a record"
     );
 }
 

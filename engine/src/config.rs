@@ -258,6 +258,9 @@ pub struct FaultInjection {
     /// Ask for an ACK on every host request (NLM_F_ACK), so every request has a reply
     /// to lose.
     pub ack_every_host_request: bool,
+    /// Skip the open-file check before a call (`limits`), so that a test can make the
+    /// kernel refuse namespaces with EMFILE part-way instead.
+    pub ignore_fd_limit: bool,
 }
 
 impl Default for EngineConfig {
@@ -454,6 +457,22 @@ pub enum ConfigError {
     /// MTU too large for the XDP counters on veth.
     #[error("MTU {0} is above 3506, the largest a veth pair can carry with an XDP program attached (veth_xdp_set refuses it with ERANGE); use --no-xdp, or --attach tc-block to count with tc")]
     MtuTooLargeForXdp(u32),
+    /// The call's slots would not fit the process's open-file limit.
+    #[error("{wanted} slots hold {per_slot} open file(s) each, but RLIMIT_NOFILE {limit} with {open} open leaves room for {fit} (beside {overhead} for the engine itself): raise the limit (ulimit -n / LimitNOFILE=) or ask for fewer slots per call")]
+    FdLimit {
+        /// Slots asked for.
+        wanted: usize,
+        /// Fds each slot holds.
+        per_slot: usize,
+        /// The soft RLIMIT_NOFILE.
+        limit: u64,
+        /// Fds open when the call was asked for.
+        open: usize,
+        /// Slots that fit.
+        fit: usize,
+        /// Fds kept for the engine itself.
+        overhead: usize,
+    },
     /// More slots than a MAC can number.
     #[error(
         "{wanted} slots: a pool numbers at most 16777216 slots (24 bits of the host end's MAC)"

@@ -288,6 +288,7 @@ impl Engine {
         count: usize,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Provisioned, EngineError> {
+        self.check_fd_budget(count)?;
         let ids = self.take_ids(count)?;
         let specs: Vec<SlotSpec> = ids
             .iter()
@@ -408,6 +409,37 @@ impl Engine {
         let unpinned = self.unpin_slots(&slots);
         drop(slots);
         unpinned.map(|()| out)
+    }
+
+    /// Fds each slot of a call holds once handed back: its socket, and its namespace's
+    /// nsfs fd when the engine pins.
+    pub fn fds_per_slot(&self) -> usize {
+        1 + usize::from(self.config.pin_dir.is_some())
+    }
+
+    /// Refuses, before any kernel call, `count` slots that would not fit the process's
+    /// open-file limit (see `limits`).
+    fn check_fd_budget(&self, count: usize) -> Result<(), EngineError> {
+        if self.config.faults.ignore_fd_limit {
+            return Ok(());
+        }
+        let files = crate::limits::OpenFiles::read().map_err(EngineError::io(
+            "read the open-file limit (/proc/self/limits)",
+        ))?;
+        let per_slot = self.fds_per_slot();
+        let fit = files.slots_that_fit(per_slot);
+        if count > fit {
+            return Err(crate::config::ConfigError::FdLimit {
+                wanted: count,
+                per_slot,
+                limit: files.limit,
+                open: files.open,
+                fit,
+                overhead: crate::limits::OVERHEAD,
+            }
+            .into());
+        }
+        Ok(())
     }
 
     /// The lowest free ids, checked against the name length and the address pool before

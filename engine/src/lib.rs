@@ -40,6 +40,7 @@ pub mod host;
 #[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod internals;
+pub mod limits;
 mod netns;
 mod op;
 pub mod ownership;

@@ -115,6 +115,11 @@ struct SlotLine {
 struct UpReport {
     report: ProvisionReport,
     slots_per_sec: f64,
+    /// Engine calls the slots were made in (more than one when they would not all fit
+    /// the open-file limit at once).
+    calls: usize,
+    /// Most slots per call.
+    slots_per_call: usize,
     slots: Vec<SlotLine>,
     errors: Vec<SlotError>,
 }
@@ -155,47 +160,71 @@ pub(crate) fn run(args: UpArgs) -> Result<ExitCode, String> {
         }
     }
     engine.check_names(args.slots).map_err(|e| e.to_string())?;
+    // Pinned slots need no fd once pinned: they go into the kernel in calls that fit the
+    // open-file limit, and each call's handles are closed as soon as it returns, so `up`
+    // of any N needs a bounded number of fds. `--hold` keeps every slot's fds open (its
+    // slots live only in them), so it must fit in one call; the engine refuses it else.
+    let per_call = if args.hold {
+        args.slots
+    } else {
+        let files = netslot::limits::OpenFiles::read()
+            .map_err(|e| format!("read the open-file limit: {e}"))?;
+        files
+            .slots_that_fit(engine.fds_per_slot())
+            .clamp(1, args.slots)
+    };
     let mut progress = Progress::new(args.slots, "provisioning");
-    let out = engine
-        .provision_with(args.slots, |done, _| progress.update(done))
-        .map_err(|e| e.to_string())?;
+    let mut report: Option<ProvisionReport> = None;
+    let mut slots = Vec::new();
+    let mut lines = Vec::new();
+    let mut errors = Vec::new();
+    let mut calls = 0;
+    while calls * per_call < args.slots {
+        let done = calls * per_call;
+        let n = per_call.min(args.slots - done);
+        let out = engine
+            .provision_with(n, |d, _| progress.update(done + d))
+            .map_err(|e| {
+                let made = report.as_ref().map_or(0, |r| r.provisioned);
+                if made > 0 {
+                    format!("{e} ({made} slot(s) made by earlier calls are not committed: `netslot gc` removes them)")
+                } else {
+                    e.to_string()
+                }
+            })?;
+        calls += 1;
+        for r in out.slots {
+            match r {
+                Ok(s) => {
+                    lines.push(slot_line(&s));
+                    if args.hold {
+                        slots.push(s);
+                    } // else: pinned; dropping the handle closes its fds only
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        match &mut report {
+            Some(total) => merge(total, out.report),
+            None => report = Some(out.report),
+        }
+    }
     progress.finish();
-    if out.report.provisioned == 0 {
+    let report = report.expect("at least one call");
+    if report.provisioned == 0 {
         // Nothing stands: nothing of the pool is left (no record, no counters pins).
         engine.teardown(Vec::new()).map_err(|e| e.to_string())?;
     } else if !args.hold {
         // The pins now hold the pool on purpose: gc keeps its complete slots.
         engine.commit().map_err(|e| e.to_string())?;
     }
-
-    let mut slots = Vec::new();
-    let mut errors = Vec::new();
-    for r in out.slots {
-        match r {
-            Ok(s) => slots.push(s),
-            Err(e) => errors.push(e),
-        }
-    }
     let report = UpReport {
-        slots_per_sec: out.report.slots_per_sec(),
-        slots: slots
-            .iter()
-            .map(|s| {
-                let sp = s.spec();
-                SlotLine {
-                    id: sp.id,
-                    name: sp.name.clone(),
-                    netns: s.pinned_at().map(|p| p.display().to_string()),
-                    ifindex: sp.ifindex,
-                    host_ip: format!("{}/{}", sp.host_ip, sp.prefix_len),
-                    slot_ip: format!("{}/{}", sp.slot_ip, sp.prefix_len),
-                    host_mac: netslot::mac_to_string(&sp.host_mac),
-                    slot_mac: netslot::mac_to_string(&sp.slot_mac),
-                }
-            })
-            .collect(),
+        slots_per_sec: report.slots_per_sec(),
+        calls,
+        slots_per_call: per_call,
+        slots: lines,
         errors,
-        report: out.report,
+        report,
     };
     if args.pool.json {
         print_json(&report);
@@ -222,6 +251,42 @@ pub(crate) fn run(args: UpArgs) -> Result<ExitCode, String> {
     } else {
         ExitCode::from(1)
     })
+}
+
+fn slot_line(s: &netslot::Slot) -> SlotLine {
+    let sp = s.spec();
+    SlotLine {
+        id: sp.id,
+        name: sp.name.clone(),
+        netns: s.pinned_at().map(|p| p.display().to_string()),
+        ifindex: sp.ifindex,
+        host_ip: format!("{}/{}", sp.host_ip, sp.prefix_len),
+        slot_ip: format!("{}/{}", sp.slot_ip, sp.prefix_len),
+        host_mac: netslot::mac_to_string(&sp.host_mac),
+        slot_mac: netslot::mac_to_string(&sp.slot_mac),
+    }
+}
+
+/// Adds call `r`'s figures to the running total of an `up` made in several calls.
+fn merge(total: &mut ProvisionReport, r: ProvisionReport) {
+    total.requested += r.requested;
+    total.provisioned += r.provisioned;
+    total.failed += r.failed;
+    total.wall += r.wall;
+    total.phases.namespaces += r.phases.namespaces;
+    total.phases.pool_wait += r.phases.pool_wait;
+    total.phases.links += r.phases.links;
+    total.phases.pin += r.phases.pin;
+    total.phases.rollback += r.phases.rollback;
+    total.namespaces_created += r.namespaces_created;
+    total.ring_enters += r.ring_enters;
+    total.sendmsgs += r.sendmsgs;
+    total.requests += r.requests;
+    total.group_changes += r.group_changes;
+    total.group_changes_took += r.group_changes_took;
+    total.ipv6_sysctl += r.ipv6_sysctl;
+    total.ipv6_sysctl_took += r.ipv6_sysctl_took;
+    total.recovered_after_overrun += r.recovered_after_overrun;
 }
 
 fn print_human(r: &UpReport, hold: bool, dir: &Path) {
@@ -263,6 +328,12 @@ fn print_human(r: &UpReport, hold: bool, dir: &Path) {
             "  namespaces pinned in {}: try `ip netns exec {} ip addr`",
             dir.display(),
             r.slots.first().map_or("", |s| s.name.as_str())
+        );
+    }
+    if r.calls > 1 {
+        println!(
+            "  made in {} calls of at most {} slots each (to stay within the open-file limit)",
+            r.calls, r.slots_per_call
         );
     }
     for e in &r.errors {
