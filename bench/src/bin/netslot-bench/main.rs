@@ -38,7 +38,7 @@ struct Cli {
     /// so timed runs do not count it).
     #[arg(long, default_value_t = 1)]
     rtnl_runs: usize,
-    /// Small and fast (CI, under a minute): N = 10,30, one timed and one RTNL run per
+    /// Small and fast, for CI (about 20 s on a quiet 2-vCPU VM): N = 10,30, one timed and one RTNL run per
     /// (system, N), 300 ms quiet.
     #[arg(long)]
     quick: bool,
