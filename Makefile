@@ -31,7 +31,7 @@ demo: build
 ## a 20 s smoke run of each fuzz target (skipped without cargo +nightly fuzz).
 test: deps
 	$(CARGO) build --workspace --all-targets
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --no-fail-fast
 	CARGO=$(CARGO) scripts/fuzz-smoke.sh
 
 lint: deps
