@@ -38,8 +38,19 @@ pub(crate) fn pin(prog: &ProgramHandle, map: &MapHandle, dir: &Path) -> Result<(
 ///
 /// Missing pins are not an error, so it can finish an interrupted unpin.
 /// Parents of `dir` are left alone: other groups may share them. Programs stay
-/// attached to their devices; the kernel frees them when the last user goes.
+/// attached to their devices; the kernel frees them when the last user goes. A `dir`
+/// that is a symlink is refused, never followed: bpffs has symlinks, and one planted in
+/// place of a pin directory must not lead to removing another directory's pins.
 pub fn unpin(dir: &Path) -> Result<()> {
+    match fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(BpfError::io(BpfOp::Unpin, dir)(e)),
+        Ok(m) if !m.is_dir() => {
+            let e = io::Error::other("not a directory (symlinks are never followed)");
+            return Err(BpfError::io(BpfOp::Unpin, dir)(e));
+        }
+        Ok(_) => {}
+    }
     for name in [PROG_PIN, MAP_PIN] {
         let path = dir.join(name);
         match fs::remove_file(&path) {

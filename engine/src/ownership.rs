@@ -208,8 +208,9 @@ impl Census {
                 .as_ref()
                 .and_then(|r| r.bpf_pin_dir.as_ref())
                 .is_some_and(|d| d == bpf);
-            if std::fs::symlink_metadata(bpf).is_ok() {
-                if named {
+            if let Ok(m) = std::fs::symlink_metadata(bpf) {
+                // A symlink in place of the directory is never the pool's.
+                if named && m.is_dir() {
                     census.bpf_pins = Some(bpf.clone());
                 } else {
                     census.bpf_not_ours = Some(bpf.clone());
