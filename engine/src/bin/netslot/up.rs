@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use netslot::{CountersAttach, Engine, EngineConfig, Ipv4Cidr, ProvisionReport, SlotError};
 
+use crate::error::{CliError, PARTIAL};
 use crate::output::{print_json, Progress};
 use crate::PoolArgs;
 
@@ -119,7 +120,7 @@ struct UpReport {
     errors: Vec<SlotError>,
 }
 
-pub(crate) fn run(args: UpArgs) -> Result<ExitCode, String> {
+pub(crate) fn run(args: UpArgs) -> Result<ExitCode, CliError> {
     crate::require_root()?;
     let config = EngineConfig {
         prefix: args.pool.prefix.clone(),
@@ -138,7 +139,7 @@ pub(crate) fn run(args: UpArgs) -> Result<ExitCode, String> {
         ..EngineConfig::default()
     };
     // Every input check before the first kernel change.
-    config.check(0, args.slots).map_err(|e| e.to_string())?;
+    config.check(0, args.slots)?;
     let signals = if args.hold {
         Some(crate::signals::Blocked::termination())
     } else {
@@ -147,25 +148,23 @@ pub(crate) fn run(args: UpArgs) -> Result<ExitCode, String> {
 
     // Claims the pool (a live owner refuses), refuses collisions with what others made,
     // and only then removes what the kernel proves a dead owner of this pool left.
-    let mut engine = Engine::new(config).map_err(|e| e.to_string())?;
+    let mut engine = Engine::new(config)?;
     if let Some(r) = engine.reclaimed() {
         if !args.pool.json {
             eprint!("netslot up: first, as `netslot gc` would: ");
             crate::gc::print_human(r);
         }
     }
-    engine.check_names(args.slots).map_err(|e| e.to_string())?;
+    engine.check_names(args.slots)?;
     let mut progress = Progress::new(args.slots, "provisioning");
-    let out = engine
-        .provision_with(args.slots, |done, _| progress.update(done))
-        .map_err(|e| e.to_string())?;
+    let out = engine.provision_with(args.slots, |done, _| progress.update(done))?;
     progress.finish();
     if out.report.provisioned == 0 {
         // Nothing stands: nothing of the pool is left (no record, no counters pins).
-        engine.teardown(Vec::new()).map_err(|e| e.to_string())?;
+        engine.teardown(Vec::new())?;
     } else if !args.hold {
         // The pins now hold the pool on purpose: gc keeps its complete slots.
-        engine.commit().map_err(|e| e.to_string())?;
+        engine.commit()?;
     }
 
     let mut slots = Vec::new();
@@ -212,7 +211,7 @@ pub(crate) fn run(args: UpArgs) -> Result<ExitCode, String> {
         }
         let sig = signals.wait();
         tracing::info!(signal = sig, "tearing down");
-        engine.teardown(slots).map_err(|e| e.to_string())?;
+        engine.teardown(slots)?;
         if !args.pool.json {
             eprintln!("torn down");
         }
@@ -220,7 +219,7 @@ pub(crate) fn run(args: UpArgs) -> Result<ExitCode, String> {
     Ok(if report.errors.is_empty() {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(1)
+        ExitCode::from(PARTIAL)
     })
 }
 
