@@ -88,7 +88,8 @@ fn up_pins_status_reads_back_and_down_leaves_nothing() {
         ["counters", "prog"]
     );
     let stats = json(&dir, "stats.json");
-    let prog = stats["xdp_prog_id"].as_u64().unwrap();
+    assert_eq!(stats["hook"], "xdp", "{stats}");
+    let prog = stats["prog_id"].as_u64().unwrap();
     assert!(
         slots
             .iter()
@@ -115,7 +116,8 @@ fn up_pins_status_reads_back_and_down_leaves_nothing() {
         }
     }
 
-    assert_eq!(read(&dir, "inuse.rc").trim(), "2");
+    // A committed pool of the same prefix and group: a collision (exit code 6).
+    assert_eq!(read(&dir, "inuse.rc").trim(), "6");
     assert!(read(&dir, "inuse.err").contains("already exists"), "{log}");
 
     let down = json(&dir, "down.json");
@@ -208,7 +210,8 @@ fn refuses_to_run_without_root() {
         .args(["up", "--slots", "1"])
         .output()
         .expect("setpriv");
-    assert_eq!(out.status.code(), Some(2));
+    // Exit code 3: permission.
+    assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("must run as root"));
 }
 
@@ -246,7 +249,8 @@ fn hold_keeps_slots_until_sigterm_then_tears_down() {
             .arg(&run_dir)
             .output()
             .unwrap();
-        assert_eq!(gc.status.code(), Some(2));
+        // Exit code 5: owned by a live process.
+        assert_eq!(gc.status.code(), Some(5));
         let err = String::from_utf8_lossy(&gc.stderr);
         assert!(
             err.contains("owned by a running process") && err.contains(&child.id().to_string()),
@@ -394,7 +398,7 @@ fn up_attach_tc_block_counts_through_one_filter_and_down_leaves_nothing() {
     }
     let stats = json(&dir, "stats.json");
     assert_eq!(stats["hook"], "tc", "{stats}");
-    let prog = stats["xdp_prog_id"].as_u64().unwrap();
+    let prog = stats["prog_id"].as_u64().unwrap();
     let filters = json(&dir, "filters.json");
     let ours: Vec<&Value> = filters
         .as_array()
@@ -426,6 +430,195 @@ fn up_attach_tc_block_counts_through_one_filter_and_down_leaves_nothing() {
         .count();
     assert_eq!(left, 0, "tc program {prog} still loaded after down");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The error document `--json` prints on stdout, checked against the exit code.
+fn json_error(dir: &std::path::Path, name: &str, kind: &str, code: i32) -> String {
+    let rc: i32 = read(dir, &format!("{name}.rc")).trim().parse().unwrap();
+    let doc = json(dir, &format!("{name}.json"));
+    assert_eq!(rc, code, "{name}: exit code {rc}, not {code}: {doc}");
+    assert_eq!(doc["schema"], 1, "{name}: {doc}");
+    assert_eq!(doc["error"]["kind"], kind, "{name}: {doc}");
+    assert_eq!(doc["error"]["code"], code, "{name}: {doc}");
+    doc["error"]["message"].as_str().unwrap().to_owned()
+}
+
+/// Every duration of a report: a whole number of microseconds under a name ending in
+/// `_us`; no other number in it is fractional.
+fn durations_in_us(v: &Value, path: &str, found: &mut Vec<(String, u64)>) {
+    let Some(map) = v.as_object() else { return };
+    for (k, v) in map {
+        let here = format!("{path}.{k}");
+        if k.ends_with("_us") {
+            let us = v
+                .as_u64()
+                .unwrap_or_else(|| panic!("{here} is not whole microseconds: {v}"));
+            found.push((here, us));
+        } else if v.is_object() {
+            durations_in_us(v, &here, found);
+        } else {
+            assert!(
+                !v.is_f64(),
+                "{here} = {v} is fractional and not named as a duration"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_json_document_is_schema_1_and_errors_are_json_with_their_exit_code() {
+    if !require_root("every_json_document_is_schema_1_and_errors_are_json_with_their_exit_code") {
+        return;
+    }
+    let (log, dir) = in_private_world(
+        r#"
+        U="setpriv --reuid 65534 --regid 65534 --clear-groups"
+        step() { name=$1; shift; rc=0; "$@" > $D/$name.json 2> $D/$name.err || rc=$?; echo $rc > $D/$name.rc; }
+        step up $NS up --slots 3 --prefix sj --group 7730 --json
+        step status $NS status --prefix sj --group 7730 --json
+        step stats $NS stats --prefix sj --group 7730 --json
+        step gc-dry $NS gc --prefix sj --group 7730 --dry-run --json
+        step gc $NS gc --prefix sj --group 7730 --json
+        step status-nobody $U $NS status --prefix sj --group 7730 --json
+        rc=0; $U $NS status --prefix sj --group 7730 > $D/status-nobody.txt 2>&1 || rc=$?; echo $rc > $D/status-nobody-text.rc
+        step stats-nobody $U $NS stats --prefix sj --group 7730 --json
+        step up-again $NS up --slots 1 --prefix sj --group 7730 --json
+        step bad-cidr $NS up --slots 1 --prefix sk --group 7731 --cidr 10.1.0.0 --json
+        step small-cidr $NS up --slots 5 --prefix sk --group 7731 --cidr 10.1.0.0/30 --json
+        step nobody-up $U $NS up --slots 1 --prefix sk --group 7731 --json
+        step nobody-gc $U $NS gc --prefix sj --group 7730 --json
+        step no-stats $NS stats --prefix none --group 7739 --json
+        step down $NS down --prefix sj --group 7730 --json
+        ip -j link show > $D/links.json
+        "#,
+    );
+    for name in [
+        "up",
+        "status",
+        "stats",
+        "gc-dry",
+        "gc",
+        "status-nobody",
+        "down",
+    ] {
+        assert_eq!(
+            read(&dir, &format!("{name}.rc")).trim(),
+            "0",
+            "{name}: {log}"
+        );
+        let doc = json(&dir, &format!("{name}.json"));
+        assert_eq!(doc["schema"], 1, "{name}: {doc}");
+        assert!(doc.get("error").is_none(), "{name}: {doc}");
+    }
+
+    // Durations: whole microseconds, named *_us; the phases fit in the wall time.
+    let up = json(&dir, "up.json");
+    let mut found = Vec::new();
+    durations_in_us(&up["report"], "report", &mut found);
+    let names: Vec<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
+    for want in [
+        "report.wall_us",
+        "report.phases.links_us",
+        "report.phases.pin_us",
+        "report.group_changes_took_us",
+    ] {
+        assert!(names.contains(&want), "{want} missing: {names:?}");
+    }
+    let us = |name: &str| found.iter().find(|(n, _)| n == name).unwrap().1;
+    assert!(us("report.wall_us") > 0, "{up}");
+    assert!(us("report.phases.links_us") <= us("report.wall_us"), "{up}");
+    assert!(up["report"].get("wall").is_none(), "{up}");
+
+    // stats names its program after its hook.
+    let stats = json(&dir, "stats.json");
+    assert_eq!(stats["hook"], "xdp", "{stats}");
+    assert!(
+        stats["prog_id"].as_u64().is_some_and(|id| id > 0),
+        "{stats}"
+    );
+    assert!(stats.get("xdp_prog_id").is_none(), "{stats}");
+
+    // status without root: the same pool as root sees it.
+    assert_eq!(
+        json(&dir, "status-nobody.json"),
+        json(&dir, "status.json"),
+        "{log}"
+    );
+    assert_eq!(
+        json(&dir, "status.json")["slots"].as_array().unwrap().len(),
+        3
+    );
+    assert_eq!(read(&dir, "status-nobody-text.rc").trim(), "0", "{log}");
+    assert!(
+        read(&dir, "status-nobody.txt").contains("3 slot(s)"),
+        "{log}"
+    );
+    // stats without root: the counters where the kernel lets anyone read them, else a
+    // permission error that says root is needed.
+    if read(&dir, "stats-nobody.rc").trim() == "0" {
+        assert_eq!(json(&dir, "stats-nobody.json")["prog_id"], stats["prog_id"]);
+    } else {
+        let msg = json_error(&dir, "stats-nobody", "permission", 3);
+        assert!(msg.contains("needs root"), "{msg}");
+    }
+
+    let msg = json_error(&dir, "up-again", "collision", 6);
+    assert!(msg.contains("already exists"), "{msg}");
+    let msg = json_error(&dir, "bad-cidr", "usage", 2);
+    assert!(msg.contains("--cidr"), "{msg}");
+    let msg = json_error(&dir, "small-cidr", "usage", 2);
+    assert!(msg.contains("holds 2 slots"), "{msg}");
+    let msg = json_error(&dir, "nobody-up", "permission", 3);
+    assert!(msg.contains("must run as root"), "{msg}");
+    json_error(&dir, "nobody-gc", "permission", 3);
+    let msg = json_error(&dir, "no-stats", "usage", 2);
+    assert!(msg.contains("no counters pinned"), "{msg}");
+    // Under --json nothing goes to stderr but logs; errors are on stdout.
+    assert!(
+        !read(&dir, "up-again.err").contains("already exists"),
+        "{log}"
+    );
+
+    let left = json(&dir, "links.json");
+    assert_eq!(
+        left.as_array().unwrap().len(),
+        1,
+        "only lo may be left: {left}"
+    );
+}
+
+#[test]
+fn a_live_owner_makes_gc_down_and_up_fail_as_owned() {
+    if !require_root("a_live_owner_makes_gc_down_and_up_fail_as_owned") {
+        return;
+    }
+    let (log, dir) = in_private_world(
+        r#"
+        step() { name=$1; shift; rc=0; "$@" > $D/$name.json 2> $D/$name.err || rc=$?; echo $rc > $D/$name.rc; }
+        $NS up --hold --slots 2 --prefix so --group 7740 --json > $D/hold.json 2> $D/hold.err & P=$!
+        i=0; until grep -q '"errors"' $D/hold.json 2>/dev/null; do i=$((i+1)); [ $i -lt 600 ]; sleep 0.1; done
+        echo $P > $D/pid
+        step gc $NS gc --prefix so --group 7740 --json
+        step down $NS down --prefix so --group 7740 --json
+        step up $NS up --slots 1 --prefix so --group 7740 --json
+        kill -TERM $P; rc=0; wait $P || rc=$?; echo $rc > $D/hold.rc
+        step gc-after $NS gc --prefix so --group 7740 --json
+        "#,
+    );
+    let pid = read(&dir, "pid").trim().to_owned();
+    let hold = json(&dir, "hold.json");
+    assert_eq!(hold["schema"], 1, "{hold}");
+    assert_eq!(hold["report"]["provisioned"], 2, "{log}");
+    for step in ["gc", "down", "up"] {
+        let msg = json_error(&dir, step, "owned", 5);
+        assert!(
+            msg.contains("owned by a running process") && msg.contains(&pid),
+            "{step}: {msg}"
+        );
+    }
+    assert_eq!(read(&dir, "hold.rc").trim(), "0", "{log}");
+    assert_eq!(read(&dir, "gc-after.rc").trim(), "0", "{log}");
+    assert_eq!(json(&dir, "gc-after.json")["schema"], 1);
 }
 
 /// `up` of more slots than the open-file limit could hold at once: made in several calls,

@@ -133,6 +133,25 @@ impl BpfError {
         move |source| Self::Io { op, path, source }
     }
 
+    /// Whether the kernel refused for want of privilege (EPERM or EACCES): the bpf()
+    /// system call, or a path under a bpffs directory the caller may not enter.
+    pub fn permission_denied(&self) -> bool {
+        match self {
+            Self::Libbpf { source, .. } => source.kind() == libbpf_rs::ErrorKind::PermissionDenied,
+            Self::Io { source, .. } => source.kind() == io::ErrorKind::PermissionDenied,
+            Self::NotBpffs { .. } | Self::Mismatch { .. } | Self::NotOurs { .. } => false,
+        }
+    }
+
+    /// Whether the object was not there (ENOENT): nothing pinned at the path.
+    pub fn not_found(&self) -> bool {
+        match self {
+            Self::Libbpf { source, .. } => source.kind() == libbpf_rs::ErrorKind::NotFound,
+            Self::Io { source, .. } => source.kind() == io::ErrorKind::NotFound,
+            Self::NotBpffs { .. } | Self::Mismatch { .. } | Self::NotOurs { .. } => false,
+        }
+    }
+
     /// The operation that failed.
     pub fn op(&self) -> BpfOp {
         match self {

@@ -87,6 +87,23 @@ impl HostNs {
         Ok(Self::from_parts(ns, sock))
     }
 
+    /// The calling thread's network namespace, for reading only ([`Self::links`],
+    /// [`Self::addresses`], [`Self::routes`]): its socket keeps the default buffers, so
+    /// no privilege is needed. Changes go through [`Self::current`].
+    pub fn current_for_reading() -> io::Result<Self> {
+        let ns = netns::open_current()?;
+        let sock = sock::reader_socket()?;
+        Ok(Self::from_parts(ns, sock))
+    }
+
+    /// [`Self::open`] for reading only (see [`Self::current_for_reading`]). Entering
+    /// another namespace still needs CAP_SYS_ADMIN.
+    pub fn open_for_reading(path: &Path) -> io::Result<Self> {
+        let ns = netns::open_path(path)?;
+        let sock = netns::run_in(&ns, sock::reader_socket)?;
+        Ok(Self::from_parts(ns, sock))
+    }
+
     fn from_parts(ns: OwnedFd, sock: netlink_sys::Socket) -> Self {
         Self {
             ns,

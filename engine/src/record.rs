@@ -22,7 +22,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -196,6 +196,10 @@ fn write_record(path: &Path, record: &PoolRecord) -> Result<(), RecordError> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(&tmp)
         .map_err(io_err(&tmp, "create"))?;
+    // World-readable whatever the umask: it holds names and namespace ids only, and
+    // `netslot status` reads it without privilege. Only its writer (root) may change it.
+    file.set_permissions(std::fs::Permissions::from_mode(0o644))
+        .map_err(io_err(&tmp, "chmod"))?;
     let text = serde_json::to_string_pretty(record).expect("records serialize");
     file.write_all(text.as_bytes())
         .and_then(|()| file.sync_data())

@@ -147,33 +147,37 @@ pub struct SlotCounters {
     pub bytes: u64,
 }
 
-/// Where the time of one provisioning call went.
+/// Where the time of one provisioning call went. In JSON each field is whole
+/// microseconds, named with `_us` (`namespaces_us`, ...).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PhaseTimes {
     /// Time the pool thread spent creating namespaces (overlaps the rest).
-    #[serde(serialize_with = "secs")]
+    #[serde(rename = "namespaces_us", serialize_with = "micros")]
     pub namespaces: Duration,
     /// Time the engine waited for the pool.
-    #[serde(serialize_with = "secs")]
+    #[serde(rename = "pool_wait_us", serialize_with = "micros")]
     pub pool_wait: Duration,
     /// Netlink work through the ring: every slot socket's send (lo up, veth, IPv6 off,
     /// address, route), the host addresses and the final group change, which share
     /// submissions (chunk k's host addresses ride with chunk k+1's slot sends).
-    #[serde(serialize_with = "secs")]
+    #[serde(rename = "links_us", serialize_with = "micros")]
     pub links: Duration,
     /// Bind mounts under the pin directory.
-    #[serde(serialize_with = "secs")]
+    #[serde(rename = "pin_us", serialize_with = "micros")]
     pub pin: Duration,
     /// Undoing failed slots.
-    #[serde(serialize_with = "secs")]
+    #[serde(rename = "rollback_us", serialize_with = "micros")]
     pub rollback: Duration,
 }
 
-fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64())
+/// Durations serialize as whole microseconds, under a name ending in `_us` (the rule of
+/// every JSON document netslot prints).
+fn micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
-/// Figures of one provisioning call.
+/// Figures of one provisioning call. In JSON every duration is whole microseconds, named
+/// with `_us` (`wall_us`, `group_changes_took_us`, ...).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ProvisionReport {
     /// Slots asked for.
@@ -183,7 +187,7 @@ pub struct ProvisionReport {
     /// Slots that failed (and were rolled back).
     pub failed: usize,
     /// Wall time of the call.
-    #[serde(serialize_with = "secs")]
+    #[serde(rename = "wall_us", serialize_with = "micros")]
     pub wall: Duration,
     /// Where the time went.
     pub phases: PhaseTimes,
@@ -200,14 +204,14 @@ pub struct ProvisionReport {
     /// sized by `max_rtnl_hold`).
     pub group_changes: usize,
     /// Time spent sending them, send to reply, all sub-batches together.
-    #[serde(serialize_with = "secs")]
+    #[serde(rename = "group_changes_took_us", serialize_with = "micros")]
     pub group_changes_took: Duration,
     /// Host ends whose IPv6 went off through their `disable_ipv6` sysctl before the group
     /// changes (only under a budget; see docs/rtnl-hold.md). The others' sub-batches used
     /// the netlink `IPv6 off` group change.
     pub ipv6_sysctl: usize,
     /// Time spent writing them, every round of EINTR retries included.
-    #[serde(serialize_with = "secs")]
+    #[serde(rename = "ipv6_sysctl_took_us", serialize_with = "micros")]
     pub ipv6_sysctl_took: Duration,
     /// Requests whose replies a receive-buffer overrun (ENOBUFS) dropped, settled from
     /// the kernel's state instead (address dump, or sent again alone).

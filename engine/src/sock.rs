@@ -30,6 +30,16 @@ pub(crate) fn slot_socket() -> io::Result<Socket> {
     Ok(sock)
 }
 
+/// A socket for dumps only: the host socket without its forced buffers, which need
+/// CAP_NET_ADMIN. A dump reads its replies message by message, so default buffers do.
+pub(crate) fn reader_socket() -> io::Result<Socket> {
+    let mut sock = Socket::new(NETLINK_ROUTE)?;
+    sock.bind_auto()?;
+    sock.set_ext_ack(true)?;
+    sock.set_cap_ack(true)?;
+    Ok(sock)
+}
+
 /// The host socket: big forced buffers, capped and extended ACKs.
 pub(crate) fn host_socket() -> io::Result<Socket> {
     let mut sock = Socket::new(NETLINK_ROUTE)?;

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Args;
 use serde::Serialize;
 
+use crate::error::{CliError, PARTIAL};
 use crate::{open_host, PoolArgs};
 
 #[derive(Debug, Args)]
@@ -28,15 +29,16 @@ struct DownReport {
     errors: Vec<String>,
 }
 
-pub(crate) fn run(args: DownArgs) -> Result<ExitCode, String> {
+pub(crate) fn run(args: DownArgs) -> Result<ExitCode, CliError> {
     crate::require_root()?;
     let pool = &args.pool;
     if pool.group == 0 {
-        return Err("group 0 is every default device; refusing to delete it".into());
+        return Err(CliError::usage(
+            "group 0 is every default device; refusing to delete it",
+        ));
     }
     let host = open_host(pool)?;
-    let r =
-        netslot::gc::remove_pool(&host, &pool.run_dir, &pool.scope()).map_err(|e| e.to_string())?;
+    let r = netslot::gc::remove_pool(&host, &pool.run_dir, &pool.scope())?;
     let report = DownReport {
         prefix: r.prefix,
         group: r.group,
@@ -78,6 +80,6 @@ pub(crate) fn run(args: DownArgs) -> Result<ExitCode, String> {
     Ok(if report.errors.is_empty() {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(1)
+        ExitCode::from(PARTIAL)
     })
 }

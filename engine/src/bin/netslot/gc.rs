@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use crate::error::{CliError, PARTIAL};
 use crate::{open_host, PoolArgs};
 
 #[derive(Debug, Args)]
@@ -15,15 +16,16 @@ pub(crate) struct GcArgs {
     dry_run: bool,
 }
 
-pub(crate) fn run(args: GcArgs) -> Result<ExitCode, String> {
+pub(crate) fn run(args: GcArgs) -> Result<ExitCode, CliError> {
     crate::require_root()?;
     let pool = &args.pool;
     if pool.group == 0 {
-        return Err("group 0 is every default device; refusing to collect it".into());
+        return Err(CliError::usage(
+            "group 0 is every default device; refusing to collect it",
+        ));
     }
     let host = open_host(pool)?;
-    let report = netslot::gc::collect(&host, &pool.run_dir, &pool.scope(), args.dry_run)
-        .map_err(|e| e.to_string())?;
+    let report = netslot::gc::collect(&host, &pool.run_dir, &pool.scope(), args.dry_run)?;
     if pool.json {
         crate::output::print_json(&report);
     } else {
@@ -32,7 +34,7 @@ pub(crate) fn run(args: GcArgs) -> Result<ExitCode, String> {
     Ok(if report.errors.is_empty() {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(1)
+        ExitCode::from(PARTIAL)
     })
 }
 

@@ -2,6 +2,7 @@
 //! Thin over the library: every kernel action goes through `netslot::Engine` / `HostNs`.
 
 mod down;
+mod error;
 mod gc;
 mod output;
 mod serve;
@@ -15,6 +16,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::error::CliError;
+
 /// Provision thousands of Linux network slots with as few RTNL acquisitions and system
 /// calls as the kernel allows.
 ///
@@ -26,9 +29,10 @@ use clap::{Args, Parser, Subcommand};
 /// the kernel and touches only what the kernel proves the pool made: host ends by their
 /// veth kind, device group, name AND the pool's MAC; pinned namespaces by the namespace
 /// id the pool's record gave them. A name that merely matches is never enough.
-/// Needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN).
+/// Needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN), except the read-only `status` and
+/// `stats` (whose bpf map reads the kernel may still reserve to root).
 #[derive(Debug, Parser)]
-#[command(name = "netslot", version, propagate_version = true)]
+#[command(name = "netslot", version, propagate_version = true, after_help = error::EXIT_CODES_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -97,36 +101,43 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     signals::default_sigpipe();
-    let cli = Cli::parse();
-    let result = match cli.command {
+    let json = error::json_requested();
+    let cli = Cli::try_parse().unwrap_or_else(|e| error::usage_exit(e, json));
+    let result: Result<ExitCode, CliError> = match cli.command {
         Command::Up(args) => up::run(args),
         Command::Down(args) => down::run(args),
         Command::Gc(args) => gc::run(args),
         Command::Status(args) => status::run(args),
         Command::Stats(args) => stats::run(args),
-        Command::Serve(args) => serve::run(args),
-    };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("netslot: {e}");
-            ExitCode::from(2)
+        // serve reports plain text: its root check is made here to keep its exit code.
+        Command::Serve(args) => {
+            require_root().and_then(|()| serve::run(args).map_err(CliError::from))
         }
-    }
+    };
+    result.unwrap_or_else(|e| e.report(json))
 }
 
 /// Refuses to start without root: every operation needs CAP_NET_ADMIN and CAP_SYS_ADMIN.
-fn require_root() -> Result<(), String> {
+fn require_root() -> Result<(), CliError> {
     // std has no euid query; /proc/self/status avoids an unsafe libc call.
-    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
+    let status = std::fs::read_to_string("/proc/self/status")
+        .map_err(CliError::io("read /proc/self/status"))?;
     let euid = status
         .lines()
         .find_map(|l| l.strip_prefix("Uid:"))
         .and_then(|rest| rest.split_whitespace().nth(1))
-        .ok_or("cannot read the effective uid from /proc/self/status")?;
+        .ok_or_else(|| {
+            CliError::new(
+                error::Kind::Kernel,
+                "cannot read the effective uid from /proc/self/status",
+            )
+        })?;
     if euid != "0" {
-        return Err(format!(
-            "must run as root (effective uid is {euid}): creating namespaces and devices needs CAP_SYS_ADMIN and CAP_NET_ADMIN"
+        return Err(CliError::new(
+            error::Kind::Permission,
+            format!(
+                "must run as root (effective uid is {euid}): creating namespaces and devices needs CAP_SYS_ADMIN and CAP_NET_ADMIN"
+            ),
         ));
     }
     Ok(())
@@ -152,12 +163,30 @@ impl PoolArgs {
 }
 
 /// Opens the pool's host namespace.
-fn open_host(pool: &PoolArgs) -> Result<netslot::HostNs, String> {
+fn open_host(pool: &PoolArgs) -> Result<netslot::HostNs, CliError> {
     match &pool.host_netns {
-        Some(p) => netslot::HostNs::open(p)
-            .map_err(|e| format!("cannot open host namespace {}: {e}", p.display())),
-        None => {
-            netslot::HostNs::current().map_err(|e| format!("cannot open the host namespace: {e}"))
+        Some(p) => netslot::HostNs::open(p).map_err(host_netns_error(p)),
+        None => netslot::HostNs::current().map_err(CliError::io("cannot open the host namespace")),
+    }
+}
+
+/// Opens the pool's host namespace for dumps only (`status`, `stats`): no privilege needed
+/// in the caller's own namespace; entering another (--host-netns) needs CAP_SYS_ADMIN.
+fn open_host_for_reading(pool: &PoolArgs) -> Result<netslot::HostNs, CliError> {
+    match &pool.host_netns {
+        Some(p) => netslot::HostNs::open_for_reading(p).map_err(host_netns_error(p)),
+        None => netslot::HostNs::current_for_reading()
+            .map_err(CliError::io("cannot open the host namespace")),
+    }
+}
+
+/// A --host-netns that is not there is a usage error; the rest is the kernel's.
+fn host_netns_error(p: &std::path::Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
+    move |e| {
+        let message = format!("cannot open host namespace {}: {e}", p.display());
+        match e.kind() {
+            std::io::ErrorKind::NotFound => CliError::usage(message),
+            _ => CliError::io(format!("cannot open host namespace {}", p.display()))(e),
         }
     }
 }

@@ -1,12 +1,24 @@
-//! output: JSON printing and the progress bar shared by the subcommands.
+//! output: JSON printing (every document carries `"schema"`, see `error::SCHEMA`) and
+//! the progress bar shared by the subcommands.
 
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
+/// Prints `value`, a struct, as one JSON document on stdout, with `"schema"` first.
 pub(crate) fn print_json<T: Serialize>(value: &T) {
-    match serde_json::to_string_pretty(value) {
+    #[derive(Serialize)]
+    struct Doc<'a, T> {
+        schema: u32,
+        #[serde(flatten)]
+        body: &'a T,
+    }
+    let doc = Doc {
+        schema: crate::error::SCHEMA,
+        body: value,
+    };
+    match serde_json::to_string_pretty(&doc) {
         Ok(s) => println!("{s}"),
         Err(e) => eprintln!("netslot: cannot encode JSON: {e}"),
     }

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use clap::Args;
 use serde::Serialize;
 
-use crate::{open_host, PoolArgs};
+use crate::error::{CliError, Kind};
+use crate::{open_host_for_reading, PoolArgs};
 
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
@@ -45,17 +46,19 @@ pub(crate) struct PoolState {
 }
 
 /// Reads the pool back from the kernel through `netslot::ownership`: only what the kernel
-/// proves the pool made counts as its slots.
-pub(crate) fn read_pool(pool: &PoolArgs) -> Result<PoolState, String> {
-    let host = open_host(pool)?;
+/// proves the pool made counts as its slots. Needs no privilege in the caller's own
+/// namespace (link and address dumps, the pin directory, the mount table, the record);
+/// what the kernel or the file modes still refuse is named in the error.
+pub(crate) fn read_pool(pool: &PoolArgs) -> Result<PoolState, CliError> {
+    let host = open_host_for_reading(pool).map_err(needs_root)?;
     let paths = netslot::record::RecordPaths::of(&pool.run_dir, &host, pool.group)
-        .map_err(|e| format!("cannot read the host namespace's id: {e}"))?;
-    let record = netslot::record::read_record(&paths.record).map_err(|e| e.to_string())?;
+        .map_err(CliError::io("cannot read the host namespace's id"))?;
+    let record = netslot::record::read_record(&paths.record).map_err(|e| needs_root(e.into()))?;
     let census = netslot::ownership::Census::read(&host, &pool.scope(), record)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| needs_root(netslot::gc::GcError::from(e).into()))?;
     let addrs = host
         .addresses()
-        .map_err(|e| format!("address dump failed: {e}"))?;
+        .map_err(CliError::io("address dump failed"))?;
     let mut slots: BTreeMap<u32, SlotState> = BTreeMap::new();
     let blank = |id: u32| SlotState {
         id,
@@ -107,8 +110,19 @@ pub(crate) fn read_pool(pool: &PoolArgs) -> Result<PoolState, String> {
     })
 }
 
-pub(crate) fn run(args: StatusArgs) -> Result<ExitCode, String> {
-    crate::require_root()?;
+/// Says that what was refused for want of privilege needs root.
+fn needs_root(e: CliError) -> CliError {
+    match e.kind {
+        Kind::Permission => CliError::new(
+            Kind::Permission,
+            format!("{}; reading it needs root", e.message),
+        ),
+        _ => e,
+    }
+}
+
+/// Read-only: runs without root where the kernel allows (see [`read_pool`]).
+pub(crate) fn run(args: StatusArgs) -> Result<ExitCode, CliError> {
     let state = read_pool(&args.pool)?;
     if args.pool.json {
         crate::output::print_json(&state);

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use netslot::{CountersAttach, Engine, EngineConfig, Ipv4Cidr, ProvisionReport, SlotError};
 
+use crate::error::{CliError, PARTIAL};
 use crate::output::{print_json, Progress};
 use crate::PoolArgs;
 
@@ -124,7 +125,7 @@ struct UpReport {
     errors: Vec<SlotError>,
 }
 
-pub(crate) fn run(args: UpArgs) -> Result<ExitCode, String> {
+pub(crate) fn run(args: UpArgs) -> Result<ExitCode, CliError> {
     crate::require_root()?;
     let config = EngineConfig {
         prefix: args.pool.prefix.clone(),
@@ -143,7 +144,7 @@ pub(crate) fn run(args: UpArgs) -> Result<ExitCode, String> {
         ..EngineConfig::default()
     };
     // Every input check before the first kernel change.
-    config.check(0, args.slots).map_err(|e| e.to_string())?;
+    config.check(0, args.slots)?;
     let signals = if args.hold {
         Some(crate::signals::Blocked::termination())
     } else {
@@ -152,14 +153,14 @@ pub(crate) fn run(args: UpArgs) -> Result<ExitCode, String> {
 
     // Claims the pool (a live owner refuses), refuses collisions with what others made,
     // and only then removes what the kernel proves a dead owner of this pool left.
-    let mut engine = Engine::new(config).map_err(|e| e.to_string())?;
+    let mut engine = Engine::new(config)?;
     if let Some(r) = engine.reclaimed() {
         if !args.pool.json {
             eprint!("netslot up: first, as `netslot gc` would: ");
             crate::gc::print_human(r);
         }
     }
-    engine.check_names(args.slots).map_err(|e| e.to_string())?;
+    engine.check_names(args.slots)?;
     // Pinned slots need no fd once pinned: they go into the kernel in calls that fit the
     // open-file limit, and each call's handles are closed as soon as it returns, so `up`
     // of any N needs a bounded number of fds. `--hold` keeps every slot's fds open (its
@@ -168,7 +169,7 @@ pub(crate) fn run(args: UpArgs) -> Result<ExitCode, String> {
         args.slots
     } else {
         let files = netslot::limits::OpenFiles::read()
-            .map_err(|e| format!("read the open-file limit: {e}"))?;
+            .map_err(CliError::io("read the open-file limit (/proc/self/limits)"))?;
         files
             .slots_that_fit(engine.fds_per_slot())
             .clamp(1, args.slots)
@@ -185,12 +186,14 @@ pub(crate) fn run(args: UpArgs) -> Result<ExitCode, String> {
         let out = engine
             .provision_with(n, |d, _| progress.update(done + d))
             .map_err(|e| {
+                let mut e = CliError::from(e);
                 let made = report.as_ref().map_or(0, |r| r.provisioned);
                 if made > 0 {
-                    format!("{e} ({made} slot(s) made by earlier calls are not committed: `netslot gc` removes them)")
-                } else {
-                    e.to_string()
+                    e.message.push_str(&format!(
+                        " ({made} slot(s) made by earlier calls are not committed: `netslot gc` removes them)"
+                    ));
                 }
+                e
             })?;
         calls += 1;
         for r in out.slots {
@@ -213,10 +216,10 @@ pub(crate) fn run(args: UpArgs) -> Result<ExitCode, String> {
     let report = report.expect("at least one call");
     if report.provisioned == 0 {
         // Nothing stands: nothing of the pool is left (no record, no counters pins).
-        engine.teardown(Vec::new()).map_err(|e| e.to_string())?;
+        engine.teardown(Vec::new())?;
     } else if !args.hold {
         // The pins now hold the pool on purpose: gc keeps its complete slots.
-        engine.commit().map_err(|e| e.to_string())?;
+        engine.commit()?;
     }
     let report = UpReport {
         slots_per_sec: report.slots_per_sec(),
@@ -241,7 +244,7 @@ pub(crate) fn run(args: UpArgs) -> Result<ExitCode, String> {
         }
         let sig = signals.wait();
         tracing::info!(signal = sig, "tearing down");
-        engine.teardown(slots).map_err(|e| e.to_string())?;
+        engine.teardown(slots)?;
         if !args.pool.json {
             eprintln!("torn down");
         }
@@ -249,7 +252,7 @@ pub(crate) fn run(args: UpArgs) -> Result<ExitCode, String> {
     Ok(if report.errors.is_empty() {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(1)
+        ExitCode::from(PARTIAL)
     })
 }
 
