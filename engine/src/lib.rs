@@ -25,13 +25,15 @@
 //!
 //! [`Engine::attach`] runs the same steps on namespaces the caller owns (a CNI runtime's
 //! CNI_NETNS) instead of the pool's. [`protocol`] and [`client`] are the daemon's
-//! (`netslot serve`) wire format and a blocking client of it (docs/serve.md).
+//! (`netslot serve`) wire format and a blocking client of it (docs/serve.md). [`doctor`]
+//! reads the host limits that N slots run into and judges each (`netslot doctor`).
 #![deny(unsafe_code)]
 
 mod batch;
 mod claim;
 pub mod client;
 pub mod config;
+pub mod doctor;
 mod engine;
 pub mod gc;
 pub mod groups;

@@ -1,6 +1,7 @@
 //! netslot: provision, list and remove pools of standard network slots from the shell.
 //! Thin over the library: every kernel action goes through `netslot::Engine` / `HostNs`.
 
+mod doctor;
 mod down;
 mod error;
 mod gc;
@@ -64,6 +65,13 @@ enum Command {
     /// Run the daemon: serve slots over a Unix socket (JSON lines, see docs/serve.md),
     /// coalescing concurrent requests into engine batches; `netslot-cni` talks to it.
     Serve(serve::ServeArgs),
+    /// Check the host's kernel limits for N slots (neighbour table, conntrack, open files,
+    /// namespaces, bpffs, kernel features): per limit its value, what breaks at N and the
+    /// sysctl or setting that fixes it. Read-only. Per-process and per-namespace limits are
+    /// those of the process and namespace doctor runs in: run it where `up` will run.
+    /// Exit code: 0 when every check is ok, 1 when any is warn or fail; an error that
+    /// stops the reading exits as `netslot --help` lists (e.g. 4, a kernel read failed).
+    Doctor(doctor::DoctorArgs),
 }
 
 /// What identifies a pool; shared by every subcommand.
@@ -113,6 +121,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => {
             require_root().and_then(|()| serve::run(args).map_err(CliError::from))
         }
+        Command::Doctor(args) => doctor::run(args).map_err(CliError::from),
     };
     result.unwrap_or_else(|e| e.report(json))
 }
