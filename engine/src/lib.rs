@@ -25,7 +25,8 @@
 //!
 //! [`Engine::attach`] runs the same steps on namespaces the caller owns (a CNI runtime's
 //! CNI_NETNS) instead of the pool's. [`protocol`] and [`client`] are the daemon's
-//! (`netslot serve`) wire format and a blocking client of it (docs/serve.md).
+//! (`netslot serve`) wire format and a blocking client of it (docs/serve.md);
+//! [`target`] judges the namespaces the daemon's peers hand it.
 #![deny(unsafe_code)]
 
 mod batch;
@@ -53,6 +54,7 @@ mod ring;
 mod slot;
 mod sock;
 mod sysctl;
+pub mod target;
 mod wire;
 
 pub use config::{ConfigError, CountersAttach, EngineConfig, FaultInjection, Ipv4Cidr, XdpAttach};
