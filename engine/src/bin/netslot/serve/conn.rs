@@ -453,3 +453,105 @@ impl<'a> Reader<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    fn deadline() -> Instant {
+        Instant::now() + Duration::from_secs(5)
+    }
+
+    #[test]
+    fn lines_are_split_across_reads_and_capped() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut r = Reader::new(&b);
+        let mut line = Vec::new();
+        (&a).write_all(b"{\"v\":1}\n{\"v\"").unwrap();
+        assert!(matches!(r.next_line(&mut line, deadline()), Next::Line));
+        assert_eq!(line, b"{\"v\":1}");
+        (&a).write_all(b":2}\n").unwrap();
+        assert!(matches!(r.next_line(&mut line, deadline()), Next::Line));
+        assert_eq!(line, b"{\"v\":2}");
+        // Exactly MAX_LINE bytes is a line; one more is refused before its newline.
+        let mut max = vec![b'x'; MAX_LINE];
+        max.push(b'\n');
+        let w = std::thread::spawn(move || (&a).write_all(&max).map(|()| a));
+        assert!(matches!(r.next_line(&mut line, deadline()), Next::Line));
+        assert_eq!(line.len(), MAX_LINE);
+        let a = w.join().unwrap().unwrap();
+        let w = std::thread::spawn(move || {
+            let _ = (&a).write_all(&vec![b'y'; MAX_LINE + 1]);
+            a
+        });
+        assert!(matches!(r.next_line(&mut line, deadline()), Next::TooLong));
+        drop(r);
+        drop(b);
+        drop(w.join().unwrap());
+    }
+
+    #[test]
+    fn fds_queue_in_the_order_sent_and_too_many_are_refused() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut r = Reader::new(&b);
+        let mut line = Vec::new();
+        let f1 = std::fs::File::open("/dev/null").unwrap();
+        let f2 = std::fs::File::open("/proc/self/ns/net").unwrap();
+        for (f, text) in [(f1.as_fd(), "one\n"), (f2.as_fd(), "two\n")] {
+            send_fds(&a, text.as_bytes(), &[f]);
+        }
+        assert!(matches!(r.next_line(&mut line, deadline()), Next::Line));
+        assert_eq!(line, b"one");
+        let first = r.fds.pop_front().expect("the first fd");
+        let ino = |f: std::os::fd::BorrowedFd<'_>| rustix::fs::fstat(f).unwrap().st_ino;
+        assert_eq!(ino(first.as_fd()), ino(f1.as_fd()));
+        assert!(matches!(r.next_line(&mut line, deadline()), Next::Line));
+        assert_eq!(line, b"two");
+        assert_eq!(r.fds.len(), 1);
+        // More fds in one message than fit: refused.
+        let many = [f1.as_fd(); MAX_FDS + 1];
+        send_fds(&a, b"three\n", &many);
+        assert!(matches!(
+            r.next_line(&mut line, deadline()),
+            Next::TooManyFds
+        ));
+    }
+
+    #[test]
+    fn an_idle_connection_times_out() {
+        let (_a, b) = UnixStream::pair().unwrap();
+        let mut r = Reader::new(&b);
+        let started = Instant::now();
+        let soon = started + Duration::from_millis(50);
+        assert!(matches!(r.next_line(&mut Vec::new(), soon), Next::TimedOut));
+        assert!(started.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[test]
+    fn names_follow_the_cni_rules() {
+        assert!(check_name("ctr-0_a.b", "container id", false).is_ok());
+        assert!(check_name("", "network name", true).is_ok());
+        assert!(check_name("", "container id", false).is_err());
+        assert!(check_name("-x", "container id", false).is_err());
+        assert!(check_name("a/b", "container id", false).is_err());
+        assert!(check_name(&"a".repeat(MAX_NAME), "container id", false).is_ok());
+        let long = check_name(&"a".repeat(MAX_NAME + 1), "container id", false).unwrap_err();
+        assert!(long.len() < 200, "{long}");
+    }
+
+    fn send_fds(to: &UnixStream, data: &[u8], fds: &[std::os::fd::BorrowedFd<'_>]) {
+        use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+        let mut space = vec![MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        assert!(control.push(SendAncillaryMessage::ScmRights(fds)));
+        let n = rustix::net::sendmsg(
+            to,
+            &[std::io::IoSlice::new(data)],
+            &mut control,
+            SendFlags::empty(),
+        )
+        .unwrap();
+        assert_eq!(n, data.len());
+    }
+}
