@@ -4,6 +4,10 @@
 //! (`unshare --net --mount`) with a private tmpfs on /run (so /run/netns and
 //! /run/netslot are its own), so the daemon, its socket, the container namespaces and
 //! every device go away with it.
+//!
+//! The last tests hold the daemon to its security model (docs/serve.md): targets a peer
+//! could not enter, files that are not network namespaces, abusive lines and idle
+//! connections, and per-uid limits.
 
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -81,8 +85,22 @@ struct Daemon {
 
 impl Daemon {
     fn start(prefix: &str, group: u32, extra: &[&str]) -> Self {
+        Self::start_under(&[], prefix, group, extra)
+    }
+
+    /// Starts the daemon through `wrapper` (e.g. `prlimit --nofile=...`), if not empty.
+    fn start_under(wrapper: &[&str], prefix: &str, group: u32, extra: &[&str]) -> Self {
         let g = group.to_string();
-        let child = Command::new(bin("netslot"))
+        let netslot = bin("netslot");
+        let mut cmd = match wrapper.split_first() {
+            None => Command::new(&netslot),
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&netslot);
+                c
+            }
+        };
+        let child = cmd
             .args([
                 "serve", "--socket", SOCKET, "--prefix", prefix, "--group", &g,
             ])
@@ -616,7 +634,9 @@ fn a_peer_outside_the_allowed_group_is_refused() {
     let copy = Path::new("/run/netslot/netslot-cni");
     std::fs::copy(bin("netslot-cni"), copy).unwrap();
     let path = netns_add("p0");
-    let as_user = |regid: &str, command: &str| {
+    // A namespace uid 65534 made itself (in its own user namespace): one it can enter.
+    let own = OwnNetns::new(65534, 4242);
+    let as_user = |regid: &str, command: &str, netns: &str| {
         let mut child = Command::new("setpriv")
             .args([
                 "--reuid=65534",
@@ -627,7 +647,7 @@ fn a_peer_outside_the_allowed_group_is_refused() {
             .env_clear()
             .env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", "p")
-            .env("CNI_NETNS", &path)
+            .env("CNI_NETNS", netns)
             .env("CNI_IFNAME", "eth0")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -643,7 +663,7 @@ fn a_peer_outside_the_allowed_group_is_refused() {
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         (out.status.success(), v)
     };
-    let (ok, v) = as_user("65534", "ADD");
+    let (ok, v) = as_user("65534", "ADD", &path);
     assert!(!ok, "nobody was served: {v}");
     assert!(
         v["msg"].as_str().unwrap().contains("may not use netslot"),
@@ -651,12 +671,22 @@ fn a_peer_outside_the_allowed_group_is_refused() {
     );
     assert_eq!(link_names_in("p0"), vec!["lo"]);
     assert!(links_in_group(group).is_empty());
-    // The allowed group is served.
-    let (ok, v) = as_user("4242", "ADD");
+    // The allowed group is served, in a namespace it could enter itself...
+    let (ok, v) = as_user("4242", "ADD", &own.path);
     assert!(ok, "group 4242 was refused: {v}");
-    assert!(link_names_in("p0").contains(&"eth0".to_owned()));
-    let (ok, v) = as_user("4242", "DEL");
+    assert!(own.link_names().contains(&"eth0".to_owned()));
+    let (ok, v) = as_user("4242", "DEL", &own.path);
     assert!(ok, "{v}");
+    assert_eq!(own.link_names(), vec!["lo"]);
+    // ...and not in root's, which it can open (ip netns add makes it readable by all) but
+    // not enter.
+    let (ok, v) = as_user("4242", "ADD", &path);
+    assert!(!ok, "group 4242 attached into root's namespace: {v}");
+    assert!(
+        v["msg"].as_str().unwrap().contains("could not enter"),
+        "{v}"
+    );
+    assert_eq!(link_names_in("p0"), vec!["lo"]);
     daemon.stop();
     assert!(links_in_group(group).is_empty());
 }
@@ -960,4 +990,631 @@ fn two_interfaces_of_one_container_in_one_round_share_one_default_route() {
     daemon.stop();
     assert!(links_in_group(group).is_empty(), "teardown left host ends");
     assert_eq!(link_names_in("m2"), vec!["lo"]);
+}
+
+// The daemon's security model (docs/serve.md, "Security model").
+
+/// A process of `uid`/`gid` holding a user namespace it created and a network namespace
+/// that user namespace owns: what an unprivileged (rootless) container runtime makes, and
+/// a namespace that uid can enter. Killed on drop.
+struct OwnNetns {
+    child: Child,
+    path: String,
+}
+
+impl OwnNetns {
+    fn new(uid: u32, gid: u32) -> Self {
+        let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
+        let child = Command::new("setpriv")
+            .args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={gid}"),
+                "--clear-groups",
+                "unshare",
+                "--user",
+                "--net",
+                "sleep",
+                "600",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("setpriv unshare");
+        let path = format!("/proc/{}/ns/net", child.id());
+        wait_for("the holder in its own network namespace", || {
+            std::fs::read_link(&path).is_ok_and(|l| l != ours)
+        });
+        Self { child, path }
+    }
+
+    /// `ip -j <args>` inside the namespace.
+    fn ip(&self, args: &[&str]) -> Value {
+        let ns = std::fs::File::open(&self.path).unwrap();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        in_netns(ns.as_fd(), move || {
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            ip_json(&a)
+        })
+    }
+
+    fn link_names(&self) -> Vec<String> {
+        self.ip(&["link", "show"])
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|l| l["ifname"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+impl Drop for OwnNetns {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An attach request of container `id` (interface eth0) naming `netns`.
+fn attach_op(id: &str, netns: &str, by_fd: bool) -> Op {
+    Op::Attach {
+        key: netslot::protocol::AttachmentKey {
+            network: String::new(),
+            container_id: id.into(),
+            ifname: "eth0".into(),
+        },
+        netns: netns.into(),
+        netns_fd: by_fd,
+    }
+}
+
+/// Sends `op` with the namespace at `path` as an fd (opened by the calling thread, with
+/// `flags`); the answer and how long it took.
+fn attach_by_fd(
+    id: &str,
+    path: &str,
+    flags: libc::c_int,
+) -> (netslot::protocol::Response, Duration) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {path}: {e}"));
+    let started = Instant::now();
+    let r = netslot::client::call_with_fd(Path::new(SOCKET), attach_op(id, path, true), f.as_fd())
+        .unwrap_or_else(|e| panic!("attach {id} by fd: {e}"));
+    (r, started.elapsed())
+}
+
+/// Sends raw bytes on a fresh connection; the first answer line as JSON and how long it
+/// took, or why none came within 5 s.
+fn ask_raw(line: &[u8]) -> Result<(Value, Duration), String> {
+    use std::io::{BufRead, BufReader};
+    let s = std::os::unix::net::UnixStream::connect(SOCKET).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    // A refused connection is answered and closed without its line being read: a failed
+    // send still leaves that answer to read.
+    let sent = (&s).write_all(line);
+    let mut answer = String::new();
+    BufReader::new(&s)
+        .read_line(&mut answer)
+        .map_err(|e| format!("no answer within 5 s: {e}"))?;
+    let took = started.elapsed();
+    if answer.is_empty() {
+        return Err(format!("closed without an answer (send: {sent:?})"));
+    }
+    serde_json::from_str(&answer)
+        .map(|v| (v, took))
+        .map_err(|e| format!("answer {answer:?}: {e}"))
+}
+
+fn code(r: &netslot::protocol::Response) -> String {
+    r.error
+        .as_ref()
+        .map(|e| {
+            serde_json::to_value(e.code)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .unwrap_or_else(|| "ok".into())
+}
+
+#[test]
+fn an_allowed_peer_cannot_attach_into_a_namespace_it_could_not_enter() {
+    let test = "an_allowed_peer_cannot_attach_into_a_namespace_it_could_not_enter";
+    if !inside_private_world(test) {
+        return;
+    }
+    let group = 7819;
+    let daemon = Daemon::start(
+        "pe",
+        group,
+        &["--allow-gid", "4242", "--socket-mode", "666"],
+    );
+    let victim = netns_add("victim");
+    let links_before = ip_in("victim", &["-d", "link", "show"]);
+    let routes_before = ip_in("victim", &["route", "show", "table", "all"]);
+
+    // The path form, as in the report: uid 65534 with the allowed group.
+    let line = format!(
+        "{{\"v\":1,\"op\":\"attach\",\"container_id\":\"x\",\"ifname\":\"evil0\",\"netns\":\"{victim}\"}}\n"
+    );
+    let (v, _) = as_ids(65534, 4242, move || ask_raw(line.as_bytes())).unwrap();
+    assert_eq!(v["error"]["code"], "not-allowed", "path form: {v}");
+    // The fd form: nobody can open the pin (nsfs files are readable by all), and that
+    // proves nothing: it cannot enter it.
+    let path = victim.clone();
+    let (r, _) = as_ids(65534, 4242, move || {
+        attach_by_fd("x", &path, libc::O_RDONLY)
+    });
+    assert_eq!(code(&r), "not-allowed", "fd form: {r:?}");
+    let msg = r.error.unwrap().message;
+    assert!(
+        msg.contains("container x: attach") && msg.contains("could not enter"),
+        "{msg}"
+    );
+    // Nothing changed in the victim.
+    assert_eq!(ip_in("victim", &["-d", "link", "show"]), links_before);
+    assert_eq!(
+        ip_in("victim", &["route", "show", "table", "all"]),
+        routes_before
+    );
+    assert!(links_in_group(group).is_empty(), "a host end was made");
+
+    // Its own namespace (made in its own user namespace) is served.
+    let own = OwnNetns::new(65534, 4242);
+    let path = own.path.clone();
+    let (r, _) = as_ids(65534, 4242, move || {
+        attach_by_fd("mine", &path, libc::O_RDONLY)
+    });
+    assert!(r.ok, "own namespace refused: {:?}", r.error);
+    assert!(own.link_names().contains(&"eth0".to_owned()));
+    let routes = own.ip(&["route", "show", "default"]);
+    assert_eq!(routes.as_array().map(Vec::len), Some(1), "{routes}");
+    // Another allowed uid may neither check nor detach it.
+    let key = netslot::protocol::AttachmentKey {
+        network: String::new(),
+        container_id: "mine".into(),
+        ifname: "eth0".into(),
+    };
+    for op in [
+        Op::Check { key: key.clone() },
+        Op::Detach { key: key.clone() },
+    ] {
+        let r = as_ids(65533, 4242, move || {
+            netslot::client::call(Path::new(SOCKET), op).unwrap()
+        });
+        assert_eq!(code(&r), "not-allowed", "another uid: {r:?}");
+    }
+    assert!(own.link_names().contains(&"eth0".to_owned()));
+    let r = as_ids(65534, 4242, move || {
+        netslot::client::call(Path::new(SOCKET), Op::Detach { key }).unwrap()
+    });
+    assert!(r.ok, "its own detach: {:?}", r.error);
+    assert_eq!(own.link_names(), vec!["lo"]);
+    daemon.stop();
+}
+
+#[test]
+fn targets_that_are_not_network_namespaces_are_refused_at_once() {
+    let test = "targets_that_are_not_network_namespaces_are_refused_at_once";
+    if !inside_private_world(test) {
+        return;
+    }
+    let group = 7820;
+    let daemon = Daemon::start("nt", group, &[]);
+    let t1 = netns_add("t1");
+    let fifo = "/run/netslot/fifo";
+    assert!(run("mkfifo", &[fifo]).status.success());
+    let link = "/run/netslot/link-to-t1";
+    std::os::unix::fs::symlink(&t1, link).unwrap();
+
+    // status keeps being answered, promptly, while the refusals go on.
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let prober = {
+        let (stop, answered) = (stop.clone(), answered.clone());
+        std::thread::spawn(move || {
+            let mut slowest = Duration::ZERO;
+            while !stop.load(Ordering::SeqCst) {
+                match ask_raw(b"{\"v\":1,\"op\":\"status\"}\n") {
+                    Ok((v, took)) if v["ok"] == true => slowest = slowest.max(took),
+                    other => return Err(format!("status: {other:?}")),
+                }
+                answered.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Ok(slowest)
+        })
+    };
+    wait_for("a first status answer", || {
+        answered.load(Ordering::SeqCst) > 0
+    });
+    // Path form (uid 0 only): never opened blocking, never followed.
+    for (path, want) in [
+        (fifo, "not a namespace file (a FIFO"),
+        ("/dev/null", "not a namespace file (a character device"),
+        (link, "symbolic link"),
+        ("/proc/self/ns/uts", "symbolic link"),
+        ("/proc/self/ns/net", "symbolic link"),
+    ] {
+        let line = format!(
+            "{{\"v\":1,\"op\":\"attach\",\"container_id\":\"c\",\"ifname\":\"eth0\",\"netns\":\"{path}\"}}\n"
+        );
+        let (v, took) = ask_raw(line.as_bytes()).unwrap_or_else(|e| panic!("{path}: {e}"));
+        eprintln!("{path}: {took:?}: {v}");
+        assert_eq!(v["error"]["code"], "netns", "{path}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(
+            msg.contains(want) && msg.contains("container c: attach"),
+            "{path}: {msg}"
+        );
+        assert!(
+            took < Duration::from_millis(100),
+            "{path}: answered after {took:?}"
+        );
+    }
+    // Fd form: whatever the fd is, only fstat, fstatfs and nsfs ioctls touch it.
+    let nonblock = libc::O_RDONLY | libc::O_NONBLOCK;
+    for (path, flags, want_code, want) in [
+        (fifo, nonblock, "netns", "not a namespace file (a FIFO"),
+        (
+            "/dev/null",
+            nonblock,
+            "netns",
+            "not a namespace file (a character device",
+        ),
+        (
+            "/proc/self/ns/uts",
+            nonblock,
+            "netns",
+            "a uts namespace, not a network namespace",
+        ),
+        (t1.as_str(), libc::O_PATH, "netns", "O_PATH"),
+        (
+            "/proc/self/ns/net",
+            nonblock,
+            "not-allowed",
+            "the daemon's own network namespace",
+        ),
+    ] {
+        let (r, took) = attach_by_fd("c", path, flags);
+        eprintln!("fd of {path}: {took:?}: {r:?}");
+        assert_eq!(code(&r), want_code, "fd of {path}: {r:?}");
+        let msg = r.error.unwrap().message;
+        assert!(msg.contains(want), "fd of {path}: {msg}");
+        assert!(
+            took < Duration::from_millis(100),
+            "fd of {path}: answered after {took:?}"
+        );
+    }
+    // And status is still answered after them.
+    let before = answered.load(Ordering::SeqCst);
+    let started = Instant::now();
+    while answered.load(Ordering::SeqCst) < before + 2 && started.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let slowest = prober.join().unwrap().unwrap();
+    let answered = answered.load(Ordering::SeqCst);
+    eprintln!("status answered {answered} times, slowest {slowest:?}");
+    assert!(answered >= before + 2, "status stopped being answered");
+    assert!(
+        slowest < Duration::from_millis(100),
+        "slowest status: {slowest:?}"
+    );
+    assert!(
+        links_in_group(group).is_empty(),
+        "a refused target got a slot"
+    );
+    // A real namespace, by path and by fd, is served.
+    let r = netslot::client::call(Path::new(SOCKET), attach_op("p", &t1, false)).unwrap();
+    assert!(r.ok, "path form: {:?}", r.error);
+    let t2 = netns_add("t2");
+    let (r, _) = attach_by_fd("f", &t2, libc::O_RDONLY);
+    assert!(r.ok, "fd form: {:?}", r.error);
+    assert_eq!(r.attachment.unwrap().netns, Path::new(&t2));
+    assert_eq!(link_names_in("t2"), vec!["lo", "eth0"]);
+    daemon.stop();
+}
+
+#[test]
+fn abusive_lines_are_refused_and_memory_comes_back() {
+    let test = "abusive_lines_are_refused_and_memory_comes_back";
+    if !inside_private_world(test) {
+        return;
+    }
+    let daemon = Daemon::start("al", 7821, &[]);
+    let pid = daemon.child.id();
+    let idle = vm_rss_kib(pid);
+    // 8 clients each send 100 MB without a newline.
+    const MB: usize = 1 << 20;
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(idle));
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (peak, sampling) = (peak.clone(), sampling.clone());
+        std::thread::spawn(move || {
+            while sampling.load(std::sync::atomic::Ordering::SeqCst) {
+                peak.fetch_max(vm_rss_kib(pid), std::sync::atomic::Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                use std::io::{BufRead, BufReader};
+                let s = std::os::unix::net::UnixStream::connect(SOCKET).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                let writer = {
+                    let s = s.try_clone().unwrap();
+                    std::thread::spawn(move || {
+                        let chunk = vec![b'a'; MB];
+                        let mut sent = 0;
+                        while sent < 100 * MB {
+                            match (&s).write_all(&chunk) {
+                                Ok(()) => sent += MB,
+                                Err(_) => break,
+                            }
+                        }
+                        sent
+                    })
+                };
+                let mut answer = String::new();
+                BufReader::new(&s).read_line(&mut answer).unwrap();
+                let sent = writer.join().unwrap();
+                (answer, sent)
+            })
+        })
+        .collect();
+    for c in clients {
+        let (answer, sent) = c.join().unwrap();
+        let v: Value = serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{answer:?}: {e}"));
+        assert_eq!(v["error"]["code"], "bad-request", "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("longer than 65536"),
+            "{v}"
+        );
+        assert!(sent < 100 * MB, "the daemon read all 100 MB");
+    }
+    sampling.store(false, std::sync::atomic::Ordering::SeqCst);
+    sampler.join().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let (peak, after) = (
+        peak.load(std::sync::atomic::Ordering::SeqCst),
+        vm_rss_kib(pid),
+    );
+    eprintln!("VmRSS idle {idle} KiB, peak {peak} KiB, after {after} KiB");
+    assert!(
+        peak < idle + 64 * 1024,
+        "peak {peak} KiB over idle {idle} KiB"
+    );
+    assert!(
+        after < idle + 64 * 1024,
+        "after {after} KiB over idle {idle} KiB"
+    );
+
+    // Invalid UTF-8 is answered (bad-request), and the connection goes on.
+    {
+        use std::io::{BufRead, BufReader};
+        let s = std::os::unix::net::UnixStream::connect(SOCKET).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        (&s).write_all(b"{\"v\":1,\"op\":\"status\",\"x\":\"\xff\xfe\"}\n{\"v\":1,\"id\":2,\"op\":\"status\"}\n").unwrap();
+        let mut lines = BufReader::new(&s).lines();
+        let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        assert_eq!(first["error"]["code"], "bad-request", "{first}");
+        assert!(
+            first["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("UTF-8"),
+            "{first}"
+        );
+        let second: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        assert_eq!(second["ok"], true, "{second}");
+        assert_eq!(second["id"], 2);
+    }
+    // Field caps: CNI's container id rules, at most 256 bytes; ifname per dev_valid_name.
+    for (id, ifname, want) in [
+        ("a".repeat(257), "eth0", "longer than 256"),
+        ("../etc".into(), "eth0", "only letters, digits"),
+        ("ok".into(), "a-very-long-ifname0", "1 to 15 bytes"),
+    ] {
+        let line = format!(
+            "{{\"v\":1,\"op\":\"detach\",\"container_id\":\"{id}\",\"ifname\":\"{ifname}\"}}\n"
+        );
+        let (v, _) = ask_raw(line.as_bytes()).unwrap();
+        assert_eq!(v["error"]["code"], "bad-request", "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(want),
+            "{v}"
+        );
+        assert!(
+            v.to_string().len() < 1024,
+            "the answer echoes too much: {v}"
+        );
+    }
+    daemon.stop();
+}
+
+#[test]
+fn idle_connections_do_not_lock_out_a_client() {
+    let test = "idle_connections_do_not_lock_out_a_client";
+    if !inside_private_world(test) {
+        return;
+    }
+    raise_nofile(8192);
+    // systemd's default soft limit for the daemon.
+    let daemon = Daemon::start_under(&["prlimit", "--nofile=1024:1024", "--"], "ic", 7822, &[]);
+    let idle: Vec<std::os::unix::net::UnixStream> = (0..2000)
+        .map(|i| {
+            std::os::unix::net::UnixStream::connect(SOCKET)
+                .unwrap_or_else(|e| panic!("idle connection {i}: {e}"))
+        })
+        .collect();
+    // Let the daemon take them all from its backlog.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut slowest = Duration::ZERO;
+    for _ in 0..5 {
+        let (v, took) = ask_raw(b"{\"v\":1,\"op\":\"status\"}\n").unwrap();
+        assert_eq!(v["ok"], true, "{v}");
+        slowest = slowest.max(took);
+    }
+    eprintln!("status with 2000 idle connections open: slowest {slowest:?}");
+    assert!(slowest < Duration::from_millis(100), "{slowest:?}");
+    drop(idle);
+    daemon.stop();
+
+    // Over the cap with every connection busy: `busy`, at once. An idle connection is
+    // closed after the idle timeout.
+    let daemon = Daemon::start(
+        "ib",
+        7823,
+        &[
+            "--max-connections",
+            "2",
+            "--window-us",
+            "5000000",
+            "--idle-timeout-ms",
+            "500",
+        ],
+    );
+    // Two requests wait in the engine's long window: both connections are busy.
+    let (sent_tx, sent_rx) = std::sync::mpsc::channel();
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let sent_tx = sent_tx.clone();
+            std::thread::spawn(move || {
+                use std::io::{BufRead, BufReader};
+                let s = std::os::unix::net::UnixStream::connect(SOCKET).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                (&s).write_all(b"{\"v\":1,\"op\":\"stats\"}\n").unwrap();
+                sent_tx.send(()).unwrap();
+                let mut answer = String::new();
+                BufReader::new(&s).read_line(&mut answer).unwrap();
+                serde_json::from_str::<Value>(&answer).map_err(|e| format!("{answer:?}: {e}"))
+            })
+        })
+        .collect();
+    for _ in 0..2 {
+        sent_rx.recv().unwrap();
+    }
+    // Time for the daemon to read both lines, even on a loaded machine.
+    std::thread::sleep(Duration::from_millis(1000));
+    let (v, took) = ask_raw(b"{\"v\":1,\"op\":\"status\"}\n").unwrap();
+    assert_eq!(v["error"]["code"], "busy", "{v}");
+    assert!(took < Duration::from_millis(100), "{took:?}");
+    for b in busy {
+        let v = b.join().unwrap().unwrap();
+        assert_eq!(v["ok"], true, "{v}");
+    }
+    let s = std::os::unix::net::UnixStream::connect(SOCKET).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    let n = std::io::Read::read(&mut &s, &mut [0u8; 16]).unwrap();
+    assert_eq!(n, 0, "an idle connection got data");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    daemon.stop();
+}
+
+#[test]
+fn per_uid_limits_bind_one_uid_and_leave_others_alone() {
+    let test = "per_uid_limits_bind_one_uid_and_leave_others_alone";
+    if !inside_private_world(test) {
+        return;
+    }
+    let group = 7824;
+    let daemon = Daemon::start(
+        "ul",
+        group,
+        &[
+            "--allow-gid",
+            "4242",
+            "--socket-mode",
+            "666",
+            "--max-attachments-per-uid",
+            "2",
+            "--max-acquired-per-uid",
+            "1",
+            "--pool-low",
+            "2",
+            "--pool-high",
+            "4",
+        ],
+    );
+    let nobody: Vec<OwnNetns> = (0..3).map(|_| OwnNetns::new(65534, 4242)).collect();
+    let other = OwnNetns::new(65533, 4242);
+    let attach_as = |uid: u32, id: &str, path: &str| {
+        let (id, path) = (id.to_owned(), path.to_owned());
+        as_ids(uid, 4242, move || {
+            attach_by_fd(&id, &path, libc::O_RDONLY).0
+        })
+    };
+    let call_as = |uid: u32, op: Op| {
+        as_ids(uid, 4242, move || {
+            netslot::client::call(Path::new(SOCKET), op).unwrap()
+        })
+    };
+    for (i, ns) in nobody.iter().take(2).enumerate() {
+        let r = attach_as(65534, &format!("n{i}"), &ns.path);
+        assert!(r.ok, "n{i}: {:?}", r.error);
+    }
+    let r = attach_as(65534, "n2", &nobody[2].path);
+    assert_eq!(code(&r), "not-allowed", "{r:?}");
+    let msg = r.error.unwrap().message;
+    assert!(
+        msg.contains("--max-attachments-per-uid 2") && msg.contains("container n2"),
+        "{msg}"
+    );
+    assert_eq!(nobody[2].link_names(), vec!["lo"]);
+    // Others are unaffected: another uid, and uid 0 (exempt).
+    let r = attach_as(65533, "o0", &other.path);
+    assert!(r.ok, "other uid: {:?}", r.error);
+    let r0 = netns_add("r0");
+    let r = netslot::client::call(Path::new(SOCKET), attach_op("r0", &r0, false)).unwrap();
+    assert!(r.ok, "uid 0: {:?}", r.error);
+    // Warm slots: one each.
+    let r = call_as(65534, Op::Acquire);
+    assert!(r.ok, "{:?}", r.error);
+    let slot = r.slot.unwrap().name;
+    let r = call_as(65534, Op::Acquire);
+    assert_eq!(code(&r), "not-allowed", "{r:?}");
+    assert!(r
+        .error
+        .unwrap()
+        .message
+        .contains("--max-acquired-per-uid 1"));
+    let r = call_as(65533, Op::Acquire);
+    assert!(r.ok, "other uid's acquire: {:?}", r.error);
+    let r = call_as(65533, Op::Release { name: slot.clone() });
+    assert_eq!(code(&r), "not-allowed", "released another's slot: {r:?}");
+    // Room again after a detach and a release.
+    let key = netslot::protocol::AttachmentKey {
+        network: String::new(),
+        container_id: "n0".into(),
+        ifname: "eth0".into(),
+    };
+    let r = call_as(65534, Op::Detach { key });
+    assert!(r.ok, "{:?}", r.error);
+    let r = attach_as(65534, "n2", &nobody[2].path);
+    assert!(r.ok, "after a detach: {:?}", r.error);
+    let r = call_as(65534, Op::Release { name: slot });
+    assert!(r.ok, "{:?}", r.error);
+    let r = call_as(65534, Op::Acquire);
+    assert!(r.ok, "after a release: {:?}", r.error);
+    assert_eq!(daemon.stats().attachments, 4);
+    daemon.stop();
+    assert!(links_in_group(group).is_empty(), "teardown left host ends");
 }

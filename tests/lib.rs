@@ -317,3 +317,55 @@ pub fn json(dir: &std::path::Path, name: &str) -> Value {
     let text = read(dir, name);
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}: {text}"))
 }
+
+/// Runs `f` on a fresh thread whose credentials are `uid`, `gid` and no supplementary
+/// groups, as an unprivileged peer of the daemon would be. Raw system calls: they change
+/// the calling thread only (glibc's wrappers would change every thread of the process).
+pub fn as_ids<T: Send + 'static>(uid: u32, gid: u32, f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        // SAFETY: setgroups with size 0 reads no memory; setresgid and setresuid take
+        // plain ids. Each changes the calling thread's credentials only.
+        let r = unsafe {
+            [
+                libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()),
+                libc::syscall(libc::SYS_setresgid, gid, gid, gid),
+                libc::syscall(libc::SYS_setresuid, uid, uid, uid),
+            ]
+        };
+        assert_eq!(
+            r,
+            [0, 0, 0],
+            "drop to uid {uid} gid {gid}: {}",
+            std::io::Error::last_os_error()
+        );
+        f()
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+/// Raises this process's RLIMIT_NOFILE (soft and hard) to at least `n`.
+pub fn raise_nofile(n: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into `lim`, a live local.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    lim.rlim_cur = lim.rlim_cur.max(n);
+    lim.rlim_max = lim.rlim_max.max(n);
+    // SAFETY: setrlimit reads one rlimit from `lim`, a live local.
+    let r = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    assert_eq!(r, 0, "setrlimit: {}", std::io::Error::last_os_error());
+}
+
+/// Resident memory of process `pid` in KiB (VmRSS in /proc/PID/status).
+pub fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS for {pid}"))
+}

@@ -248,6 +248,7 @@ fn attach(c: &str) -> netslot::protocol::Op {
     netslot::protocol::Op::Attach {
         key: key(c),
         netns: PathBuf::from(format!("/run/netns/{c}")),
+        netns_fd: false,
     }
 }
 

@@ -1,7 +1,10 @@
-//! client: one blocking request/response exchange with `netslot serve` over its socket.
-//! Std only (Unix stream, one JSON line each way); the daemon does the batching.
+//! client: one blocking request/response exchange with `netslot serve` over its socket:
+//! a Unix stream, one JSON line each way (an attach's namespace fd rides along with its
+//! line as SCM_RIGHTS); the daemon does the batching.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, IoSlice, Write};
+use std::mem::MaybeUninit;
+use std::os::fd::BorrowedFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -37,6 +40,18 @@ pub enum ClientError {
 
 /// Sends `op` and returns the daemon's response.
 pub fn call(socket: &Path, op: Op) -> Result<Response, ClientError> {
+    exchange(socket, op, None)
+}
+
+/// Sends `op` with the file descriptor `fd` (SCM_RIGHTS, with the line's first bytes)
+/// and returns the daemon's response. For an attach with `netns_fd: true`, `fd` is the
+/// target namespace, opened by the caller: the daemon uses it instead of a path, and for
+/// a caller other than uid 0 accepts it only if the caller could enter that namespace.
+pub fn call_with_fd(socket: &Path, op: Op, fd: BorrowedFd<'_>) -> Result<Response, ClientError> {
+    exchange(socket, op, Some(fd))
+}
+
+fn exchange(socket: &Path, op: Op, fd: Option<BorrowedFd<'_>>) -> Result<Response, ClientError> {
     let sock = socket.display().to_string();
     let stream = UnixStream::connect(socket).map_err(|source| ClientError::NotRunning {
         socket: sock.clone(),
@@ -54,7 +69,10 @@ pub fn call(socket: &Path, op: Op) -> Result<Response, ClientError> {
     line.push('\n');
     // A refused peer is answered and hung up on without its request being read, so a
     // failed send still leaves that answer to read.
-    let sent = (&stream).write_all(line.as_bytes());
+    let sent = match fd {
+        None => (&stream).write_all(line.as_bytes()),
+        Some(fd) => send_with_fd(&stream, line.as_bytes(), fd),
+    };
     let mut answer = String::new();
     BufReader::new(&stream)
         .read_line(&mut answer)
@@ -66,4 +84,27 @@ pub fn call(socket: &Path, op: Op) -> Result<Response, ClientError> {
         }));
     }
     serde_json::from_str(&answer).map_err(|e| broke(format!("bad answer {answer:?}: {e}")))
+}
+
+/// Writes `data`, the fd going with its first bytes (one sendmsg; the rest, if the socket
+/// took only part, by plain writes).
+fn send_with_fd(stream: &UnixStream, data: &[u8], fd: BorrowedFd<'_>) -> io::Result<()> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    let fds = [fd];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    control.push(SendAncillaryMessage::ScmRights(&fds));
+    let sent = loop {
+        match rustix::net::sendmsg(
+            stream,
+            &[IoSlice::new(data)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        ) {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => break other?,
+        }
+    };
+    let mut out = stream;
+    out.write_all(&data[sent..])
 }

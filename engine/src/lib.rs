@@ -25,8 +25,9 @@
 //!
 //! [`Engine::attach`] runs the same steps on namespaces the caller owns (a CNI runtime's
 //! CNI_NETNS) instead of the pool's. [`protocol`] and [`client`] are the daemon's
-//! (`netslot serve`) wire format and a blocking client of it (docs/serve.md). [`doctor`]
-//! reads the host limits that N slots run into and judges each (`netslot doctor`).
+//! (`netslot serve`) wire format and a blocking client of it (docs/serve.md);
+//! [`target`] judges the namespaces the daemon's peers hand it. [`doctor`] reads the host
+//! limits that N slots run into and judges each (`netslot doctor`).
 #![deny(unsafe_code)]
 
 mod batch;
@@ -56,6 +57,7 @@ mod ring;
 mod slot;
 mod sock;
 mod sysctl;
+pub mod target;
 mod wire;
 
 pub use config::{ConfigError, CountersAttach, EngineConfig, FaultInjection, Ipv4Cidr, XdpAttach};

@@ -6,7 +6,7 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -22,6 +22,15 @@ const NS_GET_NSTYPE: libc::c_ulong = (0xb7 << 8) | 3;
 /// SO_NETNS_COOKIE reports), allocated from a counter and never reused, unlike the nsfs
 /// inode number, which a later namespace can get again.
 const NS_GET_ID: libc::c_ulong = (2 << 30) | (8 << 16) | (0xb7 << 8) | 13;
+/// nsfs ioctl `NS_GET_USERNS`, `_IO(0xb7, 1)`: an fd of the user namespace that owns the
+/// namespace an nsfs fd refers to.
+const NS_GET_USERNS: libc::c_ulong = (0xb7 << 8) | 1;
+/// nsfs ioctl `NS_GET_PARENT`, `_IO(0xb7, 2)`: an fd of a user namespace's parent (EPERM
+/// above the caller's own user namespace).
+const NS_GET_PARENT: libc::c_ulong = (0xb7 << 8) | 2;
+/// nsfs ioctl `NS_GET_OWNER_UID`, `_IO(0xb7, 4)`: the uid that created a user namespace,
+/// as the caller's user namespace maps it.
+const NS_GET_OWNER_UID: libc::c_ulong = (0xb7 << 8) | 4;
 
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {
@@ -63,6 +72,45 @@ pub(crate) fn ns_id(fd: BorrowedFd<'_>) -> io::Result<u64> {
     Ok(id)
 }
 
+/// The CLONE_NEW* type of the namespace `fd` refers to (`NS_GET_NSTYPE`). Fails with ENOTTY
+/// on a file that is not a namespace; call it on nsfs files only (an ioctl number means
+/// something else to a device driver).
+pub(crate) fn ns_type(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
+    // SAFETY: NS_GET_NSTYPE takes no argument and returns the type or -1.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE as _) })
+}
+
+/// An fd of the user namespace that owns the namespace `fd` refers to (`NS_GET_USERNS`).
+pub(crate) fn owning_userns(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: NS_GET_USERNS takes no argument; it returns a new fd or -1.
+    let r = cvt(unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_USERNS as _) })?;
+    // SAFETY: the ioctl just returned this fd to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
+
+/// An fd of the parent of the user namespace `fd` refers to (`NS_GET_PARENT`).
+pub(crate) fn parent_userns(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: NS_GET_PARENT takes no argument; it returns a new fd or -1.
+    let r = cvt(unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_PARENT as _) })?;
+    // SAFETY: the ioctl just returned this fd to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
+
+/// The uid that created the user namespace `fd` refers to (`NS_GET_OWNER_UID`).
+pub(crate) fn userns_owner(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut uid: libc::uid_t = 0;
+    // SAFETY: NS_GET_OWNER_UID writes one uid_t through the pointer, which points at
+    // `uid`, alive and writable for the call.
+    cvt(unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            NS_GET_OWNER_UID as _,
+            &mut uid as *mut libc::uid_t,
+        )
+    })?;
+    Ok(uid)
+}
+
 /// Opens `path` only if it is a network namespace: never following a symlink in its last
 /// component, never blocking (a FIFO or device opens non-blocking and is then refused),
 /// and checking the nsfs type. For judging pins that someone else may have planted.
@@ -73,8 +121,7 @@ pub(crate) fn open_netns_nofollow(path: &Path) -> io::Result<OwnedFd> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)?
         .into();
-    // SAFETY: NS_GET_NSTYPE takes no argument and returns the type or -1.
-    let kind = cvt(unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE as _) })?;
+    let kind = ns_type(fd.as_fd())?;
     if kind != libc::CLONE_NEWNET {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,

@@ -59,14 +59,21 @@ pub enum Op {
     Status,
     /// Counters, including how many engine batches ran.
     Stats,
-    /// Provision a slot into the namespace at `netns` (CNI ADD). Coalesced with
-    /// concurrent attaches into one engine batch.
+    /// Provision a slot into a network namespace (CNI ADD). Coalesced with concurrent
+    /// attaches into one engine batch.
     Attach {
         /// Owner of the attachment.
         #[serde(flatten)]
         key: AttachmentKey,
-        /// Path of the namespace (CNI_NETNS), opened by the daemon.
+        /// The namespace's path (CNI_NETNS). With `netns_fd` it is only a label, echoed
+        /// in the answer and never opened; without it the daemon opens it, for uid 0
+        /// peers only (symlinks not followed).
         netns: PathBuf,
+        /// The namespace travels as a file descriptor (SCM_RIGHTS) sent with this line;
+        /// see [`crate::client::call_with_fd`]. Required for peers other than uid 0,
+        /// which may attach only into namespaces they could enter themselves.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        netns_fd: bool,
     },
     /// Remove an attachment (CNI DEL). Unknown attachments succeed: DEL is idempotent.
     Detach {
@@ -172,18 +179,24 @@ pub enum ErrorCode {
     BadRequest,
     /// `v` is not a version this daemon speaks.
     UnsupportedVersion,
-    /// The peer's uid/gid is not allowed (SO_PEERCRED).
+    /// The peer may not do this: its uid/gid is not allowed (SO_PEERCRED), the target
+    /// namespace is not one it could enter (or is the daemon's own or the host's), the
+    /// attachment or slot is another uid's, or a per-uid limit is reached.
     NotAllowed,
     /// No such attachment or slot.
     NotFound,
     /// The attachment already exists.
     Exists,
-    /// The namespace path cannot be opened.
+    /// The namespace cannot be used: the path cannot be opened, or the file (path or fd)
+    /// is not a network namespace.
     Netns,
     /// The kernel refused an operation (message has errno and extended ACK).
     Kernel,
     /// The daemon is stopping; try again later.
     ShuttingDown,
+    /// The daemon has no room for another connection (every one is busy with a request);
+    /// try again later. Sent once on a new connection, which is then closed.
+    Busy,
 }
 
 /// An attachment: a standard slot provisioned into a caller's namespace.
@@ -286,11 +299,17 @@ mod tests {
         let req: Request = serde_json::from_str(line).unwrap();
         assert_eq!(req.v, 1);
         assert_eq!(req.id, 7);
-        let Op::Attach { key, netns } = &req.op else {
+        let Op::Attach {
+            key,
+            netns,
+            netns_fd,
+        } = &req.op
+        else {
             panic!("not an attach: {req:?}");
         };
         assert_eq!(key.container_id, "c1");
         assert_eq!(netns, &PathBuf::from("/run/netns/c1"));
+        assert!(!netns_fd, "absent netns_fd means the path form");
         let back: serde_json::Value = serde_json::to_value(&req).unwrap();
         assert_eq!(
             back,
@@ -362,6 +381,30 @@ mod tests {
         let a: Attachment = serde_json::from_str(a).unwrap();
         assert!(a.default_route);
         assert_eq!(a.key.network, "");
+    }
+
+    #[test]
+    fn an_attach_by_fd_says_so_and_the_path_form_does_not() {
+        let by_fd = Request::new(
+            1,
+            Op::Attach {
+                key: AttachmentKey {
+                    network: String::new(),
+                    container_id: "c".into(),
+                    ifname: "eth0".into(),
+                },
+                netns: "/proc/7/ns/net".into(),
+                netns_fd: true,
+            },
+        );
+        let line = serde_json::to_string(&by_fd).unwrap();
+        assert!(line.contains(r#""netns_fd":true"#), "{line}");
+        let Op::Attach { netns_fd, .. } = serde_json::from_str::<Request>(&line).unwrap().op else {
+            panic!("not an attach: {line}");
+        };
+        assert!(netns_fd);
+        let busy = serde_json::to_value(Response::err(0, ErrorCode::Busy, "full")).unwrap();
+        assert_eq!(busy["error"]["code"], "busy");
     }
 
     #[test]

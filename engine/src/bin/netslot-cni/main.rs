@@ -15,6 +15,8 @@
 mod error;
 
 use std::io::Read;
+use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -131,7 +133,12 @@ fn key(conf: &Value) -> Result<AttachmentKey, CniError> {
 
 /// One exchange; no daemon is "try again later" (`absent` picks the code).
 fn call(socket: &std::path::Path, op: Op, absent: Code) -> Result<Response, CniError> {
-    client::call(socket, op).map_err(|e| match e {
+    answered(client::call(socket, op), absent)
+}
+
+/// How an exchange went, as a CNI error if it failed.
+fn answered(r: Result<Response, ClientError>, absent: Code) -> Result<Response, CniError> {
+    r.map_err(|e| match e {
         ClientError::NotRunning { .. } => {
             CniError::new(absent, "the netslot daemon is not running").details(e.to_string())
         }
@@ -148,7 +155,7 @@ fn refused(r: Response) -> CniError {
         ErrorCode::Netns => Code::ContainerUnknown,
         ErrorCode::BadRequest | ErrorCode::Exists => Code::InvalidConfig,
         ErrorCode::UnsupportedVersion => Code::IncompatibleVersion,
-        ErrorCode::ShuttingDown => Code::TryAgainLater,
+        ErrorCode::ShuttingDown | ErrorCode::Busy => Code::TryAgainLater,
         ErrorCode::NotAllowed => Code::Io,
         ErrorCode::Kernel => Code::Kernel,
     };
@@ -158,12 +165,25 @@ fn refused(r: Response) -> CniError {
 fn add(conf: &Value, socket: &std::path::Path) -> Result<Option<Value>, CniError> {
     let key = key(conf)?;
     let netns = PathBuf::from(env("CNI_NETNS")?);
-    let r = call(
-        socket,
-        Op::Attach {
-            key,
-            netns: netns.clone(),
-        },
+    // Opened here, as the runtime's user, and passed as an fd: the daemon attaches only
+    // into namespaces its peer could enter itself.
+    let ns = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&netns)
+        .map_err(|e| {
+            CniError::new(
+                Code::ContainerUnknown,
+                format!("open CNI_NETNS {}: {e}", netns.display()),
+            )
+        })?;
+    let op = Op::Attach {
+        key,
+        netns: netns.clone(),
+        netns_fd: true,
+    };
+    let r = answered(
+        client::call_with_fd(socket, op, ns.as_fd()),
         Code::TryAgainLater,
     )?;
     if !r.ok {

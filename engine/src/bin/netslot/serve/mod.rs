@@ -1,15 +1,18 @@
 //! serve: the `netslot serve` daemon: a Unix socket speaking the JSON-lines protocol of
-//! `netslot::protocol`, one thread per connection, and one engine thread that coalesces
-//! concurrent requests into engine batches (`rounds`). See docs/serve.md.
+//! `netslot::protocol`, one thread per connection (`conn`, under the cap of `conns`), and
+//! one engine thread that coalesces concurrent requests into engine batches (`rounds`).
+//! See docs/serve.md, "Security model" for who may do what and every limit.
 
 mod activation;
+mod conn;
+mod conns;
 mod peer;
 mod rounds;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
@@ -18,10 +21,12 @@ use std::time::Duration;
 
 use clap::Args;
 
-use netslot::protocol::{ErrorCode, Request, Response, DEFAULT_SOCKET, VERSION};
+use netslot::protocol::{ErrorCode, Response, DEFAULT_SOCKET};
 use netslot::{Engine, EngineConfig, Ipv4Cidr};
 
 use crate::signals::Blocked;
+use conn::Context;
+use conns::Conns;
 use rounds::{RoundConfig, Rounds, Work};
 
 #[derive(Debug, Args)]
@@ -86,6 +91,22 @@ pub(crate) struct ServeArgs {
     /// removes them, as it removes a killed run's).
     #[arg(long)]
     keep_on_exit: bool,
+    /// Most connections open at once. Over it, a new connection replaces the one idle
+    /// the longest; if every connection is busy with a request, it gets one `busy`
+    /// answer and is closed.
+    #[arg(long, default_value_t = 256)]
+    max_connections: usize,
+    /// A connection that sends no complete request line for this long (from its start or
+    /// its last answer) is closed; also the longest an answer may wait to be read.
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout_ms: u64,
+    /// Most attachments one uid other than 0 may hold at once (uid 0 is exempt).
+    #[arg(long, default_value_t = 256)]
+    max_attachments_per_uid: usize,
+    /// Most warm-pool slots one uid other than 0 may hold (acquired, not yet released;
+    /// uid 0 is exempt).
+    #[arg(long, default_value_t = 16)]
+    max_acquired_per_uid: usize,
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -138,9 +159,18 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, String> {
             pool_low: args.pool_low,
             pool_high: args.pool_high.max(args.pool_low),
             keep_on_exit: args.keep_on_exit,
+            max_attachments_per_uid: args.max_attachments_per_uid,
+            max_acquired_per_uid: args.max_acquired_per_uid,
         },
         removed,
     );
+    raise_fd_limit(args.max_connections);
+    let ctx = Arc::new(Context {
+        allow_gid: args.allow_gid,
+        idle_timeout: Duration::from_millis(args.idle_timeout_ms),
+        forbidden: forbidden_targets(),
+    });
+    let conns = Conns::new(args.max_connections);
     let engine_thread = std::thread::Builder::new()
         .name("netslot-engine".into())
         .spawn(move || rounds.serve(rx))
@@ -152,10 +182,9 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, String> {
     let acceptor = {
         let tx = tx.clone();
         let stopping = stopping.clone();
-        let allow = args.allow_gid;
         std::thread::Builder::new()
             .name("netslot-accept".into())
-            .spawn(move || accept_loop(listener, tx, stopping, allow))
+            .spawn(move || accept_loop(listener, tx, stopping, ctx, conns))
             .map_err(|e| format!("start the accept thread: {e}"))?
     };
     tracing::info!(socket = %args.socket.display(), removed, "serving");
@@ -207,11 +236,50 @@ fn bind(args: &ServeArgs) -> Result<UnixListener, String> {
     Ok(listener)
 }
 
+/// The namespaces that are never attach targets: the daemon's own network namespace
+/// (where the host ends live) and the host's (PID 1's), by id.
+fn forbidden_targets() -> Vec<(u64, &'static str)> {
+    let mut ids = Vec::new();
+    for (path, what) in [
+        ("/proc/self/ns/net", "the daemon's own network namespace"),
+        ("/proc/1/ns/net", "the host's network namespace (PID 1's)"),
+    ] {
+        match netslot::target::netns_id_at(Path::new(path)) {
+            Ok(id) => ids.push((id, what)),
+            Err(e) => tracing::warn!("{path}: {e}: it cannot be refused as a target"),
+        }
+    }
+    ids
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit: each connection holds an fd, and
+/// systemd's default soft limit (1024) is near the connection cap's needs.
+fn raise_fd_limit(max_connections: usize) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current != lim.maximum && lim.maximum.is_some() {
+        lim.current = lim.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, lim) {
+            tracing::warn!("raise RLIMIT_NOFILE: {e}");
+        }
+    }
+    let have = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    // Each connection holds one fd, and an attach briefly one more; the engine ~64.
+    if have < (2 * max_connections as u64) + 64 {
+        tracing::warn!(
+            nofile = have,
+            max_connections,
+            "RLIMIT_NOFILE is low for --max-connections"
+        );
+    }
+}
+
 fn accept_loop(
     listener: UnixListener,
     tx: Sender<Work>,
     stopping: Arc<AtomicBool>,
-    allow_gid: Option<u32>,
+    ctx: Arc<Context>,
+    conns: Arc<Conns>,
 ) {
     for conn in listener.incoming() {
         if stopping.load(Ordering::SeqCst) {
@@ -226,84 +294,44 @@ fn accept_loop(
                 continue;
             }
         };
-        let tx = tx.clone();
+        let peer = match peer::credentials(&stream) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!("SO_PEERCRED: {e}");
+                continue;
+            }
+        };
+        let stream = Arc::new(stream);
+        let Some(admitted) = conns.admit(stream.clone(), peer.uid) else {
+            refuse_busy(&stream, conns.len());
+            continue;
+        };
+        if let Some(uid) = admitted.evicted {
+            tracing::info!(uid, "closed the longest-idle connection to make room");
+        }
+        let (tx, ctx) = (tx.clone(), ctx.clone());
+        let slot = admitted.slot;
         let spawned = std::thread::Builder::new()
             .name("netslot-conn".into())
-            .spawn(move || connection(stream, tx, allow_gid));
+            .spawn(move || conn::serve(stream, slot, peer, ctx, tx));
         if let Err(e) = spawned {
             tracing::error!("cannot start a connection thread: {e}");
         }
     }
 }
 
-/// Serves one connection: refuses peers that are not allowed, then answers each request
-/// line in order.
-fn connection(stream: UnixStream, tx: Sender<Work>, allow_gid: Option<u32>) {
-    let mut out = &stream;
-    let send = |out: &mut &UnixStream, r: &Response| {
-        let mut line = serde_json::to_string(r).expect("responses serialize");
-        line.push('\n');
-        out.write_all(line.as_bytes())
-    };
-    match peer::credentials(&stream) {
-        Ok(p) if peer::allowed(p, allow_gid) => {}
-        Ok(p) => {
-            tracing::warn!(uid = p.uid, gid = p.gid, pid = p.pid, "refused a peer");
-            let _ = send(
-                &mut out,
-                &Response::err(
-                    0,
-                    ErrorCode::NotAllowed,
-                    format!(
-                        "uid {} gid {} may not use netslot (allowed: uid 0{})",
-                        p.uid,
-                        p.gid,
-                        allow_gid
-                            .map(|g| format!(", group {g}"))
-                            .unwrap_or_default()
-                    ),
-                ),
-            );
-            return;
-        }
-        Err(e) => {
-            tracing::warn!("SO_PEERCRED: {e}");
-            return;
-        }
-    }
-    let reader = BufReader::new(&stream);
-    for line in reader.lines() {
-        let Ok(line) = line else { return };
-        if line.trim().is_empty() {
-            continue;
-        }
-        let response = match serde_json::from_str::<Request>(&line) {
-            Err(e) => Response::err(0, ErrorCode::BadRequest, format!("not a request: {e}")),
-            Ok(req) if req.v != VERSION => Response::err(
-                req.id,
-                ErrorCode::UnsupportedVersion,
-                format!(
-                    "protocol version {} is not spoken here (this daemon speaks {VERSION})",
-                    req.v
-                ),
-            ),
-            Ok(req) => {
-                let (reply_tx, reply_rx) = mpsc::channel();
-                let queued = tx.send(Work::Job {
-                    id: req.id,
-                    op: req.op,
-                    reply: reply_tx,
-                });
-                match queued.ok().and_then(|()| reply_rx.recv().ok()) {
-                    Some(r) => r,
-                    None => {
-                        Response::err(req.id, ErrorCode::ShuttingDown, "the daemon is stopping")
-                    }
-                }
-            }
-        };
-        if send(&mut out, &response).is_err() {
-            return;
-        }
+/// One `busy` answer, written without ever blocking the accept loop, then the close.
+fn refuse_busy(stream: &UnixStream, live: usize) {
+    tracing::warn!(live, "refused a connection: every connection is busy");
+    let r = Response::err(
+        0,
+        ErrorCode::Busy,
+        format!("all {live} connections are busy with requests; try again later"),
+    );
+    let mut line = serde_json::to_string(&r).expect("responses serialize");
+    line.push('\n');
+    if stream.set_nonblocking(true).is_ok() {
+        let mut out = stream;
+        let _ = out.write_all(line.as_bytes());
     }
 }

@@ -1,6 +1,9 @@
 //! rounds: the engine thread. Collects requests for one coalescing window (or until a
 //! round is full), answers them with one engine batch per kind, and keeps the warm pool
-//! between its water marks.
+//! between its water marks. It also keeps who owns each attachment and handed-out slot:
+//! a peer other than uid 0 acts on its own only, within its per-uid limits. Requests
+//! arrive checked, with attach targets already opened (`conn`): nothing here waits on
+//! what a peer sent.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::OwnedFd;
@@ -19,6 +22,10 @@ pub(crate) enum Work {
     Job {
         id: u64,
         op: Op,
+        /// The peer's uid (SO_PEERCRED).
+        uid: u32,
+        /// An attach's target namespace, opened and checked by the connection thread.
+        target: Option<OwnedFd>,
         reply: Sender<Response>,
     },
     /// Stop: answer what came before, then tear down (unless kept).
@@ -38,6 +45,10 @@ pub(crate) struct RoundConfig {
     pub pool_high: usize,
     /// Leave every slot in place on exit.
     pub keep_on_exit: bool,
+    /// Most attachments a uid other than 0 may hold.
+    pub max_attachments_per_uid: usize,
+    /// Most handed-out warm slots a uid other than 0 may hold.
+    pub max_acquired_per_uid: usize,
 }
 
 /// One attachment as the daemon holds it.
@@ -46,6 +57,14 @@ struct Held {
     netns: PathBuf,
     /// Whether it added the container's default route (its container's first attachment).
     default_route: bool,
+    /// Who attached it.
+    uid: u32,
+}
+
+/// A slot handed out by `acquire`, and to whom.
+struct HandedOut {
+    slot: Slot,
+    uid: u32,
 }
 
 /// The engine thread's state.
@@ -54,13 +73,46 @@ pub(crate) struct Rounds {
     config: RoundConfig,
     attachments: BTreeMap<AttachmentKey, Held>,
     warm: VecDeque<Slot>,
-    handed_out: BTreeMap<String, Slot>,
+    handed_out: BTreeMap<String, HandedOut>,
+    /// Attachments held per uid (uid 0 not counted).
+    attachments_of: BTreeMap<u32, usize>,
+    /// Handed-out slots held per uid (uid 0 not counted).
+    acquired_of: BTreeMap<u32, usize>,
     stats: Stats,
 }
 
-type Job = (u64, Op, Sender<Response>);
+/// One queued request.
+struct Job {
+    id: u64,
+    op: Op,
+    uid: u32,
+    target: Option<OwnedFd>,
+    reply: Sender<Response>,
+}
 /// A detach to make: whose, and who waits for the answer (none for GC's own).
 type DetachJob = (AttachmentKey, Option<(u64, Sender<Response>)>);
+/// An attach to make: request id, owner, target namespace, peer uid, answer.
+type AttachJob = (u64, AttachmentKey, PathBuf, OwnedFd, u32, Sender<Response>);
+
+/// Whether `uid` may act on something `owner` made: its own, or anything for uid 0.
+fn may_touch(uid: u32, owner: u32) -> bool {
+    uid == 0 || uid == owner
+}
+
+fn bump(counts: &mut BTreeMap<u32, usize>, uid: u32, up: bool) {
+    if uid == 0 {
+        return;
+    }
+    let n = counts.entry(uid).or_insert(0);
+    if up {
+        *n += 1;
+    } else {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(&uid);
+        }
+    }
+}
 
 impl Rounds {
     pub fn new(engine: Engine, config: RoundConfig, reconciled_removed: usize) -> Self {
@@ -70,6 +122,8 @@ impl Rounds {
             attachments: BTreeMap::new(),
             warm: VecDeque::new(),
             handed_out: BTreeMap::new(),
+            attachments_of: BTreeMap::new(),
+            acquired_of: BTreeMap::new(),
             stats: Stats {
                 reconciled_removed,
                 ..Default::default()
@@ -98,14 +152,38 @@ impl Rounds {
             };
             let mut round: Vec<Job> = Vec::new();
             match first {
-                Work::Job { id, op, reply } => round.push((id, op, reply)),
+                Work::Job {
+                    id,
+                    op,
+                    uid,
+                    target,
+                    reply,
+                } => round.push(Job {
+                    id,
+                    op,
+                    uid,
+                    target,
+                    reply,
+                }),
                 Work::Shutdown => stopping = true,
             }
             let deadline = Instant::now() + self.config.window;
             while !stopping && round.len() < self.config.max_round {
                 let left = deadline.saturating_duration_since(Instant::now());
                 match rx.recv_timeout(left) {
-                    Ok(Work::Job { id, op, reply }) => round.push((id, op, reply)),
+                    Ok(Work::Job {
+                        id,
+                        op,
+                        uid,
+                        target,
+                        reply,
+                    }) => round.push(Job {
+                        id,
+                        op,
+                        uid,
+                        target,
+                        reply,
+                    }),
                     Ok(Work::Shutdown) => stopping = true,
                     Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
                 }
@@ -113,8 +191,21 @@ impl Rounds {
             if stopping {
                 // Whatever was already queued is answered too.
                 while let Ok(w) = rx.try_recv() {
-                    if let Work::Job { id, op, reply } = w {
-                        round.push((id, op, reply));
+                    if let Work::Job {
+                        id,
+                        op,
+                        uid,
+                        target,
+                        reply,
+                    } = w
+                    {
+                        round.push(Job {
+                            id,
+                            op,
+                            uid,
+                            target,
+                            reply,
+                        });
                     }
                 }
             }
@@ -134,7 +225,14 @@ impl Rounds {
         let mut acquires = Vec::new();
         let mut releases = Vec::new();
         let mut gcs = Vec::new();
-        for (id, op, reply) in round {
+        for Job {
+            id,
+            op,
+            uid,
+            target,
+            reply,
+        } in round
+        {
             match op {
                 Op::Status => self.answer(&reply, self.status(id)),
                 Op::Stats => {
@@ -143,17 +241,33 @@ impl Rounds {
                     self.answer(&reply, r);
                 }
                 Op::Check { key } => {
-                    let r = self.check(id, &key);
+                    let r = self.check(id, &key, uid);
                     self.answer(&reply, r);
                 }
-                Op::Attach { key, netns } => attaches.push((id, key, netns, reply)),
-                Op::Detach { key } => detaches.push((key, Some((id, reply)))),
-                Op::Gc { network, valid } => gcs.push((id, network, valid, reply)),
-                Op::Acquire => acquires.push((id, reply)),
-                Op::Release { name } => releases.push((id, name, reply)),
+                Op::Attach { key, netns, .. } => match target {
+                    Some(fd) => attaches.push((id, key, netns, fd, uid, reply)),
+                    None => {
+                        let r = Response::err(
+                            id,
+                            ErrorCode::BadRequest,
+                            format!("container {}: attach: no namespace", key.container_id),
+                        );
+                        self.answer(&reply, r);
+                    }
+                },
+                Op::Detach { key } => match self.attachments.get(&key) {
+                    Some(held) if !may_touch(uid, held.uid) => {
+                        let r = not_yours(id, uid, &key, "detach", held.uid);
+                        self.answer(&reply, r);
+                    }
+                    _ => detaches.push((key, Some((id, reply)))),
+                },
+                Op::Gc { network, valid } => gcs.push((id, network, valid, uid, reply)),
+                Op::Acquire => acquires.push((id, uid, reply)),
+                Op::Release { name } => releases.push((id, name, uid, reply)),
             }
         }
-        for (id, network, valid, reply) in gcs {
+        for (id, network, valid, uid, reply) in gcs {
             // A GC speaks for its own network only: the valid entries are that network's,
             // and attachments of other networks are not its to judge.
             let keep: std::collections::BTreeSet<AttachmentKey> = valid
@@ -163,11 +277,14 @@ impl Rounds {
                     ..k
                 })
                 .collect();
+            // A peer other than uid 0 collects its own attachments only.
             let gone: Vec<AttachmentKey> = self
                 .attachments
-                .keys()
-                .filter(|k| k.network == network && !keep.contains(*k))
-                .cloned()
+                .iter()
+                .filter(|(k, h)| {
+                    k.network == network && !keep.contains(*k) && may_touch(uid, h.uid)
+                })
+                .map(|(k, _)| k.clone())
                 .collect();
             detaches.extend(gone.iter().map(|k| (k.clone(), None)));
             let mut r = Response::ok(id);
@@ -209,10 +326,13 @@ impl Rounds {
 
     /// An attachment is present when its host end exists in the kernel with the
     /// expected name, index and address (the container side is the plugin's to read).
-    fn check(&self, id: u64, key: &AttachmentKey) -> Response {
+    fn check(&self, id: u64, key: &AttachmentKey, uid: u32) -> Response {
         let Some(held) = self.attachments.get(key) else {
             return Response::err(id, ErrorCode::NotFound, format!("no attachment {key:?}"));
         };
+        if !may_touch(uid, held.uid) {
+            return not_yours(id, uid, key, "check", held.uid);
+        }
         let spec = &held.spec;
         let host = self.engine.host();
         let link = host.links().map(|ls| {
@@ -253,13 +373,15 @@ impl Rounds {
         }
     }
 
-    fn attach_all(&mut self, jobs: Vec<(u64, AttachmentKey, PathBuf, Sender<Response>)>) {
+    fn attach_all(&mut self, jobs: Vec<AttachJob>) {
         let mut targets = Vec::new();
         let mut waiting = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
         // Containers given a default route by an earlier attach of this round.
         let mut routed = std::collections::BTreeSet::new();
-        for (id, key, netns, reply) in jobs {
+        // Attaches of this round per uid, on top of what each holds.
+        let mut pending: BTreeMap<u32, usize> = BTreeMap::new();
+        for (id, key, netns, fd, uid, reply) in jobs {
             if self.attachments.contains_key(&key) || !seen.insert(key.clone()) {
                 let r = Response::err(
                     id,
@@ -272,43 +394,40 @@ impl Rounds {
                 self.answer(&reply, r);
                 continue;
             }
-            if let Err(e) = netslot::config::check_ifname(&key.ifname) {
-                self.answer(
-                    &reply,
-                    Response::err(id, ErrorCode::BadRequest, e.to_string()),
-                );
-                continue;
-            }
-            match std::fs::File::open(&netns) {
-                Ok(f) => {
-                    // Only a container's first attachment (in any network) gets the
-                    // default route: a second one would fail with EEXIST, and CNI lets a
-                    // plugin add routes only where it is asked to.
-                    let default_route = !self
-                        .attachments
-                        .keys()
-                        .any(|k| k.container_id == key.container_id)
-                        && routed.insert(key.container_id.clone());
-                    targets.push(AttachTarget {
-                        netns: OwnedFd::from(f),
-                        ifname: key.ifname.clone(),
-                        default_route,
-                    });
-                    waiting.push((id, key, netns, default_route, reply));
-                }
-                Err(e) => {
+            if uid != 0 {
+                let held = self.attachments_of.get(&uid).copied().unwrap_or(0);
+                let more = pending.entry(uid).or_insert(0);
+                if held + *more >= self.config.max_attachments_per_uid {
                     let r = Response::err(
                         id,
-                        ErrorCode::Netns,
+                        ErrorCode::NotAllowed,
                         format!(
-                            "container {}: open namespace {}: {e}",
+                            "container {}: attach: uid {uid} holds {} attachments, its limit \
+                             (--max-attachments-per-uid {}); detach one first",
                             key.container_id,
-                            netns.display()
+                            held + *more,
+                            self.config.max_attachments_per_uid
                         ),
                     );
                     self.answer(&reply, r);
+                    continue;
                 }
+                *more += 1;
             }
+            // Only a container's first attachment (in any network) gets the default
+            // route: a second one would fail with EEXIST, and CNI lets a plugin add
+            // routes only where it is asked to.
+            let default_route = !self
+                .attachments
+                .keys()
+                .any(|k| k.container_id == key.container_id)
+                && routed.insert(key.container_id.clone());
+            targets.push(AttachTarget {
+                netns: fd,
+                ifname: key.ifname.clone(),
+                default_route,
+            });
+            waiting.push((id, key, netns, default_route, uid, reply));
         }
         if targets.is_empty() {
             return;
@@ -320,7 +439,7 @@ impl Rounds {
         self.stats.attach_busy_us += started.elapsed().as_micros() as u64;
         match out {
             Ok(out) => {
-                for ((id, key, netns, default_route, reply), slot) in
+                for ((id, key, netns, default_route, uid, reply), slot) in
                     waiting.into_iter().zip(out.slots)
                 {
                     let r = match slot {
@@ -329,10 +448,12 @@ impl Rounds {
                                 spec,
                                 netns,
                                 default_route,
+                                uid,
                             };
                             let mut r = Response::ok(id);
                             r.attachment = Some(attachment(&key, &held));
                             self.attachments.insert(key, held);
+                            bump(&mut self.attachments_of, uid, true);
                             self.stats.attached += 1;
                             r
                         }
@@ -342,7 +463,7 @@ impl Rounds {
                 }
             }
             Err(e) => {
-                for (id, key, _, _, reply) in waiting {
+                for (id, key, _, _, _, reply) in waiting {
                     let r = Response::err(
                         id,
                         ErrorCode::Kernel,
@@ -383,7 +504,9 @@ impl Rounds {
             };
             let r = match outcome {
                 Ok(()) => {
-                    self.attachments.remove(&key);
+                    if let Some(held) = self.attachments.remove(&key) {
+                        bump(&mut self.attachments_of, held.uid, false);
+                    }
                     reply.as_ref().map(|(id, _)| Response::ok(*id))
                 }
                 Err(text) => reply.as_ref().map(|(id, _)| {
@@ -400,13 +523,38 @@ impl Rounds {
         }
     }
 
-    fn acquire_all(&mut self, jobs: Vec<(u64, Sender<Response>)>) {
-        let short = jobs.len().saturating_sub(self.warm.len());
+    fn acquire_all(&mut self, jobs: Vec<(u64, u32, Sender<Response>)>) {
+        // Over-limit requests are refused before the pool is refilled for them.
+        let mut pending: BTreeMap<u32, usize> = BTreeMap::new();
+        let mut granted = Vec::new();
+        for (id, uid, reply) in jobs {
+            if uid != 0 {
+                let held = self.acquired_of.get(&uid).copied().unwrap_or(0);
+                let more = pending.entry(uid).or_insert(0);
+                if held + *more >= self.config.max_acquired_per_uid {
+                    let r = Response::err(
+                        id,
+                        ErrorCode::NotAllowed,
+                        format!(
+                            "acquire: uid {uid} holds {} warm-pool slots, its limit \
+                             (--max-acquired-per-uid {}); release one first",
+                            held + *more,
+                            self.config.max_acquired_per_uid
+                        ),
+                    );
+                    self.answer(&reply, r);
+                    continue;
+                }
+                *more += 1;
+            }
+            granted.push((id, uid, reply));
+        }
+        let short = granted.len().saturating_sub(self.warm.len());
         if short > 0 {
             self.stats.batches += 1;
             self.provision_warm(short);
         }
-        for (id, reply) in jobs {
+        for (id, uid, reply) in granted {
             let r = match self.warm.pop_front() {
                 Some(slot) => {
                     let spec = slot.spec();
@@ -417,7 +565,9 @@ impl Rounds {
                         address: format!("{}/{}", spec.slot_ip, spec.prefix_len),
                         gateway: spec.host_ip.to_string(),
                     });
-                    self.handed_out.insert(spec.name.clone(), slot);
+                    self.handed_out
+                        .insert(spec.name.clone(), HandedOut { slot, uid });
+                    bump(&mut self.acquired_of, uid, true);
                     r
                 }
                 None => Response::err(
@@ -430,13 +580,26 @@ impl Rounds {
         }
     }
 
-    fn release_all(&mut self, jobs: Vec<(u64, String, Sender<Response>)>) {
+    fn release_all(&mut self, jobs: Vec<(u64, String, u32, Sender<Response>)>) {
         let mut slots = Vec::new();
         let mut owners = Vec::new();
-        for (id, name, reply) in jobs {
-            match self.handed_out.remove(&name) {
-                Some(slot) => {
-                    slots.push(slot);
+        for (id, name, uid, reply) in jobs {
+            match self.handed_out.get(&name) {
+                Some(h) if !may_touch(uid, h.uid) => {
+                    let r = Response::err(
+                        id,
+                        ErrorCode::NotAllowed,
+                        format!(
+                            "release: slot {name} was acquired by uid {}, not uid {uid}",
+                            h.uid
+                        ),
+                    );
+                    self.answer(&reply, r);
+                }
+                Some(_) => {
+                    let h = self.handed_out.remove(&name).expect("just found");
+                    bump(&mut self.acquired_of, h.uid, false);
+                    slots.push(h.slot);
                     owners.push((id, reply));
                 }
                 None => self.answer(
@@ -516,7 +679,11 @@ impl Rounds {
         let slots: Vec<Slot> = self
             .warm
             .drain(..)
-            .chain(std::mem::take(&mut self.handed_out).into_values())
+            .chain(
+                std::mem::take(&mut self.handed_out)
+                    .into_values()
+                    .map(|h| h.slot),
+            )
             .collect();
         if let Err(e) = self.engine.teardown(slots) {
             tracing::error!("teardown: {e}");
@@ -539,6 +706,18 @@ fn attachment(key: &AttachmentKey, held: &Held) -> Attachment {
         mtu: s.mtu,
         default_route: held.default_route,
     }
+}
+
+/// The refusal of `op` on another uid's attachment.
+fn not_yours(id: u64, uid: u32, key: &AttachmentKey, op: &str, owner: u32) -> Response {
+    Response::err(
+        id,
+        ErrorCode::NotAllowed,
+        format!(
+            "container {} ({}): {op}: the attachment belongs to uid {owner}, not uid {uid}",
+            key.container_id, key.ifname
+        ),
+    )
 }
 
 fn slot_error(id: u64, key: &AttachmentKey, e: &SlotError) -> Response {
