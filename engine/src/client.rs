@@ -37,6 +37,17 @@ pub enum ClientError {
 
 /// Sends `op` and returns the daemon's response.
 pub fn call(socket: &Path, op: Op) -> Result<Response, ClientError> {
+    let answer = exchange(socket, op)?;
+    serde_json::from_slice(&answer).map_err(|e| ClientError::Exchange {
+        socket: socket.display().to_string(),
+        what: format!("bad answer {:?}: {e}", String::from_utf8_lossy(&answer)),
+    })
+}
+
+/// Sends `op` and returns the daemon's answer line as it came (newline removed), not yet
+/// parsed: for callers that judge it themselves (`netslot-cni`, through
+/// [`crate::cni_reply::handle`]).
+pub fn exchange(socket: &Path, op: Op) -> Result<Vec<u8>, ClientError> {
     let sock = socket.display().to_string();
     let stream = UnixStream::connect(socket).map_err(|source| ClientError::NotRunning {
         socket: sock.clone(),
@@ -55,9 +66,9 @@ pub fn call(socket: &Path, op: Op) -> Result<Response, ClientError> {
     // A refused peer is answered and hung up on without its request being read, so a
     // failed send still leaves that answer to read.
     let sent = (&stream).write_all(line.as_bytes());
-    let mut answer = String::new();
+    let mut answer = Vec::new();
     BufReader::new(&stream)
-        .read_line(&mut answer)
+        .read_until(b'\n', &mut answer)
         .map_err(|e| broke(format!("reading the answer: {e}")))?;
     if answer.is_empty() {
         return Err(broke(match sent {
@@ -65,5 +76,8 @@ pub fn call(socket: &Path, op: Op) -> Result<Response, ClientError> {
             Ok(()) => "the daemon closed the connection without answering".into(),
         }));
     }
-    serde_json::from_str(&answer).map_err(|e| broke(format!("bad answer {answer:?}: {e}")))
+    if answer.last() == Some(&b'\n') {
+        answer.pop();
+    }
+    Ok(answer)
 }

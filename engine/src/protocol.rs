@@ -29,6 +29,13 @@ pub struct Request {
     pub op: Op,
 }
 
+/// Parses one request line as the daemon reads it (without its newline). Only the
+/// syntax: the daemon then answers a request whose `v` is not [`VERSION`] with
+/// `unsupported-version`. The `request_line` fuzz target of fuzz/ feeds it arbitrary bytes.
+pub fn parse_request_line(line: &[u8]) -> Result<Request, serde_json::Error> {
+    serde_json::from_slice(line)
+}
+
 impl Request {
     /// A request of this build's version.
     pub fn new(id: u64, op: Op) -> Self {
@@ -362,6 +369,25 @@ mod tests {
         let a: Attachment = serde_json::from_str(a).unwrap();
         assert!(a.default_route);
         assert_eq!(a.key.network, "");
+    }
+
+    #[test]
+    fn a_request_line_parses_from_bytes_or_says_why_not() {
+        let req = parse_request_line(br#"{"v":1,"id":4,"op":"status"}"#).unwrap();
+        assert_eq!((req.v, req.id), (1, 4));
+        assert!(matches!(req.op, Op::Status));
+        // Another version still parses: refusing it is the daemon's answer, not an error.
+        assert_eq!(parse_request_line(br#"{"v":9,"op":"stats"}"#).unwrap().v, 9);
+        for bad in [
+            &b""[..],
+            b"\xff",
+            br#"{"v":1,"op":"attach"}"#,
+            br#"{"v":1,"op":"launch"}"#,
+            br#"{"v":-1,"op":"status"}"#,
+            br#"{"v":1,"op":"release","name":"\xff"}"#,
+        ] {
+            assert!(parse_request_line(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use netslot::protocol::{ErrorCode, Request, Response, DEFAULT_SOCKET, VERSION};
+use netslot::protocol::{ErrorCode, Response, DEFAULT_SOCKET, VERSION};
 use netslot::{Engine, EngineConfig, Ipv4Cidr};
 
 use crate::signals::Blocked;
@@ -277,7 +277,7 @@ fn connection(stream: UnixStream, tx: Sender<Work>, allow_gid: Option<u32>) {
         if line.trim().is_empty() {
             continue;
         }
-        let response = match serde_json::from_str::<Request>(&line) {
+        let response = match netslot::protocol::parse_request_line(line.as_bytes()) {
             Err(e) => Response::err(0, ErrorCode::BadRequest, format!("not a request: {e}")),
             Ok(req) if req.v != VERSION => Response::err(
                 req.id,

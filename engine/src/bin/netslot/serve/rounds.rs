@@ -3,7 +3,6 @@
 //! between its water marks.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::time::{Duration, Instant};
@@ -279,8 +278,8 @@ impl Rounds {
                 );
                 continue;
             }
-            match std::fs::File::open(&netns) {
-                Ok(f) => {
+            match netslot::open_network_namespace(&netns) {
+                Ok(fd) => {
                     // Only a container's first attachment (in any network) gets the
                     // default route: a second one would fail with EEXIST, and CNI lets a
                     // plugin add routes only where it is asked to.
@@ -290,18 +289,26 @@ impl Rounds {
                         .any(|k| k.container_id == key.container_id)
                         && routed.insert(key.container_id.clone());
                     targets.push(AttachTarget {
-                        netns: OwnedFd::from(f),
+                        netns: fd,
                         ifname: key.ifname.clone(),
                         default_route,
                     });
                     waiting.push((id, key, netns, default_route, reply));
                 }
                 Err(e) => {
+                    // The daemon opens the path as root: one answer for every reason (no
+                    // such file, not permitted, not a network namespace), so a peer learns
+                    // nothing about paths it cannot read itself. The reason is logged.
+                    tracing::warn!(
+                        container = %key.container_id,
+                        netns = %netns.display(),
+                        "attach: cannot use the namespace: {e}"
+                    );
                     let r = Response::err(
                         id,
                         ErrorCode::Netns,
                         format!(
-                            "container {}: open namespace {}: {e}",
+                            "container {}: {} is not a network namespace the daemon can open",
                             key.container_id,
                             netns.display()
                         ),
