@@ -1618,3 +1618,361 @@ fn per_uid_limits_bind_one_uid_and_leave_others_alone() {
     daemon.stop();
     assert!(links_in_group(group).is_empty(), "teardown left host ends");
 }
+
+/// What a runtime gets from one run of the plugin: exit code, stdout (JSON, or null when
+/// empty) and stderr. Unlike `exec_plugin`, stdin is raw bytes and nothing here panics on
+/// what the plugin printed, so a test can judge a crash (exit 101, empty stdout) itself.
+struct PluginRun {
+    exit: Option<i32>,
+    out: Value,
+    stdout: String,
+    stderr: String,
+}
+
+fn exec_plugin_raw(plugin: &Path, command: &str, env: &[(&str, &str)], stdin: &[u8]) -> PluginRun {
+    let mut child = Command::new(plugin)
+        .env_clear()
+        .env("CNI_COMMAND", command)
+        .env("CNI_PATH", CNI_DIR)
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("exec {}: {e}", plugin.display()));
+    let _ = child.stdin.take().unwrap().write_all(stdin);
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    PluginRun {
+        exit: out.status.code(),
+        out: serde_json::from_str(&stdout).unwrap_or(Value::Null),
+        stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The run failed as the CNI spec says a plugin fails: exit 1 and an error object with
+/// `code` and a non-empty `msg` on stdout.
+fn assert_cni_error(what: &str, r: &PluginRun, code: u64) {
+    let PluginRun {
+        exit,
+        out,
+        stdout,
+        stderr,
+    } = r;
+    assert_eq!(
+        *exit,
+        Some(1),
+        "{what}: exit {exit:?}\nstdout: {stdout}\nstderr: {stderr}"
+    );
+    assert_eq!(out["code"], code, "{what}: {stdout}");
+    assert!(
+        out["msg"].as_str().is_some_and(|m| !m.is_empty()),
+        "{what}: no msg: {stdout}"
+    );
+}
+
+/// A stand-in for the daemon at `socket`: accepts one connection, reads one request line,
+/// answers `answer` and a newline, and hangs up. The thread returns the request line.
+fn fake_daemon(socket: &str, answer: &[u8]) -> std::thread::JoinHandle<String> {
+    use std::io::{BufRead, BufReader};
+    let _ = std::fs::remove_file(socket);
+    let listener = std::os::unix::net::UnixListener::bind(socket).unwrap();
+    let answer = answer.to_vec();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut line = String::new();
+        BufReader::new(&stream).read_line(&mut line).unwrap();
+        let mut out = &stream;
+        out.write_all(&answer).unwrap();
+        out.write_all(b"\n").unwrap();
+        line
+    })
+}
+
+#[test]
+fn a_cni_netns_that_is_not_a_network_namespace_is_an_unknown_container() {
+    let test = "a_cni_netns_that_is_not_a_network_namespace_is_an_unknown_container";
+    if !inside_private_world(test) {
+        return;
+    }
+    let group = 7819;
+    let daemon = Daemon::start("nn", group, &[]);
+    let plugin = bin("netslot-cni");
+    std::fs::write("/run/netslot/plain-file", "not a namespace").unwrap();
+    let conf = plain_conf();
+    let cases = [
+        "/run/netslot/plain-file",
+        "/run/netslot",
+        // A namespace, of another type.
+        "/proc/self/ns/uts",
+        "/run/netns/absent",
+    ];
+    for netns in cases {
+        let r = exec_plugin_raw(
+            &plugin,
+            "ADD",
+            &container_env("x", netns, "eth0"),
+            conf.to_string().as_bytes(),
+        );
+        assert_cni_error(&format!("ADD into {netns}"), &r, 3);
+        assert!(
+            r.out["msg"].as_str().unwrap().contains(netns),
+            "{}",
+            r.stdout
+        );
+        let mut check = conf.clone();
+        check["prevResult"] = json!({"interfaces": [], "ips": []});
+        let r = exec_plugin_raw(
+            &plugin,
+            "CHECK",
+            &container_env("x", netns, "eth0"),
+            check.to_string().as_bytes(),
+        );
+        assert_cni_error(&format!("CHECK of {netns}"), &r, 3);
+    }
+    assert!(links_in_group(group).is_empty(), "a host end was made");
+    assert_eq!(daemon.stats().attachments, 0);
+    daemon.stop();
+}
+
+#[test]
+fn the_daemon_refuses_every_unusable_namespace_path_as_netns() {
+    let test = "the_daemon_refuses_every_unusable_namespace_path_as_netns";
+    if !inside_private_world(test) {
+        return;
+    }
+    let group = 7820;
+    let daemon = Daemon::start("na", group, &[]);
+    std::fs::write("/run/netslot/plain-file", "not a namespace").unwrap();
+    // Asked directly by uid 0, the only peer the path form serves (every other peer
+    // must send an fd of a namespace it opened itself, so it cannot probe paths through
+    // the daemon: see an_allowed_peer_cannot_attach_into_a_namespace_it_could_not_enter).
+    // Each unusable path is refused as `netns`, with its reason, and nothing is made.
+    let paths = [
+        "/run/netslot/plain-file",
+        "/run/netns/absent",
+        "/proc/self/ns/uts",
+    ];
+    let answers: Vec<(String, String)> = paths
+        .iter()
+        .map(|p| {
+            let op = Op::Attach {
+                key: netslot::protocol::AttachmentKey {
+                    network: "slots".into(),
+                    container_id: "x".into(),
+                    ifname: "eth0".into(),
+                },
+                netns: PathBuf::from(p),
+                netns_fd: false,
+            };
+            let r = netslot::client::call(Path::new(SOCKET), op).expect("an answer");
+            assert!(!r.ok, "{p}: attached");
+            let e = r.error.expect("an error");
+            (
+                serde_json::to_value(e.code).unwrap().to_string(),
+                e.message.replace(p, "<path>"),
+            )
+        })
+        .collect();
+    assert!(
+        answers.iter().all(|(code, _)| code == "\"netns\""),
+        "{answers:?}"
+    );
+    assert!(links_in_group(group).is_empty());
+    daemon.stop();
+}
+
+#[test]
+fn a_caller_learns_nothing_of_namespaces_it_cannot_open_itself() {
+    let test = "a_caller_learns_nothing_of_namespaces_it_cannot_open_itself";
+    if !inside_private_world(test) {
+        return;
+    }
+    let group = 7821;
+    let daemon = Daemon::start(
+        "np",
+        group,
+        &["--allow-gid", "4242", "--socket-mode", "666"],
+    );
+    let copy = Path::new("/run/netslot/netslot-cni");
+    std::fs::copy(bin("netslot-cni"), copy).unwrap();
+    netns_add("h0");
+    // A network namespace behind a directory only root may enter.
+    let r = run(
+        "sh",
+        &[
+            "-ec",
+            "mkdir -m 700 /run/private; touch /run/private/ns; \
+             mount --bind /run/netns/h0 /run/private/ns",
+        ],
+    );
+    assert!(r.status.success(), "{r:?}");
+    let as_user = |netns: &str| {
+        let mut child = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=4242", "--clear-groups"])
+            .arg(copy)
+            .env_clear()
+            .env("CNI_COMMAND", "ADD")
+            .env("CNI_CONTAINERID", "h")
+            .env("CNI_NETNS", netns)
+            .env("CNI_IFNAME", "eth0")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _ = child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(plain_conf().to_string().as_bytes());
+        let out = child.wait_with_output().unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.code(), v)
+    };
+    let (exit, there) = as_user("/run/private/ns");
+    assert_eq!(exit, Some(1), "a namespace the caller cannot open: {there}");
+    assert_eq!(
+        link_names_in("h0"),
+        vec!["lo"],
+        "attached for a caller that cannot open it"
+    );
+    let (exit, absent) = as_user("/run/private/absent");
+    assert_eq!(exit, Some(1), "{absent}");
+    assert_eq!(there["code"], 3, "{there}");
+    assert_eq!(
+        there["msg"]
+            .as_str()
+            .unwrap()
+            .replace("/run/private/ns", "<path>"),
+        absent["msg"]
+            .as_str()
+            .unwrap()
+            .replace("/run/private/absent", "<path>"),
+        "the answers tell an existing namespace from a missing path"
+    );
+    assert!(links_in_group(group).is_empty());
+    daemon.stop();
+}
+
+#[test]
+fn a_configuration_that_is_not_utf8_fails_to_decode() {
+    let test = "a_configuration_that_is_not_utf8_fails_to_decode";
+    if !inside_private_world(test) {
+        return;
+    }
+    let plugin = bin("netslot-cni");
+    let path = netns_add("u0");
+    let inputs: [&[u8]; 3] = [
+        b"\xff\xfe\xfd",
+        b"{\"cniVersion\":\"1.1.0\",\"name\":\"\xff\",\"type\":\"netslot-cni\"}",
+        b"{\"cniVersion\":\"1.1.0\",\"name\":\"slots\",\"type\":\"netslot-cni\"}\xc3",
+    ];
+    for (i, stdin) in inputs.iter().enumerate() {
+        for command in ["ADD", "DEL", "CHECK", "GC", "STATUS"] {
+            let r = exec_plugin_raw(&plugin, command, &container_env("u", &path, "eth0"), stdin);
+            assert_cni_error(&format!("{command} of input {i}"), &r, 6);
+        }
+    }
+}
+
+#[test]
+fn every_answer_of_a_broken_daemon_is_a_cni_error() {
+    let test = "every_answer_of_a_broken_daemon_is_a_cni_error";
+    if !inside_private_world(test) {
+        return;
+    }
+    let plugin = bin("netslot-cni");
+    let path = netns_add("b0");
+    let socket = "/run/netslot/fake.sock";
+    let conf = json!({"cniVersion": "1.1.0", "name": "slots", "type": "netslot-cni",
+        "socket": socket, "cni.dev/valid-attachments": [],
+        "prevResult": {"interfaces": [], "ips": []}});
+    let no_error = br#"{"v":1,"id":1,"ok":false}"#;
+    let bare_ok = br#"{"v":1,"id":1,"ok":true}"#;
+    let cases: [(&str, &[u8], u64); 14] = [
+        ("ADD", no_error, 6),
+        ("ADD", bare_ok, 6),
+        ("CHECK", no_error, 6),
+        ("CHECK", bare_ok, 6),
+        ("DEL", no_error, 6),
+        ("GC", no_error, 6),
+        ("STATUS", no_error, 6),
+        ("STATUS", bare_ok, 6),
+        ("ADD", b"not json", 6),
+        ("ADD", b"\xff\xfe", 6),
+        (
+            "ADD",
+            br#"{"v":1,"id":1,"ok":true,"attachment":{"container_id":7}}"#,
+            6,
+        ),
+        (
+            "DEL",
+            br#"{"v":1,"id":1,"ok":false,"error":{"code":"new-kind","message":"m"}}"#,
+            6,
+        ),
+        // Well-formed refusals keep their codes and the daemon's message.
+        (
+            "ADD",
+            br#"{"v":1,"id":1,"ok":false,"error":{"code":"kernel","message":"boom"}}"#,
+            100,
+        ),
+        (
+            "DEL",
+            br#"{"v":1,"id":1,"ok":false,"error":{"code":"not-allowed","message":"no"}}"#,
+            5,
+        ),
+    ];
+    for (command, answer, code) in cases {
+        let fake = fake_daemon(socket, answer);
+        let what = format!("{command} answered {:?}", String::from_utf8_lossy(answer));
+        let r = exec_plugin_raw(
+            &plugin,
+            command,
+            &container_env("b", &path, "eth0"),
+            conf.to_string().as_bytes(),
+        );
+        assert_cni_error(&what, &r, code);
+        let asked = fake.join().expect("the fake daemon");
+        assert!(asked.ends_with('\n'), "{what}: request {asked:?}");
+    }
+    assert_eq!(link_names_in("b0"), vec!["lo"]);
+}
+
+#[test]
+fn gc_and_status_need_cni_version_1_1_0() {
+    let test = "gc_and_status_need_cni_version_1_1_0";
+    if !inside_private_world(test) {
+        return;
+    }
+    let plugin = bin("netslot-cni");
+    let socket = "/run/netslot/fake.sock";
+    let conf = |version: &str| {
+        json!({"cniVersion": version, "name": "slots", "type": "netslot-cni",
+            "socket": socket, "cni.dev/valid-attachments": []})
+        .to_string()
+    };
+    let ready = br#"{"v":1,"id":1,"ok":true,"status":{"ready":true,"daemon_version":"t","protocol_versions":[1],"attachments":0,"pooled":0}}"#;
+    for command in ["GC", "STATUS"] {
+        // Refused before the daemon is asked.
+        let fake = fake_daemon(socket, ready);
+        let r = exec_plugin_raw(&plugin, command, &[], conf("1.0.0").as_bytes());
+        assert_cni_error(&format!("{command} at 1.0.0"), &r, 1);
+        assert_eq!(r.out["cniVersion"], "1.0.0", "{}", r.stdout);
+        assert!(!fake.is_finished(), "{command} at 1.0.0 asked the daemon");
+        // Let the fake answer someone, then the same command at 1.1.0 succeeds.
+        let r = exec_plugin_raw(&plugin, command, &[], conf("1.1.0").as_bytes());
+        assert_eq!(
+            r.exit,
+            Some(0),
+            "{command} at 1.1.0: {} {}",
+            r.stdout,
+            r.stderr
+        );
+        assert!(fake
+            .join()
+            .unwrap()
+            .contains(&format!("\"op\":\"{}\"", command.to_lowercase())));
+    }
+}

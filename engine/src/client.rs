@@ -40,7 +40,7 @@ pub enum ClientError {
 
 /// Sends `op` and returns the daemon's response.
 pub fn call(socket: &Path, op: Op) -> Result<Response, ClientError> {
-    exchange(socket, op, None)
+    parse(socket, &exchange(socket, op, None)?)
 }
 
 /// Sends `op` with the file descriptor `fd` (SCM_RIGHTS, with the line's first bytes)
@@ -48,10 +48,20 @@ pub fn call(socket: &Path, op: Op) -> Result<Response, ClientError> {
 /// target namespace, opened by the caller: the daemon uses it instead of a path, and for
 /// a caller other than uid 0 accepts it only if the caller could enter that namespace.
 pub fn call_with_fd(socket: &Path, op: Op, fd: BorrowedFd<'_>) -> Result<Response, ClientError> {
-    exchange(socket, op, Some(fd))
+    parse(socket, &exchange(socket, op, Some(fd))?)
 }
 
-fn exchange(socket: &Path, op: Op, fd: Option<BorrowedFd<'_>>) -> Result<Response, ClientError> {
+fn parse(socket: &Path, answer: &[u8]) -> Result<Response, ClientError> {
+    serde_json::from_slice(answer).map_err(|e| ClientError::Exchange {
+        socket: socket.display().to_string(),
+        what: format!("bad answer {:?}: {e}", String::from_utf8_lossy(answer)),
+    })
+}
+
+/// Sends `op` (with `fd` as SCM_RIGHTS, when given) and returns the daemon's answer line
+/// as it came (newline removed), not yet parsed: for callers that judge it themselves
+/// (`netslot-cni`, through [`crate::cni_reply::handle`]).
+pub fn exchange(socket: &Path, op: Op, fd: Option<BorrowedFd<'_>>) -> Result<Vec<u8>, ClientError> {
     let sock = socket.display().to_string();
     let stream = UnixStream::connect(socket).map_err(|source| ClientError::NotRunning {
         socket: sock.clone(),
@@ -73,9 +83,9 @@ fn exchange(socket: &Path, op: Op, fd: Option<BorrowedFd<'_>>) -> Result<Respons
         None => (&stream).write_all(line.as_bytes()),
         Some(fd) => send_with_fd(&stream, line.as_bytes(), fd),
     };
-    let mut answer = String::new();
+    let mut answer = Vec::new();
     BufReader::new(&stream)
-        .read_line(&mut answer)
+        .read_until(b'\n', &mut answer)
         .map_err(|e| broke(format!("reading the answer: {e}")))?;
     if answer.is_empty() {
         return Err(broke(match sent {
@@ -83,7 +93,10 @@ fn exchange(socket: &Path, op: Op, fd: Option<BorrowedFd<'_>>) -> Result<Respons
             Ok(()) => "the daemon closed the connection without answering".into(),
         }));
     }
-    serde_json::from_str(&answer).map_err(|e| broke(format!("bad answer {answer:?}: {e}")))
+    if answer.last() == Some(&b'\n') {
+        answer.pop();
+    }
+    Ok(answer)
 }
 
 /// Writes `data`, the fd going with its first bytes (one sendmsg; the rest, if the socket

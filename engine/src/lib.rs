@@ -26,13 +26,15 @@
 //! [`Engine::attach`] runs the same steps on namespaces the caller owns (a CNI runtime's
 //! CNI_NETNS) instead of the pool's. [`protocol`] and [`client`] are the daemon's
 //! (`netslot serve`) wire format and a blocking client of it (docs/serve.md);
-//! [`target`] judges the namespaces the daemon's peers hand it. [`doctor`] reads the host
-//! limits that N slots run into and judges each (`netslot doctor`).
+//! [`target`] judges the namespaces the daemon's peers hand it; [`cni_reply`] is what the
+//! `netslot-cni` plugin makes of the daemon's answers. [`doctor`] reads the host limits
+//! that N slots run into and judges each (`netslot doctor`).
 #![deny(unsafe_code)]
 
 mod batch;
 mod claim;
 pub mod client;
+pub mod cni_reply;
 pub mod config;
 pub mod doctor;
 mod engine;
@@ -63,6 +65,7 @@ mod wire;
 pub use config::{ConfigError, CountersAttach, EngineConfig, FaultInjection, Ipv4Cidr, XdpAttach};
 pub use engine::{release, AttachTarget, Attached, Engine};
 pub use host::{AddrRecord, HostNs, LinkRecord};
+pub use netns::open_network_namespace;
 /// The XDP counters program (crate `netslot-bpf`), for reading pinned counters.
 pub use netslot_bpf as bpf;
 pub use op::Op;

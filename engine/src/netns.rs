@@ -123,10 +123,45 @@ pub(crate) fn open_netns_nofollow(path: &Path) -> io::Result<OwnedFd> {
         .into();
     let kind = ns_type(fd.as_fd())?;
     if kind != libc::CLONE_NEWNET {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a network namespace",
-        ));
+        return Err(not_a_netns());
+    }
+    Ok(fd)
+}
+
+/// `statfs.f_type` of nsfs, the file system of namespace files (include/uapi/linux/magic.h).
+const NSFS_MAGIC: i64 = 0x6e73_6673;
+
+fn not_a_netns() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "not a network namespace")
+}
+
+/// Opens `path` (such as a runtime's CNI_NETNS: /run/netns/NAME, /proc/PID/ns/net, a
+/// symlink to one) with the calling process's own permissions, and only if it is a
+/// network namespace. Nothing else is opened blocking or probed: a FIFO or device opens
+/// non-blocking, and the namespace ioctl is issued only on an nsfs file.
+///
+/// Errors: the open's own (ENOENT, EACCES, ...), or [`io::ErrorKind::InvalidInput`]
+/// "not a network namespace" for any file that is not one.
+pub fn open_network_namespace(path: &Path) -> io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let fd: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?
+        .into();
+    // SAFETY: an all-zero statfs is a valid value of the plain C struct.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: fstatfs writes one statfs through the pointer, which points at `st`, alive
+    // and writable for the call.
+    cvt(unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) })?;
+    #[allow(clippy::unnecessary_cast)] // f_type's width differs between architectures.
+    if st.f_type as i64 != NSFS_MAGIC {
+        return Err(not_a_netns());
+    }
+    // SAFETY: NS_GET_NSTYPE takes no argument and returns the type or -1.
+    let kind = cvt(unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE as _) })?;
+    if kind != libc::CLONE_NEWNET {
+        return Err(not_a_netns());
     }
     Ok(fd)
 }

@@ -29,6 +29,126 @@ pub struct Request {
     pub op: Op,
 }
 
+/// Longest container id and network name a request may carry, in bytes.
+pub const MAX_NAME: usize = 256;
+/// Longest namespace path a request may carry (PATH_MAX, with its NUL).
+pub const MAX_PATH: usize = 4095;
+
+/// What the daemon makes of one request line (without its newline) before anything acts
+/// on it: `Ok(None)` for a blank line, `Ok(Some(request))` for one it serves, and for one
+/// it refuses the answer to send: not UTF-8, not a request, another protocol version, or
+/// a field against its rules ([`check_fields`]). Pure; the `request_line` fuzz target of
+/// fuzz/ feeds it arbitrary bytes.
+pub fn judge_request_line(line: &[u8]) -> Result<Option<Request>, Response> {
+    let text = std::str::from_utf8(line).map_err(|e| {
+        Response::err(
+            0,
+            ErrorCode::BadRequest,
+            format!(
+                "the request line is not UTF-8 (invalid byte at offset {})",
+                e.valid_up_to()
+            ),
+        )
+    })?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    let req = parse_request_line(line)
+        .map_err(|e| Response::err(0, ErrorCode::BadRequest, format!("not a request: {e}")))?;
+    if req.v != VERSION {
+        return Err(Response::err(
+            req.id,
+            ErrorCode::UnsupportedVersion,
+            format!(
+                "protocol version {} is not spoken here (this daemon speaks {VERSION})",
+                req.v
+            ),
+        ));
+    }
+    check_fields(&req.op).map_err(|why| Response::err(req.id, ErrorCode::BadRequest, why))?;
+    Ok(Some(req))
+}
+
+/// Field rules, checked before anything is queued: CNI's rules for container ids and
+/// network names (alphanumerics, `_`, `.` and `-`, starting with an alphanumeric; at most
+/// `MAX_NAME` bytes), dev_valid_name for interface names, PATH_MAX for paths.
+pub fn check_fields(op: &Op) -> Result<(), String> {
+    match op {
+        Op::Attach { key, netns, .. } => {
+            check_key(key, "attach")?;
+            let len = netns.as_os_str().len();
+            if len > MAX_PATH {
+                return Err(format!(
+                    "container {}: attach: the netns path is {len} bytes, longer than {MAX_PATH}",
+                    key.container_id
+                ));
+            }
+            Ok(())
+        }
+        Op::Detach { key } => check_key(key, "detach"),
+        Op::Check { key } => check_key(key, "check"),
+        Op::Gc { network, valid } => {
+            check_name(network, "network name", true).map_err(|why| format!("gc: {why}"))?;
+            for k in valid {
+                if k.container_id.len() > MAX_NAME || k.ifname.len() > MAX_NAME {
+                    return Err(format!(
+                        "gc: a valid attachment's container id or ifname is longer than \
+                         {MAX_NAME} bytes"
+                    ));
+                }
+            }
+            Ok(())
+        }
+        Op::Release { name } => {
+            crate::config::check_ifname(name).map_err(|e| format!("release: slot name: {e}"))
+        }
+        Op::Status | Op::Stats | Op::Acquire => Ok(()),
+    }
+}
+
+fn check_key(key: &AttachmentKey, op: &str) -> Result<(), String> {
+    check_name(&key.container_id, "container id", false).map_err(|why| format!("{op}: {why}"))?;
+    check_name(&key.network, "network name", true)
+        .map_err(|why| format!("container {}: {op}: {why}", key.container_id))?;
+    crate::config::check_ifname(&key.ifname)
+        .map_err(|e| format!("container {}: {op}: {e}", key.container_id))
+}
+
+fn check_name(name: &str, what: &str, may_be_empty: bool) -> Result<(), String> {
+    // Echo at most a short prefix of what was sent.
+    let shown: String = name.chars().take(64).collect();
+    let ellipsis = if shown.len() < name.len() { "..." } else { "" };
+    let bad = |why: &str| format!("{what} {shown:?}{ellipsis}: {why}");
+    if name.is_empty() {
+        return if may_be_empty {
+            Ok(())
+        } else {
+            Err(bad("it is empty"))
+        };
+    }
+    if name.len() > MAX_NAME {
+        return Err(bad(&format!(
+            "it is {} bytes, longer than {MAX_NAME}",
+            name.len()
+        )));
+    }
+    let mut bytes = name.bytes();
+    let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric());
+    if !first_ok || !bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
+        return Err(bad(
+            "only letters, digits, '_', '.' and '-' are allowed, starting with a letter or digit",
+        ));
+    }
+    Ok(())
+}
+
+/// Parses one request line as the daemon reads it (without its newline). Only the
+/// syntax: the daemon then answers a request whose `v` is not [`VERSION`] with
+/// `unsupported-version`. The `request_line` fuzz target of fuzz/ feeds it arbitrary bytes.
+pub fn parse_request_line(line: &[u8]) -> Result<Request, serde_json::Error> {
+    serde_json::from_slice(line)
+}
+
 impl Request {
     /// A request of this build's version.
     pub fn new(id: u64, op: Op) -> Self {
@@ -405,6 +525,57 @@ mod tests {
         assert!(netns_fd);
         let busy = serde_json::to_value(Response::err(0, ErrorCode::Busy, "full")).unwrap();
         assert_eq!(busy["error"]["code"], "busy");
+    }
+
+    #[test]
+    fn a_request_line_parses_from_bytes_or_says_why_not() {
+        let req = parse_request_line(br#"{"v":1,"id":4,"op":"status"}"#).unwrap();
+        assert_eq!((req.v, req.id), (1, 4));
+        assert!(matches!(req.op, Op::Status));
+        // Another version still parses: refusing it is the daemon's answer, not an error.
+        assert_eq!(parse_request_line(br#"{"v":9,"op":"stats"}"#).unwrap().v, 9);
+        for bad in [
+            &b""[..],
+            b"\xff",
+            br#"{"v":1,"op":"attach"}"#,
+            br#"{"v":1,"op":"launch"}"#,
+            br#"{"v":-1,"op":"status"}"#,
+            br#"{"v":1,"op":"release","name":"\xff"}"#,
+        ] {
+            assert!(parse_request_line(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn names_follow_the_cni_rules() {
+        assert!(check_name("ctr-0_a.b", "container id", false).is_ok());
+        assert!(check_name("", "network name", true).is_ok());
+        assert!(check_name("", "container id", false).is_err());
+        assert!(check_name("-x", "container id", false).is_err());
+        assert!(check_name("a/b", "container id", false).is_err());
+        assert!(check_name(&"a".repeat(MAX_NAME), "container id", false).is_ok());
+        let long = check_name(&"a".repeat(MAX_NAME + 1), "container id", false).unwrap_err();
+        assert!(long.len() < 200, "{long}");
+    }
+
+    #[test]
+    fn a_request_line_is_judged_before_anything_acts_on_it() {
+        assert!(judge_request_line(b"  ").unwrap().is_none());
+        assert!(judge_request_line(br#"{"v":1,"op":"status"}"#)
+            .unwrap()
+            .is_some());
+        for (bad, code) in [
+            (&b"\xff"[..], ErrorCode::BadRequest),
+            (b"{", ErrorCode::BadRequest),
+            (br#"{"v":9,"op":"status"}"#, ErrorCode::UnsupportedVersion),
+            (
+                br#"{"v":1,"op":"detach","container_id":"a/b","ifname":"eth0"}"#,
+                ErrorCode::BadRequest,
+            ),
+        ] {
+            let r = judge_request_line(bad).unwrap_err();
+            assert_eq!(r.error.map(|e| e.code), Some(code), "{bad:?}");
+        }
     }
 
     #[test]

@@ -11,26 +11,28 @@
 //! Attachments are the CNI triple (network `name`, CNI_CONTAINERID, CNI_IFNAME): every
 //! request carries the configuration's `name`, so GC of one network never removes
 //! another's. Only a container's first netslot interface gets the default route.
-
-mod error;
+//!
+//! ADD and CHECK first open CNI_NETNS themselves, with the runtime's own permissions: a
+//! path that is missing, not permitted or not a network namespace is code 3 before the
+//! daemon (which runs as root) is asked, so an error tells the caller only what it could
+//! learn by opening the path itself. What an answer of the daemon means (result or error,
+//! and never a panic, whatever the bytes) is `netslot::cni_reply`.
 
 use std::io::Read;
-use std::os::fd::AsFd;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use serde_json::{json, Value};
 
 use netslot::client::{self, ClientError};
-use netslot::protocol::{AttachmentKey, ErrorCode, Op, Response, DEFAULT_SOCKET};
+use netslot::cni_reply::{self, Asked, CniError, Code, Outcome, SPEC_VERSION};
+use netslot::protocol::{AttachmentKey, Op, DEFAULT_SOCKET};
 
-use error::{CniError, Code};
-
-/// The spec version this plugin implements.
-pub(crate) const SPEC_VERSION: &str = "1.1.0";
 /// Versions whose result format this plugin writes.
 const SUPPORTED: &[&str] = &["1.0.0", "1.1.0"];
+/// The first spec version with GC and STATUS.
+const GC_STATUS_SINCE: (u64, u64, u64) = (1, 1, 0);
 
 fn main() -> ExitCode {
     let command = std::env::var("CNI_COMMAND").unwrap_or_default();
@@ -41,7 +43,7 @@ fn main() -> ExitCode {
         }
         Ok(None) => ExitCode::SUCCESS,
         Err(e) => {
-            println!("{}", serde_json::to_string(&e).expect("errors serialize"));
+            println!("{}", e.to_json());
             ExitCode::FAILURE
         }
     }
@@ -66,6 +68,17 @@ fn run(command: &str) -> Result<Option<Value>, CniError> {
         )
         .details(format!("supported: {SUPPORTED:?}")));
     }
+    if matches!(command, "GC" | "STATUS") && !version_at_least(&version, GC_STATUS_SINCE) {
+        let (a, b, c) = GC_STATUS_SINCE;
+        let mut e = CniError::new(
+            Code::IncompatibleVersion,
+            format!(
+                "{command} is a CNI {a}.{b}.{c} command; cniVersion {version} has no {command}"
+            ),
+        );
+        e.cni_version = version;
+        return Err(e);
+    }
     let socket = conf["socket"]
         .as_str()
         .map(PathBuf::from)
@@ -88,12 +101,23 @@ fn run(command: &str) -> Result<Option<Value>, CniError> {
     out
 }
 
+/// Whether `version` ("major.minor.patch") is at least `since`.
+fn version_at_least(version: &str, since: (u64, u64, u64)) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u64>().ok());
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(Some(a)), Some(Some(b)), Some(Some(c)), None) => (a, b, c) >= since,
+        _ => false,
+    }
+}
+
 fn read_config() -> Result<Value, CniError> {
-    let mut text = String::new();
+    // Bytes, not text: content that is not UTF-8 is "failed to decode" (6), and only a
+    // failed read is an I/O failure (5).
+    let mut bytes = Vec::new();
     std::io::stdin()
-        .read_to_string(&mut text)
+        .read_to_end(&mut bytes)
         .map_err(|e| CniError::new(Code::Io, format!("reading the configuration on stdin: {e}")))?;
-    let conf: Value = serde_json::from_str(&text).map_err(|e| {
+    let conf: Value = serde_json::from_slice(&bytes).map_err(|e| {
         CniError::new(
             Code::Decode,
             format!("the configuration on stdin is not JSON: {e}"),
@@ -131,14 +155,15 @@ fn key(conf: &Value) -> Result<AttachmentKey, CniError> {
     })
 }
 
-/// One exchange; no daemon is "try again later" (`absent` picks the code).
-fn call(socket: &std::path::Path, op: Op, absent: Code) -> Result<Response, CniError> {
-    answered(client::call(socket, op), absent)
-}
-
-/// How an exchange went, as a CNI error if it failed.
-fn answered(r: Result<Response, ClientError>, absent: Code) -> Result<Response, CniError> {
-    r.map_err(|e| match e {
+/// One exchange (with `fd` as SCM_RIGHTS, when given); no daemon is "try again later"
+/// (`absent` picks the code). The answer comes back unparsed, for `cni_reply::handle`.
+fn call(
+    socket: &Path,
+    op: Op,
+    fd: Option<BorrowedFd<'_>>,
+    absent: Code,
+) -> Result<Vec<u8>, CniError> {
+    client::exchange(socket, op, fd).map_err(|e| match e {
         ClientError::NotRunning { .. } => {
             CniError::new(absent, "the netslot daemon is not running").details(e.to_string())
         }
@@ -147,84 +172,54 @@ fn answered(r: Result<Response, ClientError>, absent: Code) -> Result<Response, 
     })
 }
 
-/// Maps a daemon error to a CNI error.
-fn refused(r: Response) -> CniError {
-    let body = r.error.expect("a failed response carries an error");
-    let code = match body.code {
-        ErrorCode::NotFound => Code::ContainerUnknown,
-        ErrorCode::Netns => Code::ContainerUnknown,
-        ErrorCode::BadRequest | ErrorCode::Exists => Code::InvalidConfig,
-        ErrorCode::UnsupportedVersion => Code::IncompatibleVersion,
-        ErrorCode::ShuttingDown | ErrorCode::Busy => Code::TryAgainLater,
-        ErrorCode::NotAllowed => Code::Io,
-        ErrorCode::Kernel => Code::Kernel,
-    };
-    CniError::new(code, body.message)
+/// CNI_NETNS, opened with the caller's own permissions and checked to be a network
+/// namespace; anything else is code 3. The open's own error is the caller's to know. The
+/// fd is what an attach hands the daemon: it attaches only into a namespace its peer
+/// could enter itself.
+fn container_netns() -> Result<(String, OwnedFd), CniError> {
+    let netns = env("CNI_NETNS")?;
+    match netslot::open_network_namespace(Path::new(&netns)) {
+        Ok(fd) => Ok((netns, fd)),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Err(CniError::new(
+            Code::ContainerUnknown,
+            format!("CNI_NETNS {netns} is not a network namespace"),
+        )),
+        Err(e) => Err(CniError::new(
+            Code::ContainerUnknown,
+            format!("CNI_NETNS {netns} cannot be opened: {e}"),
+        )),
+    }
 }
 
-fn add(conf: &Value, socket: &std::path::Path) -> Result<Option<Value>, CniError> {
+fn add(conf: &Value, socket: &Path) -> Result<Option<Value>, CniError> {
     let key = key(conf)?;
-    let netns = PathBuf::from(env("CNI_NETNS")?);
-    // Opened here, as the runtime's user, and passed as an fd: the daemon attaches only
-    // into namespaces its peer could enter itself.
-    let ns = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(&netns)
-        .map_err(|e| {
-            CniError::new(
-                Code::ContainerUnknown,
-                format!("open CNI_NETNS {}: {e}", netns.display()),
-            )
-        })?;
-    let op = Op::Attach {
-        key,
-        netns: netns.clone(),
-        netns_fd: true,
-    };
-    let r = answered(
-        client::call_with_fd(socket, op, ns.as_fd()),
+    let (netns, fd) = container_netns()?;
+    let answer = call(
+        socket,
+        Op::Attach {
+            key,
+            netns: PathBuf::from(&netns),
+            netns_fd: true,
+        },
+        Some(fd.as_fd()),
         Code::TryAgainLater,
     )?;
-    if !r.ok {
-        return Err(refused(r));
+    match cni_reply::handle(
+        Asked::Add {
+            conf,
+            netns: &netns,
+        },
+        &answer,
+    )? {
+        Outcome::Result(v) => Ok(Some(v)),
+        _ => Ok(None),
     }
-    let a = r.attachment.expect("attach answers with the attachment");
-    // Chained after other plugins: keep what they reported, ours after it.
-    let prev = &conf["prevResult"];
-    let mut interfaces = prev["interfaces"].as_array().cloned().unwrap_or_default();
-    let mut ips = prev["ips"].as_array().cloned().unwrap_or_default();
-    let mut routes = prev["routes"].as_array().cloned().unwrap_or_default();
-    interfaces.push(json!({ "name": a.host_ifname, "mac": a.host_mac }));
-    interfaces.push(json!({
-        "name": a.key.ifname,
-        "mac": a.mac,
-        "mtu": a.mtu,
-        "sandbox": netns,
-    }));
-    ips.push(json!({
-        "address": a.address,
-        "gateway": a.gateway,
-        "interface": interfaces.len() - 1,
-    }));
-    // A later interface of a container that has its default route already gets none.
-    if a.default_route {
-        routes.push(json!({ "dst": "0.0.0.0/0", "gw": a.gateway }));
-    }
-    Ok(Some(json!({
-        "cniVersion": conf["cniVersion"],
-        "interfaces": interfaces,
-        "ips": ips,
-        "routes": routes,
-        "dns": prev.get("dns").cloned().unwrap_or_else(|| json!({})),
-    })))
 }
 
-fn del(conf: &Value, socket: &std::path::Path) -> Result<Option<Value>, CniError> {
+fn del(conf: &Value, socket: &Path) -> Result<Option<Value>, CniError> {
     let key = key(conf)?;
-    match client::call(socket, Op::Detach { key }) {
-        Ok(r) if r.ok => Ok(None),
-        Ok(r) => Err(refused(r)),
+    match client::exchange(socket, Op::Detach { key }, None) {
+        Ok(answer) => cni_reply::handle(Asked::Del, &answer).map(|_| None),
         // Nothing can be left behind: a starting daemon removes every leftover.
         Err(ClientError::NotRunning { .. }) => Ok(None),
         Err(e) => Err(
@@ -234,17 +229,21 @@ fn del(conf: &Value, socket: &std::path::Path) -> Result<Option<Value>, CniError
     }
 }
 
-fn check(conf: &Value, socket: &std::path::Path) -> Result<Option<Value>, CniError> {
+fn check(conf: &Value, socket: &Path) -> Result<Option<Value>, CniError> {
     let key = key(conf)?;
-    let netns = PathBuf::from(env("CNI_NETNS")?);
     if conf.get("prevResult").is_none() {
         return Err(CniError::new(Code::InvalidConfig, "CHECK needs prevResult"));
     }
-    let r = call(socket, Op::Check { key: key.clone() }, Code::TryAgainLater)?;
-    if !r.ok {
-        return Err(refused(r));
-    }
-    let a = r.attachment.expect("check answers with the attachment");
+    let netns = PathBuf::from(container_netns()?.0);
+    let answer = call(
+        socket,
+        Op::Check { key: key.clone() },
+        None,
+        Code::TryAgainLater,
+    )?;
+    let Outcome::Attachment(a) = cni_reply::handle(Asked::Check, &answer)? else {
+        return Ok(None);
+    };
     // The container side, as the kernel reports it inside CNI_NETNS.
     let ns = netslot::HostNs::open(&netns).map_err(|e| {
         CniError::new(
@@ -288,7 +287,7 @@ fn check(conf: &Value, socket: &std::path::Path) -> Result<Option<Value>, CniErr
     Ok(None)
 }
 
-fn gc(conf: &Value, socket: &std::path::Path) -> Result<Option<Value>, CniError> {
+fn gc(conf: &Value, socket: &Path) -> Result<Option<Value>, CniError> {
     let valid = conf["cni.dev/valid-attachments"]
         .as_array()
         .ok_or_else(|| CniError::new(Code::InvalidConfig, "GC needs cni.dev/valid-attachments"))?
@@ -311,20 +310,11 @@ fn gc(conf: &Value, socket: &std::path::Path) -> Result<Option<Value>, CniError>
         network: network(conf),
         valid,
     };
-    let r = call(socket, op, Code::TryAgainLater)?;
-    if !r.ok {
-        return Err(refused(r));
-    }
-    Ok(None)
+    let answer = call(socket, op, None, Code::TryAgainLater)?;
+    cni_reply::handle(Asked::Gc, &answer).map(|_| None)
 }
 
-fn status(socket: &std::path::Path) -> Result<Option<Value>, CniError> {
-    let r = call(socket, Op::Status, Code::NotAvailable)?;
-    match r.status {
-        Some(s) if r.ok && s.ready => Ok(None),
-        _ => Err(CniError::new(
-            Code::NotAvailable,
-            "the netslot daemon is not ready",
-        )),
-    }
+fn status(socket: &Path) -> Result<Option<Value>, CniError> {
+    let answer = call(socket, Op::Status, None, Code::NotAvailable)?;
+    cni_reply::handle(Asked::Status, &answer).map(|_| None)
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
 
-use netslot::protocol::{AttachmentKey, ErrorCode, Op, Request, Response, VERSION};
+use netslot::protocol::{AttachmentKey, ErrorCode, Op, Response};
 use netslot::target::NetnsTarget;
 
 use super::conns::Slot;
@@ -26,10 +26,6 @@ use super::rounds::Work;
 /// Longest request line, without its newline. A longer one is refused with `bad-request`
 /// and the connection is closed.
 pub(crate) const MAX_LINE: usize = 64 * 1024;
-/// Longest container id and network name, in bytes.
-pub(crate) const MAX_NAME: usize = 256;
-/// Longest namespace path (PATH_MAX, with its NUL).
-const MAX_PATH: usize = 4095;
 /// Bytes read per recvmsg.
 const READ_CHUNK: usize = 16 * 1024;
 /// Most fds accepted in one message, and held for requests not yet read. More is refused
@@ -159,45 +155,11 @@ struct Conn<'a> {
 impl Conn<'_> {
     /// The answer to one line; `None` for a blank line.
     fn answer(&mut self, line: &[u8], tx: &Sender<Work>) -> Option<Response> {
-        let text = match std::str::from_utf8(line) {
-            Ok(t) => t,
-            Err(e) => {
-                return Some(Response::err(
-                    0,
-                    ErrorCode::BadRequest,
-                    format!(
-                        "the request line is not UTF-8 (invalid byte at offset {})",
-                        e.valid_up_to()
-                    ),
-                ))
-            }
+        let req = match netslot::protocol::judge_request_line(line) {
+            Ok(Some(req)) => req,
+            Ok(None) => return None,
+            Err(refusal) => return Some(refusal),
         };
-        if text.trim().is_empty() {
-            return None;
-        }
-        let req = match serde_json::from_str::<Request>(text) {
-            Ok(r) => r,
-            Err(e) => {
-                return Some(Response::err(
-                    0,
-                    ErrorCode::BadRequest,
-                    format!("not a request: {e}"),
-                ))
-            }
-        };
-        if req.v != VERSION {
-            return Some(Response::err(
-                req.id,
-                ErrorCode::UnsupportedVersion,
-                format!(
-                    "protocol version {} is not spoken here (this daemon speaks {VERSION})",
-                    req.v
-                ),
-            ));
-        }
-        if let Err(why) = check_fields(&req.op) {
-            return Some(Response::err(req.id, ErrorCode::BadRequest, why));
-        }
         let target = match &req.op {
             Op::Attach {
                 key,
@@ -287,79 +249,6 @@ impl Conn<'_> {
         }
         Ok(target.into_fd())
     }
-}
-
-/// Field rules, checked before anything is queued: CNI's rules for container ids and
-/// network names (alphanumerics, `_`, `.` and `-`, starting with an alphanumeric; at most
-/// `MAX_NAME` bytes), dev_valid_name for interface names, PATH_MAX for paths.
-fn check_fields(op: &Op) -> Result<(), String> {
-    match op {
-        Op::Attach { key, netns, .. } => {
-            check_key(key, "attach")?;
-            let len = netns.as_os_str().len();
-            if len > MAX_PATH {
-                return Err(format!(
-                    "container {}: attach: the netns path is {len} bytes, longer than {MAX_PATH}",
-                    key.container_id
-                ));
-            }
-            Ok(())
-        }
-        Op::Detach { key } => check_key(key, "detach"),
-        Op::Check { key } => check_key(key, "check"),
-        Op::Gc { network, valid } => {
-            check_name(network, "network name", true).map_err(|why| format!("gc: {why}"))?;
-            for k in valid {
-                if k.container_id.len() > MAX_NAME || k.ifname.len() > MAX_NAME {
-                    return Err(format!(
-                        "gc: a valid attachment's container id or ifname is longer than \
-                         {MAX_NAME} bytes"
-                    ));
-                }
-            }
-            Ok(())
-        }
-        Op::Release { name } => {
-            netslot::config::check_ifname(name).map_err(|e| format!("release: slot name: {e}"))
-        }
-        Op::Status | Op::Stats | Op::Acquire => Ok(()),
-    }
-}
-
-fn check_key(key: &AttachmentKey, op: &str) -> Result<(), String> {
-    check_name(&key.container_id, "container id", false).map_err(|why| format!("{op}: {why}"))?;
-    check_name(&key.network, "network name", true)
-        .map_err(|why| format!("container {}: {op}: {why}", key.container_id))?;
-    netslot::config::check_ifname(&key.ifname)
-        .map_err(|e| format!("container {}: {op}: {e}", key.container_id))
-}
-
-fn check_name(name: &str, what: &str, may_be_empty: bool) -> Result<(), String> {
-    // Echo at most a short prefix of what was sent.
-    let shown: String = name.chars().take(64).collect();
-    let ellipsis = if shown.len() < name.len() { "..." } else { "" };
-    let bad = |why: &str| format!("{what} {shown:?}{ellipsis}: {why}");
-    if name.is_empty() {
-        return if may_be_empty {
-            Ok(())
-        } else {
-            Err(bad("it is empty"))
-        };
-    }
-    if name.len() > MAX_NAME {
-        return Err(bad(&format!(
-            "it is {} bytes, longer than {MAX_NAME}",
-            name.len()
-        )));
-    }
-    let mut bytes = name.bytes();
-    let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric());
-    if !first_ok || !bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
-        return Err(bad(
-            "only letters, digits, '_', '.' and '-' are allowed, starting with a letter or digit",
-        ));
-    }
-    Ok(())
 }
 
 /// How reading the next line ended.
@@ -526,18 +415,6 @@ mod tests {
         let soon = started + Duration::from_millis(50);
         assert!(matches!(r.next_line(&mut Vec::new(), soon), Next::TimedOut));
         assert!(started.elapsed() >= Duration::from_millis(50));
-    }
-
-    #[test]
-    fn names_follow_the_cni_rules() {
-        assert!(check_name("ctr-0_a.b", "container id", false).is_ok());
-        assert!(check_name("", "network name", true).is_ok());
-        assert!(check_name("", "container id", false).is_err());
-        assert!(check_name("-x", "container id", false).is_err());
-        assert!(check_name("a/b", "container id", false).is_err());
-        assert!(check_name(&"a".repeat(MAX_NAME), "container id", false).is_ok());
-        let long = check_name(&"a".repeat(MAX_NAME + 1), "container id", false).unwrap_err();
-        assert!(long.len() < 200, "{long}");
     }
 
     fn send_fds(to: &UnixStream, data: &[u8], fds: &[std::os::fd::BorrowedFd<'_>]) {
