@@ -8,8 +8,9 @@ set -euo pipefail
 # strace: syscall counts in the benchmarks. containernetworking-plugins: the CNI `ptp`
 # baseline of the benchmarks and the reference plugins chained after netslot-cni;
 # iptables: what the `portmap` plugin drives (and the CNI chaining test reads back).
+# prometheus: its `promtool check metrics` validates `netslot serve --metrics` in a test.
 packages=(clang llvm libelf-dev zlib1g-dev pkg-config bpftool iproute2 util-linux strace
-  containernetworking-plugins iptables)
+  containernetworking-plugins iptables prometheus)
 
 missing=()
 for p in "${packages[@]}"; do

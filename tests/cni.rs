@@ -1976,3 +1976,106 @@ fn gc_and_status_need_cni_version_1_1_0() {
             .contains(&format!("\"op\":\"{}\"", command.to_lowercase())));
     }
 }
+
+/// One scrape of the daemon's metrics endpoint: (HTTP status line, body).
+fn scrape(addr: &str, path: &str) -> (String, String) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut all = String::new();
+    s.read_to_string(&mut all).unwrap();
+    let (head, body) = all.split_once("\r\n\r\n").expect("an HTTP answer");
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
+
+/// `netslot serve --metrics`: the Prometheus text format counts what the daemon did (two
+/// ADDs and a refused duplicate, one DEL, the warm pool's level, the engine batches and
+/// their group changes), and Prometheus's own `promtool check metrics` accepts it. Served
+/// on loopback inside the test's private network namespace.
+#[test]
+fn metrics_count_what_the_daemon_did_and_pass_promtool() {
+    let test = "metrics_count_what_the_daemon_did_and_pass_promtool";
+    if !inside_private_world(test) {
+        return;
+    }
+    let addr = "127.0.0.1:9477";
+    let daemon = Daemon::start(
+        "mx",
+        7862,
+        &["--metrics", addr, "--pool-low", "2", "--pool-high", "2"],
+    );
+    let plugin = bin("netslot-cni");
+    let a = netns_add("mxa");
+    let b = netns_add("mxb");
+    for (id, path) in [("mx-a", &a), ("mx-b", &b)] {
+        let (ok, out) = exec_plugin(
+            &plugin,
+            "ADD",
+            &container_env(id, path, "eth0"),
+            &plain_conf(),
+        );
+        assert!(ok, "ADD {id}: {out}");
+    }
+    let (ok, out) = exec_plugin(
+        &plugin,
+        "ADD",
+        &container_env("mx-a", &a, "eth0"),
+        &plain_conf(),
+    );
+    assert!(!ok, "a duplicate ADD succeeded: {out}");
+    let (ok, out) = exec_plugin(
+        &plugin,
+        "DEL",
+        &container_env("mx-b", &b, "eth0"),
+        &plain_conf(),
+    );
+    assert!(ok, "DEL: {out}");
+    wait_for("the warm pool filled", || daemon.stats().pooled == 2);
+
+    let (status, body) = scrape(addr, "/metrics");
+    assert!(status.contains(" 200 "), "{status}");
+    for line in [
+        "netslot_requests_total{op=\"attach\"} 3",
+        "netslot_requests_total{op=\"detach\"} 1",
+        "netslot_request_errors_total{code=\"exists\",op=\"attach\"} 1",
+        "netslot_attachments 1",
+        "netslot_warm_pool_slots 2",
+        "netslot_engine_batches_total{kind=\"attach\"} 2",
+        "netslot_engine_batches_total{kind=\"detach\"} 1",
+    ] {
+        assert!(
+            body.lines().any(|l| l == line),
+            "no line {line:?} in:\n{body}"
+        );
+    }
+    for family in [
+        "netslot_request_duration_seconds_bucket{op=\"attach\",le=",
+        "netslot_round_requests_count ",
+        "netslot_group_change_hold_seconds_count ",
+    ] {
+        assert!(body.contains(family), "no {family:?} in:\n{body}");
+    }
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) is installed by scripts/install-deps.sh");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let (status, _) = scrape(addr, "/other");
+    assert!(status.contains(" 404 "), "{status}");
+    daemon.stop();
+}

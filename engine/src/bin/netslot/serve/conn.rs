@@ -20,6 +20,7 @@ use netslot::protocol::{AttachmentKey, ErrorCode, Op, Response};
 use netslot::target::NetnsTarget;
 
 use super::conns::Slot;
+use super::metrics::{self, METRICS};
 use super::peer::{self, Peer};
 use super::rounds::Work;
 
@@ -155,11 +156,24 @@ struct Conn<'a> {
 impl Conn<'_> {
     /// The answer to one line; `None` for a blank line.
     fn answer(&mut self, line: &[u8], tx: &Sender<Work>) -> Option<Response> {
+        let started = std::time::Instant::now();
         let req = match netslot::protocol::judge_request_line(line) {
             Ok(Some(req)) => req,
             Ok(None) => return None,
-            Err(refusal) => return Some(refusal),
+            Err(refusal) => {
+                METRICS.answered("invalid", started.elapsed(), &refusal);
+                return Some(refusal);
+            }
         };
+        let op = metrics::op_name(&req.op);
+        let r = self.serve_request(req, tx);
+        METRICS.answered(op, started.elapsed(), &r);
+        Some(r)
+    }
+
+    /// The answer to one judged request: its target checked (attach), then queued for the
+    /// engine thread and waited for.
+    fn serve_request(&mut self, req: netslot::protocol::Request, tx: &Sender<Work>) -> Response {
         let target = match &req.op {
             Op::Attach {
                 key,
@@ -167,7 +181,7 @@ impl Conn<'_> {
                 netns_fd,
             } => match self.target(key, netns, *netns_fd) {
                 Ok(fd) => Some(fd),
-                Err((code, why)) => return Some(Response::err(req.id, code, why)),
+                Err((code, why)) => return Response::err(req.id, code, why),
             },
             _ => None,
         };
@@ -179,10 +193,10 @@ impl Conn<'_> {
             target,
             reply: reply_tx,
         });
-        Some(match queued.ok().and_then(|()| reply_rx.recv().ok()) {
+        match queued.ok().and_then(|()| reply_rx.recv().ok()) {
             Some(r) => r,
             None => Response::err(req.id, ErrorCode::ShuttingDown, "the daemon is stopping"),
-        })
+        }
     }
 
     /// The attach target: the fd that came with the request, or (uid 0 only) the path,

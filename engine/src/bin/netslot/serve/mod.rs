@@ -6,6 +6,7 @@
 mod activation;
 mod conn;
 mod conns;
+mod metrics;
 mod peer;
 mod rounds;
 
@@ -107,6 +108,12 @@ pub(crate) struct ServeArgs {
     /// uid 0 is exempt).
     #[arg(long, default_value_t = 16)]
     max_acquired_per_uid: usize,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9477): requests and
+    /// engine batches by kind, request latency histograms, round sizes, the warm pool's
+    /// level, errors by operation and code, slot failures by step and errno, and the
+    /// estimated RTNL hold of the engine's group changes. Off by default.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -164,6 +171,10 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, String> {
         },
         removed,
     );
+    if let Some(addr) = args.metrics {
+        let bound = metrics::serve(addr).map_err(|e| format!("serve metrics on {addr}: {e}"))?;
+        tracing::info!(%bound, "metrics at http://{bound}/metrics");
+    }
     raise_fd_limit(args.max_connections);
     let ctx = Arc::new(Context {
         allow_gid: args.allow_gid,

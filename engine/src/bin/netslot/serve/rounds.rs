@@ -16,6 +16,8 @@ use netslot::protocol::{
 };
 use netslot::{mac_to_string, AttachTarget, Engine, Slot, SlotError, SlotSpec};
 
+use super::metrics::METRICS;
+
 /// What connection threads send the engine thread.
 pub(crate) enum Work {
     /// A request and where its answer goes.
@@ -220,6 +222,7 @@ impl Rounds {
     /// (detaches first, which frees ids for the attaches).
     fn round(&mut self, round: Vec<Job>) {
         self.stats.largest_round = self.stats.largest_round.max(round.len());
+        METRICS.round_requests.observe(round.len() as f64);
         let mut attaches = Vec::new();
         let mut detaches: Vec<DetachJob> = Vec::new();
         let mut acquires = Vec::new();
@@ -295,6 +298,13 @@ impl Rounds {
         self.release_all(releases);
         self.attach_all(attaches);
         self.acquire_all(acquires);
+        self.update_gauges();
+    }
+
+    /// The metrics that are levels, not counts.
+    fn update_gauges(&self) {
+        METRICS.warm_slots.set(self.warm.len() as i64);
+        METRICS.attachments.set(self.attachments.len() as i64);
     }
 
     fn answer(&mut self, reply: &Sender<Response>, r: Response) {
@@ -437,6 +447,7 @@ impl Rounds {
         let started = Instant::now();
         let out = self.engine.attach(targets);
         self.stats.attach_busy_us += started.elapsed().as_micros() as u64;
+        METRICS.engine_call("attach", out.as_ref().ok().map(|o| &o.report));
         match out {
             Ok(out) => {
                 for ((id, key, netns, default_route, uid, reply), slot) in
@@ -496,6 +507,7 @@ impl Rounds {
             return;
         }
         self.stats.batches += 1;
+        METRICS.engine_call("detach", None);
         let results = self.engine.detach(&specs);
         for (i, (key, reply)) in owners.into_iter().enumerate() {
             let outcome = match &results {
@@ -617,6 +629,7 @@ impl Rounds {
         }
         self.stats.batches += 1;
         let names: Vec<String> = slots.iter().map(|s| s.spec().name.clone()).collect();
+        METRICS.engine_call("release", None);
         let results = self.engine.release_slots(slots);
         for (i, (id, reply)) in owners.into_iter().enumerate() {
             let r = match &results {
@@ -645,7 +658,15 @@ impl Rounds {
 
     /// Provisions `count` pooled slots into the warm pool; false if none could be made.
     fn provision_warm(&mut self, count: usize) -> bool {
-        match self.engine.provision(count) {
+        let out = self.engine.provision(count);
+        METRICS.engine_call("warm", out.as_ref().ok().map(|o| &o.report));
+        if let Ok(out) = &out {
+            out.slots
+                .iter()
+                .filter_map(|s| s.as_ref().err())
+                .for_each(|e| METRICS.slot_failed(e));
+        }
+        let ok = match out {
             Ok(out) => {
                 let mut any = false;
                 for s in out.slots {
@@ -663,7 +684,9 @@ impl Rounds {
                 tracing::error!("warm pool: provision {count}: {e}");
                 false
             }
-        }
+        };
+        self.update_gauges();
+        ok
     }
 
     /// Tears everything down (one group delete) unless told to keep it.
@@ -721,6 +744,7 @@ fn not_yours(id: u64, uid: u32, key: &AttachmentKey, op: &str, owner: u32) -> Re
 }
 
 fn slot_error(id: u64, key: &AttachmentKey, e: &SlotError) -> Response {
+    METRICS.slot_failed(e);
     Response::err(
         id,
         ErrorCode::Kernel,
