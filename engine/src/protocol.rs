@@ -39,33 +39,39 @@ pub const MAX_PATH: usize = 4095;
 /// it refuses the answer to send: not UTF-8, not a request, another protocol version, or
 /// a field against its rules ([`check_fields`]). Pure; the `request_line` fuzz target of
 /// fuzz/ feeds it arbitrary bytes.
-pub fn judge_request_line(line: &[u8]) -> Result<Option<Request>, Response> {
+pub fn judge_request_line(line: &[u8]) -> Result<Option<Request>, Box<Response>> {
     let text = std::str::from_utf8(line).map_err(|e| {
-        Response::err(
+        Box::new(Response::err(
             0,
             ErrorCode::BadRequest,
             format!(
                 "the request line is not UTF-8 (invalid byte at offset {})",
                 e.valid_up_to()
             ),
-        )
+        ))
     })?;
     if text.trim().is_empty() {
         return Ok(None);
     }
-    let req = parse_request_line(line)
-        .map_err(|e| Response::err(0, ErrorCode::BadRequest, format!("not a request: {e}")))?;
+    let req = parse_request_line(line).map_err(|e| {
+        Box::new(Response::err(
+            0,
+            ErrorCode::BadRequest,
+            format!("not a request: {e}"),
+        ))
+    })?;
     if req.v != VERSION {
-        return Err(Response::err(
+        return Err(Box::new(Response::err(
             req.id,
             ErrorCode::UnsupportedVersion,
             format!(
                 "protocol version {} is not spoken here (this daemon speaks {VERSION})",
                 req.v
             ),
-        ));
+        )));
     }
-    check_fields(&req.op).map_err(|why| Response::err(req.id, ErrorCode::BadRequest, why))?;
+    check_fields(&req.op)
+        .map_err(|why| Box::new(Response::err(req.id, ErrorCode::BadRequest, why)))?;
     Ok(Some(req))
 }
 

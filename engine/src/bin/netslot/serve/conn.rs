@@ -162,7 +162,7 @@ impl Conn<'_> {
             Ok(None) => return None,
             Err(refusal) => {
                 METRICS.answered("invalid", started.elapsed(), &refusal);
-                return Some(refusal);
+                return Some(*refusal);
             }
         };
         let op = metrics::op_name(&req.op);
