@@ -3,6 +3,8 @@
 
 mod down;
 mod gc;
+mod generate;
+mod logging;
 mod output;
 mod serve;
 mod signals;
@@ -60,6 +62,9 @@ enum Command {
     /// Run the daemon: serve slots over a Unix socket (JSON lines, see docs/serve.md),
     /// coalescing concurrent requests into engine batches; `netslot-cni` talks to it.
     Serve(serve::ServeArgs),
+    /// Write the shell completions and man pages (used by `make install`).
+    #[command(hide = true)]
+    Generate(generate::GenerateArgs),
 }
 
 /// What identifies a pool; shared by every subcommand.
@@ -92,12 +97,9 @@ struct PoolArgs {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("NETSLOT_LOG"))
-        .with_writer(std::io::stderr)
-        .init();
     signals::default_sigpipe();
     let cli = Cli::parse();
+    logging::init(matches!(cli.command, Command::Serve(_)));
     let result = match cli.command {
         Command::Up(args) => up::run(args),
         Command::Down(args) => down::run(args),
@@ -105,6 +107,7 @@ fn main() -> ExitCode {
         Command::Status(args) => status::run(args),
         Command::Stats(args) => stats::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Generate(args) => generate::run(args),
     };
     match result {
         Ok(code) => code,
