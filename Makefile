@@ -6,7 +6,12 @@ SLOTS ?= 1000
 # Where cargo puts binaries (honours CARGO_TARGET_DIR like cargo does).
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: deps build demo test lint fuzz bench clean
+# `make install`: where things go (see scripts/install.sh for the finer variables).
+PREFIX ?= /usr/local
+DESTDIR ?=
+CNI_BIN_DIR ?= /opt/cni/bin
+
+.PHONY: deps build demo test lint fuzz bench clean install uninstall
 
 deps:
 	@scripts/install-deps.sh
@@ -53,6 +58,17 @@ BENCH_OUT ?= bench-results
 bench: deps
 	$(CARGO) build --release -p netslot-bench
 	$(TARGET_DIR)/release/netslot-bench --n 100,1000,4000 --systems all --out $(BENCH_OUT)
+
+## Installs the release build: netslot in $(PREFIX)/bin, netslot-cni in $(CNI_BIN_DIR), the
+## systemd units (paths filled in) in $(PREFIX)/lib/systemd/system, shell completions, man
+## pages and docs under $(PREFIX)/share. DESTDIR is prepended to every path (packaging).
+install: build
+	PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) CNI_BIN_DIR=$(CNI_BIN_DIR) \
+	  BUILD_DIR=$(TARGET_DIR)/release scripts/install.sh install
+
+## Removes what `make install` installed (same PREFIX, DESTDIR and CNI_BIN_DIR).
+uninstall:
+	PREFIX=$(PREFIX) DESTDIR=$(DESTDIR) CNI_BIN_DIR=$(CNI_BIN_DIR) scripts/install.sh uninstall
 
 clean:
 	$(CARGO) clean

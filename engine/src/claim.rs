@@ -85,7 +85,7 @@ fn judge(
             &garbage,
             lock,
             &mut report,
-            gc::Then::KeepClaim,
+            gc::Removal::Reclaim,
         );
         if !report.errors.is_empty() {
             return Err(EngineError::Leftovers {

@@ -100,14 +100,16 @@ enum VethFate {
 }
 
 impl Engine {
-    /// Opens the host namespace; claims the pool (with `run_dir`: refused while a live
-    /// process owns it); refuses, before touching anything, a group that holds a device
-    /// the pool did not make, a committed pool that still exists, counters pins or an
-    /// address range that are someone else's; removes only what the kernel proves a dead
-    /// owner of this pool left (see `ownership`); then starts the namespace pool and the
-    /// ring.
+    /// Checks the kernel (Linux 6.18 or later, see [`crate::features`]); opens the host
+    /// namespace; claims the pool (with `run_dir`: refused while a live process owns it);
+    /// refuses, before touching anything, a group that holds a device the pool did not
+    /// make, a committed pool that still exists, counters pins or an address range that
+    /// are someone else's; removes only what the kernel proves a dead owner of this pool
+    /// left (see `ownership`); then starts the namespace pool and the ring.
     pub fn new(config: EngineConfig) -> Result<Self, EngineError> {
         config.check(0, 1)?;
+        // Before any kernel change: a kernel without what the engine needs is refused whole.
+        crate::features::check()?;
         let host = match &config.host_netns {
             Some(path) => HostNs::open(path).map_err(EngineError::io(format!(
                 "open host namespace {}",
@@ -121,14 +123,7 @@ impl Engine {
             names_taken,
             links,
         } = claim::claim(&config, &host)?;
-        if let Some(r) = &reclaimed {
-            tracing::warn!(
-                group = config.group,
-                host_ends = r.host_ends.len(),
-                namespaces = r.namespaces.len(),
-                "removed what a dead owner of the pool left"
-            );
-        }
+        // What reclaiming removed is logged (at warn, by name) by gc::apply.
         // Explicit ifindexes above every existing one: both ends get base + id, so host
         // addresses can be sent without looking the device up.
         let ifindex_base = links.iter().map(|l| l.index).max().unwrap_or(1) + 1;

@@ -172,14 +172,7 @@ pub fn collect(
         }
         return Ok(report);
     }
-    report.errors = apply(
-        host,
-        &census,
-        &garbage,
-        &mut lock,
-        &mut report,
-        Then::Release,
-    );
+    report.errors = apply(host, &census, &garbage, &mut lock, &mut report, Removal::Gc);
     Ok(report)
 }
 
@@ -200,19 +193,47 @@ pub fn remove_pool(host: &HostNs, run_dir: &Path, scope: &Scope) -> Result<GcRep
         &garbage,
         &mut lock,
         &mut report,
-        Then::Release,
+        Removal::Down,
     );
     Ok(report)
 }
 
-/// What [`apply`] does with the claim once the pool is gone.
+/// Who asks [`apply`] to remove: the words of its log line, and what becomes of the claim
+/// once the pool is gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Then {
-    /// Remove the record and the lock file: nobody owns the pool any more.
-    Release,
-    /// Keep both: the caller goes on owning the pool and writes a new record. (Unlinking
-    /// the lock file under a holder would let a second claimer lock a new file.)
-    KeepClaim,
+pub(crate) enum Removal {
+    /// `netslot gc`: then remove the record and the lock file (nobody owns the pool).
+    Gc,
+    /// `netslot down`: the same.
+    Down,
+    /// An engine's start, reclaiming what a dead owner left: keep the record and the lock
+    /// file, the caller goes on owning the pool and writes a new record. (Unlinking the
+    /// lock file under a holder would let a second claimer lock a new file.)
+    Reclaim,
+}
+
+impl Removal {
+    fn message(self) -> &'static str {
+        match self {
+            Removal::Gc => "gc: removed what no live owner holds",
+            Removal::Down => "down: removed the pool",
+            Removal::Reclaim => "start: removed what a dead owner of the pool left",
+        }
+    }
+}
+
+/// At most `max` names, then how many more ("-" for none): a log line names what was
+/// removed without growing with the pool.
+fn some_names<'a>(names: impl IntoIterator<Item = &'a str>, max: usize) -> String {
+    let names: Vec<&str> = names.into_iter().collect();
+    if names.is_empty() {
+        return "-".into();
+    }
+    let mut text = names[..names.len().min(max)].join(" ");
+    if names.len() > max {
+        text.push_str(&format!(" (+{} more)", names.len() - max));
+    }
+    text
 }
 
 /// Removes `garbage` and brings the record in line; returns the errors.
@@ -222,25 +243,40 @@ pub(crate) fn apply(
     garbage: &Garbage,
     lock: &mut PoolLock,
     report: &mut GcReport,
-    then: Then,
+    why: Removal,
 ) -> Vec<String> {
     let removal = census.remove(host, garbage);
     report.by_group_delete = !garbage.host_ends.is_empty() && removal.one_by_one == 0;
     let mut errors = removal.errors;
     if !garbage.is_empty() {
+        // Every removal of kernel state is logged at warn, naming what went (the CLI's
+        // default level shows it); what could not be removed is in `errors`.
+        const NAMES: usize = 16;
+        let host_ends = some_names(report.host_ends.iter().map(|l| l.name.as_str()), NAMES);
+        let pins = some_names(
+            report
+                .namespaces
+                .iter()
+                .chain(&report.stale_files)
+                .map(String::as_str),
+            NAMES,
+        );
+        // As str values the lists are quoted: host_ends="ns0 ns1".
         tracing::warn!(
             prefix = %census.prefix,
             group = census.group,
             whole_pool = garbage.whole_pool,
-            host_ends = garbage.host_ends.len(),
-            pins = garbage.pins.len() + garbage.stale_pins.len(),
-            counters = garbage.bpf_pins.is_some(),
-            "removed what no live owner holds (gc)"
+            host_ends = host_ends.as_str(),
+            pins = pins.as_str(),
+            counters = report.bpf_pins.as_deref().unwrap_or("-"),
+            errors = errors.len(),
+            "{}",
+            why.message()
         );
     }
     let pool_gone = garbage.kept_slots == 0 && errors.is_empty();
     if pool_gone {
-        if then == Then::Release {
+        if why != Removal::Reclaim {
             if let Err(e) = lock.remove() {
                 errors.push(e.to_string());
             }
@@ -292,5 +328,17 @@ pub(crate) fn report(census: &Census, garbage: &Garbage, dry_run: bool) -> GcRep
             .collect(),
         not_the_pools: names(&census.strangers_pinned),
         errors: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::some_names;
+
+    #[test]
+    fn log_lines_name_a_bounded_number_of_objects() {
+        assert_eq!(some_names([], 3), "-");
+        assert_eq!(some_names(["ns0", "ns1"], 3), "ns0 ns1");
+        assert_eq!(some_names(["a", "b", "c", "d", "e"], 3), "a b c (+2 more)");
     }
 }

@@ -21,7 +21,8 @@
 //! `ring` (the only unsafe code), `host` (the host namespace and kernel read-back),
 //! `config`, [`record`](crate::record) (who owns a pool, and what it wrote about it),
 //! [`ownership`](crate::ownership) (one read of a pool's kernel state, and which objects
-//! the kernel proves the pool made), [`gc`](crate::gc) (removing what dead owners left).
+//! the kernel proves the pool made), [`gc`](crate::gc) (removing what dead owners left),
+//! [`features`] (the start-up check of the kernel: Linux 6.18 or later).
 //!
 //! [`Engine::attach`] runs the same steps on namespaces the caller owns (a CNI runtime's
 //! CNI_NETNS) instead of the pool's. [`protocol`] and [`client`] are the daemon's
@@ -38,6 +39,7 @@ pub mod cni_reply;
 pub mod config;
 pub mod doctor;
 mod engine;
+pub mod features;
 pub mod gc;
 pub mod groups;
 mod hold;

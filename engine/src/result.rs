@@ -56,6 +56,9 @@ pub enum EngineError {
     /// Input rejected before any kernel call.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The running kernel lacks a feature netslot needs (see [`crate::features`]).
+    #[error(transparent)]
+    Kernel(#[from] crate::features::MissingFeature),
     /// A system call of the engine's own setup or bookkeeping failed.
     #[error("{what}: {source}")]
     Io {

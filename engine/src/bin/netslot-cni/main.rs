@@ -35,6 +35,17 @@ const SUPPORTED: &[&str] = &["1.0.0", "1.1.0"];
 const GC_STATUS_SINCE: (u64, u64, u64) = (1, 1, 0);
 
 fn main() -> ExitCode {
+    // Run by hand (no CNI_COMMAND), `--version` answers as command-line tools do; runtimes
+    // ask with CNI_COMMAND=VERSION, answered below.
+    let by_hand = std::env::var_os("CNI_COMMAND").is_none();
+    if by_hand
+        && std::env::args()
+            .nth(1)
+            .is_some_and(|a| a == "--version" || a == "-V")
+    {
+        println!("netslot-cni {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
     let command = std::env::var("CNI_COMMAND").unwrap_or_default();
     match run(&command) {
         Ok(Some(out)) => {

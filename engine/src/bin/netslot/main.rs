@@ -5,6 +5,8 @@ mod doctor;
 mod down;
 mod error;
 mod gc;
+mod generate;
+mod logging;
 mod output;
 mod serve;
 mod signals;
@@ -72,6 +74,9 @@ enum Command {
     /// Exit code: 0 when every check is ok, 1 when any is warn or fail; an error that
     /// stops the reading exits as `netslot --help` lists (e.g. 4, a kernel read failed).
     Doctor(doctor::DoctorArgs),
+    /// Write the shell completions and man pages (used by `make install`).
+    #[command(hide = true)]
+    Generate(generate::GenerateArgs),
 }
 
 /// What identifies a pool; shared by every subcommand.
@@ -104,13 +109,10 @@ struct PoolArgs {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("NETSLOT_LOG"))
-        .with_writer(std::io::stderr)
-        .init();
     signals::default_sigpipe();
     let json = error::json_requested();
     let cli = Cli::try_parse().unwrap_or_else(|e| error::usage_exit(e, json));
+    logging::init(matches!(cli.command, Command::Serve(_)));
     let result: Result<ExitCode, CliError> = match cli.command {
         Command::Up(args) => up::run(args),
         Command::Down(args) => down::run(args),
@@ -121,6 +123,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => {
             require_root().and_then(|()| serve::run(args).map_err(CliError::from))
         }
+        Command::Generate(args) => generate::run(args).map_err(CliError::from),
         Command::Doctor(args) => doctor::run(args).map_err(CliError::from),
     };
     result.unwrap_or_else(|e| e.report(json))

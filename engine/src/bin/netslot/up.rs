@@ -127,6 +127,8 @@ struct UpReport {
 
 pub(crate) fn run(args: UpArgs) -> Result<ExitCode, CliError> {
     crate::require_root()?;
+    // Linux 6.18 or later (Engine::new checks too; `netslot serve` relies on that).
+    netslot::features::check().map_err(|e| e.to_string())?;
     let config = EngineConfig {
         prefix: args.pool.prefix.clone(),
         group: args.pool.group,

@@ -221,6 +221,8 @@ impl Rounds {
     /// Answers one round: cheap requests at once, then one engine batch per kind
     /// (detaches first, which frees ids for the attaches).
     fn round(&mut self, round: Vec<Job>) {
+        let started = Instant::now();
+        let requests = round.len();
         self.stats.largest_round = self.stats.largest_round.max(round.len());
         METRICS.round_requests.observe(round.len() as f64);
         let mut attaches = Vec::new();
@@ -294,11 +296,25 @@ impl Rounds {
             r.removed = Some(gone);
             self.answer(&reply, r);
         }
+        let counts = (
+            attaches.len(),
+            detaches.len(),
+            acquires.len(),
+            releases.len(),
+        );
         self.detach_all(detaches);
         self.release_all(releases);
         self.attach_all(attaches);
         self.acquire_all(acquires);
         self.update_gauges();
+        let (attach, detach, acquire, release) = counts;
+        let took_us = started.elapsed().as_micros() as u64;
+        if attach + detach + acquire + release > 0 {
+            tracing::info!(requests, attach, detach, acquire, release, took_us, "round");
+        } else {
+            // Status, stats, checks: no kernel change, so not worth a line by default.
+            tracing::debug!(requests, took_us, "round");
+        }
     }
 
     /// The metrics that are levels, not counts.
@@ -455,6 +471,15 @@ impl Rounds {
                 {
                     let r = match slot {
                         Ok(spec) => {
+                            tracing::info!(
+                                network = %key.network,
+                                container = %key.container_id,
+                                ifname = %key.ifname,
+                                host_end = %spec.name,
+                                address = %spec.slot_ip,
+                                netns = %netns.display(),
+                                "attached"
+                            );
                             let held = Held {
                                 spec,
                                 netns,
@@ -468,12 +493,21 @@ impl Rounds {
                             self.stats.attached += 1;
                             r
                         }
-                        Err(e) => slot_error(id, &key, &e),
+                        Err(e) => {
+                            tracing::warn!(
+                                network = %key.network,
+                                container = %key.container_id,
+                                ifname = %key.ifname,
+                                "attach failed: {e}"
+                            );
+                            slot_error(id, &key, &e)
+                        }
                     };
                     self.answer(&reply, r);
                 }
             }
             Err(e) => {
+                tracing::warn!(attaches = waiting.len(), "attach batch failed: {e}");
                 for (id, key, _, _, _, reply) in waiting {
                     let r = Response::err(
                         id,
@@ -518,16 +552,32 @@ impl Rounds {
                 Ok(()) => {
                     if let Some(held) = self.attachments.remove(&key) {
                         bump(&mut self.attachments_of, held.uid, false);
+                        tracing::info!(
+                            network = %key.network,
+                            container = %key.container_id,
+                            ifname = %key.ifname,
+                            host_end = %held.spec.name,
+                            by_gc = reply.is_none(),
+                            "detached"
+                        );
                     }
                     reply.as_ref().map(|(id, _)| Response::ok(*id))
                 }
-                Err(text) => reply.as_ref().map(|(id, _)| {
-                    Response::err(
-                        *id,
-                        ErrorCode::Kernel,
-                        format!("container {}: {text}", key.container_id),
-                    )
-                }),
+                Err(text) => {
+                    tracing::warn!(
+                        network = %key.network,
+                        container = %key.container_id,
+                        ifname = %key.ifname,
+                        "detach failed: {text}"
+                    );
+                    reply.as_ref().map(|(id, _)| {
+                        Response::err(
+                            *id,
+                            ErrorCode::Kernel,
+                            format!("container {}: {text}", key.container_id),
+                        )
+                    })
+                }
             };
             if let (Some(r), Some((_, reply))) = (r, reply) {
                 self.answer(&reply, r);
@@ -669,6 +719,7 @@ impl Rounds {
         let ok = match out {
             Ok(out) => {
                 let mut any = false;
+                tracing::info!(count, "warm pool: provisioned");
                 for s in out.slots {
                     match s {
                         Ok(slot) => {
