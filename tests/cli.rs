@@ -645,11 +645,10 @@ fn up_of_more_slots_than_the_fd_limit_holds_works_in_calls() {
         up["calls"].as_u64().unwrap() > 1,
         "one call under 512 fds? {log}"
     );
-    assert!(
-        up["slots_per_call"].as_u64().unwrap() <= 256,
-        "{}",
-        up["slots_per_call"]
-    );
+    // One fd per pinned slot (its socket; the nsfs fd opened to pin it is closed): under
+    // 512 fds a call holds more than 256 slots, which two fds per slot would not allow.
+    let per_call = up["slots_per_call"].as_u64().unwrap();
+    assert!((257..512).contains(&per_call), "{per_call} slots per call");
     let up_ends = read(&dir, "links")
         .lines()
         .filter(|l| l.contains(": fdl") && l.contains(",UP") && l.contains(" group "))

@@ -29,6 +29,9 @@ use crate::sock;
 /// small request, plus the extended-ACK text.
 const REPLY_BUF: usize = 8192;
 
+/// Namespace fds opened for pinning that are closed together (one io_uring_enter).
+const PIN_CLOSE_BATCH: usize = 32;
+
 /// Fewest namespaces a chunk waits for: enough to keep io_uring_enter and host sendmsg
 /// counts far below one per slot, few enough that link work starts while the pool thread
 /// is still creating the rest (their overlap is most of the speed).
@@ -406,10 +409,12 @@ impl Engine {
         unpinned.map(|()| out)
     }
 
-    /// Fds each slot of a call holds once handed back: its socket, and its namespace's
-    /// nsfs fd when the engine pins.
+    /// Fds each slot of a call holds once handed back: one, the netlink socket made inside
+    /// its namespace (it keeps the namespace alive; [`Slot::netns_fd`] opens an nsfs fd on
+    /// demand). A pinned slot's nsfs fd, opened to bind-mount it, is closed once it is
+    /// pinned.
     pub fn fds_per_slot(&self) -> usize {
-        1 + usize::from(self.config.pin_dir.is_some())
+        1
     }
 
     /// Refuses, before any kernel call, `count` slots that would not fit the process's
@@ -1133,7 +1138,8 @@ impl Engine {
                 continue;
             }
             let ns = batch.ns[i].as_ref().expect("ok slots hold a namespace");
-            match ns.nsfd().and_then(netns::ns_id) {
+            // The namespace's id from its socket: no nsfs fd is opened for it yet.
+            match sock::netns_cookie(&ns.sock) {
                 Ok(ns_id) => planned.push((i, ns_id)),
                 Err(e) => batch.fail(
                     i,
@@ -1155,10 +1161,20 @@ impl Engine {
             return;
         }
         let mut failed = Vec::new();
+        // Each nsfs fd opened to pin is closed once pinned, a few at a time through the
+        // ring: a pinned slot holds one fd (its socket), and pinning needs only a handful
+        // more at any moment, whatever the number of slots.
+        let mut opened = Vec::with_capacity(PIN_CLOSE_BATCH);
         for (i, _) in planned {
             let path = dir.join(&batch.specs[i].name);
-            let ns = batch.ns[i].as_ref().expect("ok slots hold a namespace");
+            let ns = batch.ns[i].as_mut().expect("ok slots hold a namespace");
             let pinned = ns.nsfd().and_then(|fd| netns::pin(fd, &path));
+            opened.extend(ns.nsfd.take());
+            if opened.len() >= PIN_CLOSE_BATCH {
+                if let Err(e) = self.ring.close_all(std::mem::take(&mut opened)) {
+                    tracing::warn!("closing namespace fds after pinning: {e}");
+                }
+            }
             match pinned {
                 Ok(()) => batch.pinned[i] = true,
                 Err(e) => {
@@ -1170,6 +1186,9 @@ impl Engine {
                     )
                 }
             }
+        }
+        if let Err(e) = self.ring.close_all(opened) {
+            tracing::warn!("closing namespace fds after pinning: {e}");
         }
         if !failed.is_empty() {
             // The pins that were not made leave the record (best effort: a name whose

@@ -135,6 +135,31 @@ fn get_int(sock: &Socket, opt: libc::c_int) -> io::Result<usize> {
     Ok(usize::try_from(v).unwrap_or(0))
 }
 
+/// SO_NETNS_COOKIE (include/uapi/asm-generic/socket.h, Linux 5.14): the id of the socket's
+/// network namespace. On 6.18 it is the value nsfs `NS_GET_ID` gives for that namespace
+/// (both are the netns cookie; checked on a fresh namespace: 191038 and 191038).
+const SO_NETNS_COOKIE: libc::c_int = 71;
+
+/// The id of the network namespace `sock` was made in, without opening the namespace.
+pub(crate) fn netns_cookie(sock: &Socket) -> io::Result<u64> {
+    let mut v: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: v and len are live and sized for the kernel to write one u64.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut v as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(v)
+}
+
 /// A kernel refusal of a plain request: errno and extended-ACK text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Refusal {
