@@ -17,7 +17,7 @@ deps:
 	@scripts/install-deps.sh
 
 build: deps
-	$(CARGO) build --release -p netslot
+	$(CARGO) build --release -p netslot-cli
 
 ## Provisions $(SLOTS) standard slots in a private network and mount namespace, prints the
 ## report and a sample slot, then tears everything down. Touches nothing outside.

@@ -72,7 +72,7 @@ fn bin(name: &str) -> PathBuf {
     let p = exe.parent().and_then(|d| d.parent()).unwrap().join(name);
     assert!(
         p.exists(),
-        "{} missing: run `cargo build -p netslot` first",
+        "{} missing: run `cargo build -p netslot-cli` first",
         p.display()
     );
     p

@@ -218,15 +218,19 @@ pub fn netslot() -> PathBuf {
     let bin = dir.join("netslot");
     assert!(
         bin.exists(),
-        "{} missing: run `cargo build -p netslot` first (make test does)",
+        "{} missing: run `cargo build -p netslot-cli` first (make test does)",
         bin.display()
     );
     // `cargo test` does not rebuild another package's binary: refuse to test a stale one.
     let built = std::fs::metadata(&bin).and_then(|m| m.modified()).unwrap();
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/src");
-    if let Some((_, newer)) = newest_file(&src).filter(|(t, _)| *t > built) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let newest = ["engine/src", "cli/src"]
+        .iter()
+        .filter_map(|d| newest_file(&root.join(d)))
+        .max();
+    if let Some((_, newer)) = newest.filter(|(t, _)| *t > built) {
         panic!(
-            "{} is older than {}: run `cargo build -p netslot` first (make test does)",
+            "{} is older than {}: run `cargo build -p netslot-cli` first (make test does)",
             bin.display(),
             newer.display()
         );

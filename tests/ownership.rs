@@ -746,7 +746,7 @@ fn a_daemon_attachment_survives_a_second_daemon_down_and_gc() {
     let cni = netslot().with_file_name("netslot-cni");
     assert!(
         cni.exists(),
-        "{} missing: run `cargo build -p netslot`",
+        "{} missing: run `cargo build -p netslot-cli`",
         cni.display()
     );
     let (log, dir, _scratch) = world(

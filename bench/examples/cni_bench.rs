@@ -4,7 +4,7 @@
 //! /run), so it leaves nothing behind. Needs root.
 //!
 //! ```sh
-//! cargo build --release -p netslot --examples
+//! cargo build --release -p netslot-cli -p netslot-bench --bins --examples
 //! sudo target/release/examples/cni_bench [--rounds 5] [--concurrent 64] [--alone 50]
 //! ```
 //!
