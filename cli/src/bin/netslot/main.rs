@@ -6,6 +6,7 @@ mod down;
 mod error;
 mod gc;
 mod generate;
+mod hold_arg;
 mod logging;
 mod output;
 mod serve;

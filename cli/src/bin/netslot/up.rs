@@ -51,29 +51,8 @@ pub(crate) struct UpArgs {
     /// budget, IPv6 goes off on each host end through its disable_ipv6 sysctl first (one
     /// short acquisition per slot; it halves what a group change costs per device).
     /// `unbounded`: one group change per call (fewest acquisitions).
-    #[arg(long, default_value = "5", value_parser = parse_hold)]
-    max_rtnl_hold: HoldBudgetArg,
-}
-
-/// `--max-rtnl-hold`: milliseconds, or no budget.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct HoldBudgetArg(pub(crate) Option<std::time::Duration>);
-
-pub(crate) fn parse_hold(s: &str) -> Result<HoldBudgetArg, String> {
-    if s == "unbounded" {
-        return Ok(HoldBudgetArg(None));
-    }
-    let ms: f64 = s
-        .parse()
-        .map_err(|_| format!("`{s}` is neither milliseconds nor `unbounded`"))?;
-    if !(ms.is_finite() && ms >= 0.0) {
-        return Err(format!(
-            "`{s}`: the budget must be a non-negative number of ms"
-        ));
-    }
-    Ok(HoldBudgetArg(Some(std::time::Duration::from_secs_f64(
-        ms / 1e3,
-    ))))
+    #[arg(long, default_value = "5", value_parser = crate::hold_arg::parse_hold)]
+    max_rtnl_hold: crate::hold_arg::HoldBudgetArg,
 }
 
 /// `--attach`: the library's [`CountersAttach`], with the help text `--help` shows.

@@ -75,8 +75,8 @@ pub(crate) struct ServeArgs {
     /// Longest RTNL hold (ms) one batch's group change may cause; host ends are split
     /// into sub-batches that fit it (see `netslot up --help`). `unbounded`: one group
     /// change per batch.
-    #[arg(long, default_value = "5", value_parser = crate::up::parse_hold)]
-    max_rtnl_hold: crate::up::HoldBudgetArg,
+    #[arg(long, default_value = "5", value_parser = crate::hold_arg::parse_hold)]
+    max_rtnl_hold: crate::hold_arg::HoldBudgetArg,
     /// IPv4 pool: slot k gets the k-th /31 (host end even, container end odd). The default
     /// differs from `netslot up`'s; a range that overlaps another pool's, or an address or
     /// route already on the host, is refused at start.
