@@ -32,11 +32,13 @@ demo: build
 	  ip netns exec ns0 ip -br addr; ip netns exec ns0 ip route; \
 	  echo; $$N down'
 
-## Every test: unit tests, kernel integration tests (root), RTNL counter validation, then
-## a 20 s smoke run of each fuzz target (skipped without cargo +nightly fuzz).
+## Every test: unit tests, kernel integration tests (root), RTNL counter validation, the
+## Kubernetes manifests (schemas and invariants), then a 20 s smoke run of each fuzz target
+## (skipped without cargo +nightly fuzz).
 test: deps
 	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace --no-fail-fast
+	scripts/check-k8s-manifests.sh
 	CARGO=$(CARGO) scripts/fuzz-smoke.sh
 
 lint: deps

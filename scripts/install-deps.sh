@@ -35,3 +35,29 @@ if ! command -v cargo >/dev/null 2>&1; then
   fi
   exit 1
 fi
+
+# kubernetes-validate (PyPI): validates packaging/kubernetes/ against the Kubernetes JSON
+# schemas it ships inside the package (nothing is downloaded when it runs). Installed with
+# pip --target into the build directory, not into the system's Python; the interpreter
+# that installed it is recorded, since some of its dependencies are compiled for it.
+# scripts/check-k8s-manifests.sh runs it.
+KUBERNETES_VALIDATE_VERSION=1.37.0
+root=$(cd "$(dirname "$0")/.." && pwd)
+target=${CARGO_TARGET_DIR:-target}
+case $target in /*) ;; *) target="$root/$target" ;; esac
+tools="$target/tools/python"
+[ -f "$tools/.python" ] && py=$(cat "$tools/.python") || py=
+if [ ! -f "$tools/.version" ] || [ "$(cat "$tools/.version")" != "$KUBERNETES_VALIDATE_VERSION" ] ||
+  ! [ -x "$py" ] || ! PYTHONPATH="$tools" "$py" -c 'import kubernetes_validate, yaml' 2>/dev/null; then
+  py=$(python3 -c 'import sys; print(sys.executable)') || {
+    echo "install-deps: python3 (with pip) is needed for the manifest check" >&2
+    exit 1
+  }
+  echo "install-deps: installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION in $tools"
+  rm -rf "$tools"
+  mkdir -p "$tools"
+  "$py" -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+    --root-user-action=ignore --target "$tools" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+  echo "$py" >"$tools/.python"
+  echo "$KUBERNETES_VALIDATE_VERSION" >"$tools/.version"
+fi
