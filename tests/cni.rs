@@ -66,16 +66,9 @@ fn inside_private_world(test: &str) -> bool {
     false
 }
 
-/// A binary of this workspace, built next to the test.
+/// A binary of this workspace, built next to the test and no older than its sources.
 fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let p = exe.parent().and_then(|d| d.parent()).unwrap().join(name);
-    assert!(
-        p.exists(),
-        "{} missing: run `cargo build -p netslot-cli` first",
-        p.display()
-    );
-    p
+    workspace_bin(name)
 }
 
 /// A running `netslot serve`.

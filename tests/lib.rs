@@ -2,61 +2,12 @@
 //! view of kernel state through iproute2's JSON output (never through netslot's own code).
 #![allow(unsafe_code)]
 
-use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use serde_json::Value;
 
-/// Whether the tests can touch the kernel. Unprivileged runs skip with a reason; with
-/// CI=true a skip is a failure, so CI never passes by testing nothing.
-pub fn require_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions and touches no memory.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    let why = format!("{test}: skipped: needs root (namespaces, veth, mounts)");
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{why}, and CI=true forbids skipping");
-    }
-    eprintln!("{why}");
-    false
-}
-
-/// Runs `f` on a fresh thread moved into a new, private network namespace. Everything the
-/// test makes in it goes away with the thread's namespace, even when the test fails.
-pub fn in_private_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::spawn(move || {
-        // SAFETY: unshare only changes this thread's namespace; no memory is involved.
-        let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(
-            r,
-            0,
-            "unshare(CLONE_NEWNET): {}",
-            std::io::Error::last_os_error()
-        );
-        f()
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e))
-}
-
-/// Runs `f` on a thread inside the namespace `ns` (e.g. a slot's), so that processes it
-/// spawns (iproute2) see that namespace.
-pub fn in_netns<T: Send + 'static>(
-    ns: BorrowedFd<'_>,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    let fd = ns.try_clone_to_owned().expect("dup namespace fd");
-    std::thread::spawn(move || {
-        // SAFETY: setns reads the fd and flag only.
-        let r = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e))
-}
+pub use netslot_test_support::{in_netns, in_private_netns, require_root};
 
 /// Runs a command, returning its output (panics if it cannot start).
 pub fn run(cmd: &str, args: &[&str]) -> Output {
@@ -213,9 +164,15 @@ pub fn tcp_refused(addr: std::net::Ipv4Addr) -> Result<(), String> {
 
 /// The `netslot` binary built next to this test (cargo builds workspace binaries first).
 pub fn netslot() -> PathBuf {
+    workspace_bin("netslot")
+}
+
+/// A binary of the `netslot-cli` crate (`netslot`, `netslot-cni`), built next to this test
+/// (cargo builds workspace binaries first), refused when older than the sources.
+pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test path");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let bin = dir.join("netslot");
+    let bin = dir.join(name);
     assert!(
         bin.exists(),
         "{} missing: run `cargo build -p netslot-cli` first (make test does)",

@@ -14,16 +14,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_netslot-bench");
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn privileged() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true: harness tests need root"
-        );
-        eprintln!("skipped: harness tests need root");
-    }
-    root
+    netslot_test_support::require_root("harness tests")
 }
 
 fn out_dir(name: &str) -> PathBuf {

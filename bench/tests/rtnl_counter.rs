@@ -3,10 +3,10 @@
 
 use std::process::Command;
 use std::sync::Mutex;
-use std::thread;
 use std::time::Duration;
 
 use netslot_bench::rtnl::{RtnlCounter, RtnlReport};
+use netslot_test_support::in_private_netns;
 
 /// One counter at a time: x86 has 4 debug registers per CPU and counts must not mix.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -15,33 +15,7 @@ const QUIET: Duration = Duration::from_millis(300);
 const SETTLE_MAX: Duration = Duration::from_secs(5);
 
 fn privileged() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true: RTNL tests need root"
-        );
-        eprintln!("skipped: RTNL counter tests need root");
-    }
-    root
-}
-
-/// Runs `f` on a fresh thread that first enters a private, empty network namespace.
-fn in_private_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    thread::spawn(move || {
-        // SAFETY: unshare(CLONE_NEWNET) only changes this thread's namespace.
-        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(
-            rc,
-            0,
-            "unshare(CLONE_NEWNET): {}",
-            std::io::Error::last_os_error()
-        );
-        f()
-    })
-    .join()
-    .expect("test thread panicked")
+    netslot_test_support::require_root("RTNL counter tests")
 }
 
 /// Runs `ip args`, returning its pid; panics unless it succeeds.

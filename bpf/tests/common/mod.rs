@@ -7,24 +7,9 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// True if the tests can run (root). Unprivileged: skip with a reason, except
-/// under CI=true where a skip is a failure.
+/// True if the tests can run (root); see `netslot_test_support::require_root`.
 pub fn privileged(test: &str) -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let root = status
-        .lines()
-        .find(|l| l.starts_with("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(2))
-        == Some("0");
-    if root {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test}: needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF); CI=true forbids skipping"
-    );
-    eprintln!("SKIP {test}: needs root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_BPF)");
-    false
+    netslot_test_support::require_root(test)
 }
 
 /// A short unique tag for names (pid + nanoseconds), so parallel runs never collide.
@@ -36,13 +21,7 @@ pub fn unique_tag() -> String {
     format!("{:x}{:x}", std::process::id() & 0xffff, nanos & 0xfffff)
 }
 
-/// `unshare(2)` in the calling thread only.
-pub fn unshare(flags: libc::c_int) {
-    // SAFETY: unshare takes no pointers; it only changes the calling thread's
-    // namespaces (threads of this process never share them back).
-    let rc = unsafe { libc::unshare(flags) };
-    assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
-}
+pub use netslot_test_support::unshare;
 
 /// Makes every mount in the calling thread's (new) mount namespace private,
 /// so mounts made here never propagate to the host.
@@ -66,21 +45,7 @@ pub fn make_mounts_private() {
     );
 }
 
-/// Runs `body` in a fresh thread that first unshares `flags`; the thread (and
-/// so its namespaces) ends with `body`. Panics propagate to the caller.
-pub fn in_private<R: Send + 'static>(
-    flags: libc::c_int,
-    body: impl FnOnce() -> R + Send + 'static,
-) -> R {
-    let handle = thread::spawn(move || {
-        unshare(flags);
-        body()
-    });
-    match handle.join() {
-        Ok(r) => r,
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
-}
+pub use netslot_test_support::in_private;
 
 type Job = Box<dyn FnOnce() + Send>;
 
