@@ -40,7 +40,8 @@ pub enum Code {
     TryAgainLater = 11,
     /// 50: the plugin is not available (STATUS).
     NotAvailable = 50,
-    /// 100+: plugin-specific; here, the kernel refused a slot.
+    /// 100+: plugin-specific; here, the kernel refused a slot, or CHECK found the
+    /// kernel differing from `prevResult`.
     Kernel = 100,
 }
 

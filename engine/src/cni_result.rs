@@ -178,7 +178,7 @@ pub fn compare(prev: &Value, seen: Seen<'_>) -> Result<(), CniError> {
         .position(|i| i["name"] == ifname && i["sandbox"].as_str().is_some_and(|s| !s.is_empty()))
         .ok_or_else(|| {
             differs(format!(
-                "it lists no interface {ifname} inside a container, which {netns} has"
+                "it lists no interface {ifname} with a sandbox, and {netns} has {ifname}"
             ))
         })?;
     if let Some(mac) = interfaces[ours]["mac"].as_str() {

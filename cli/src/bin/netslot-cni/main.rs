@@ -101,7 +101,7 @@ fn run(command: &str) -> Result<Option<Value>, CniError> {
         "" => Err(CniError::new(Code::InvalidEnv, "CNI_COMMAND is not set")),
         other => Err(CniError::new(
             Code::InvalidEnv,
-            format!("CNI_COMMAND {other:?} is not one of ADD, DEL, CHECK, GC, STATUS, VERSION"),
+            format!("CNI_COMMAND {other} is not one of ADD, DEL, CHECK, GC, STATUS, VERSION"),
         )),
     };
     if let Err(e) = &mut out {
@@ -197,10 +197,18 @@ fn container_netns() -> Result<(String, OwnedFd), CniError> {
             Code::ContainerUnknown,
             format!("CNI_NETNS {netns} is not a network namespace"),
         )),
-        Err(e) => Err(CniError::new(
-            Code::ContainerUnknown,
-            format!("CNI_NETNS {netns} cannot be opened: {e}"),
-        )),
+        Err(e) => {
+            // Plain words in `msg`, which a runtime shows; the OS error in `details`.
+            let why = match e.kind() {
+                std::io::ErrorKind::NotFound => "does not exist",
+                std::io::ErrorKind::PermissionDenied => "may not be opened by this caller",
+                _ => "cannot be opened",
+            };
+            Err(
+                CniError::new(Code::ContainerUnknown, format!("CNI_NETNS {netns} {why}"))
+                    .details(format!("open {netns}: {e}")),
+            )
+        }
     }
 }
 
