@@ -397,17 +397,12 @@ fn run_chain(
     )
 }
 
-#[test]
-fn a_conflist_chains_tuning_and_portmap_after_netslot() {
-    let test = "a_conflist_chains_tuning_and_portmap_after_netslot";
-    if !inside_private_world(test) {
-        return;
-    }
-    let group = 7812;
-    let daemon = Daemon::start("ch", group, &[]);
+/// The podman-style chain netslot-cni → tuning → portmap at `version`, in a new namespace
+/// `ns`: ADD (tuning's MTU and sysctl and portmap's DNAT seen in the kernel), CHECK
+/// through netslot-cni and tuning, DEL (nothing left of the interface or the port).
+fn chain_tuning_and_portmap(version: &str, ns: &str, group: u32) {
     let list = json!({
-        // Debian's reference plugins (1.1.x) speak up to 1.0.0; so does netslot-cni.
-        "cniVersion": "1.0.0",
+        "cniVersion": version,
         "name": "chained",
         "plugins": [
             {"type": "netslot-cni", "socket": SOCKET},
@@ -416,35 +411,35 @@ fn a_conflist_chains_tuning_and_portmap_after_netslot() {
              "runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}}
         ]
     });
-    let path = netns_add("chain0");
+    let path = netns_add(ns);
     let env = container_env("ctr-chain", &path, "eth0");
     let (ok, result) = run_chain("ADD", &list, &env, None);
-    assert!(ok, "chained ADD: {result}");
-    eprintln!("chained result: {result}");
-    assert_eq!(result["cniVersion"], "1.0.0");
+    assert!(ok, "chained ADD at {version}: {result}");
+    eprintln!("chained result at {version}: {result}");
+    assert_eq!(result["cniVersion"], version);
     let ip = result["ips"][0].clone();
     let iface = ip["interface"].as_u64().unwrap() as usize;
     assert_eq!(result["interfaces"][iface]["name"], "eth0");
     assert_eq!(result["interfaces"][iface]["sandbox"], path.as_str());
+    if version.starts_with("0.") {
+        assert_eq!(ip["version"], "4", "{result}");
+    }
 
     // tuning acted on our interface: the kernel reports its MTU and sysctl.
-    let link = ip_in("chain0", &["link", "show", "dev", "eth0"]);
+    let link = ip_in(ns, &["link", "show", "dev", "eth0"]);
     assert_eq!(link[0]["mtu"], 1400, "tuning's MTU: {link}");
     let rp = run(
         "ip",
         &[
             "netns",
             "exec",
-            "chain0",
+            ns,
             "cat",
             "/proc/sys/net/ipv4/conf/eth0/rp_filter",
         ],
     );
     assert_eq!(String::from_utf8_lossy(&rp.stdout).trim(), "2");
-    assert_eq!(
-        addrs_in("chain0", "eth0"),
-        vec![ip["address"].as_str().unwrap()]
-    );
+    assert_eq!(addrs_in(ns, "eth0"), vec![ip["address"].as_str().unwrap()]);
 
     // portmap: host port 8080 on the host end's address is DNATed to the container's
     // port 80, where nothing listens: the container's refusal proves the path.
@@ -465,17 +460,29 @@ fn a_conflist_chains_tuning_and_portmap_after_netslot() {
     let mut checked = list.clone();
     checked["plugins"].as_array_mut().unwrap().truncate(2);
     let (ok, out) = run_chain("CHECK", &checked, &env, Some(&result));
-    assert!(ok, "chained CHECK: {out}");
+    assert!(ok, "chained CHECK at {version}: {out}");
 
     let (ok, out) = run_chain("DEL", &list, &env, Some(&result));
-    assert!(ok, "chained DEL: {out}");
-    assert_eq!(link_names_in("chain0"), vec!["lo"]);
+    assert!(ok, "chained DEL at {version}: {out}");
+    assert_eq!(link_names_in(ns), vec!["lo"]);
     assert!(links_in_group(group).is_empty());
     let nat = run("iptables-save", &["-t", "nat"]);
     assert!(
         !String::from_utf8_lossy(&nat.stdout).contains("8080"),
         "portmap rule left"
     );
+}
+
+#[test]
+fn a_conflist_chains_tuning_and_portmap_after_netslot() {
+    let test = "a_conflist_chains_tuning_and_portmap_after_netslot";
+    if !inside_private_world(test) {
+        return;
+    }
+    let group = 7812;
+    let daemon = Daemon::start("ch", group, &[]);
+    // Debian's reference plugins (1.1.x) speak up to 1.0.0.
+    chain_tuning_and_portmap("1.0.0", "chain0", group);
 
     // GC removes what is not listed; STATUS and VERSION answer.
     let p2 = netns_add("chain1");
@@ -502,10 +509,7 @@ fn a_conflist_chains_tuning_and_portmap_after_netslot() {
     assert!(ok);
     let (ok, v) = exec_plugin(&plugin, "VERSION", &[], &plain_conf());
     assert!(ok);
-    assert!(v["supportedVersions"]
-        .as_array()
-        .unwrap()
-        .contains(&json!("1.1.0")));
+    assert_eq!(v["supportedVersions"], json!(VERSIONS), "{v}");
     daemon.stop();
     assert!(links_in_group(group).is_empty(), "teardown left host ends");
     assert_eq!(link_names_in("chain1"), vec!["lo"]);
@@ -529,6 +533,237 @@ fn a_conflist_chains_tuning_and_portmap_after_netslot() {
         &plain_conf(),
     );
     assert!(ok);
+}
+
+#[test]
+fn the_chain_works_at_cni_version_0_4_0() {
+    let test = "the_chain_works_at_cni_version_0_4_0";
+    if !inside_private_world(test) {
+        return;
+    }
+    let group = 7830;
+    let daemon = Daemon::start("c4", group, &[]);
+    chain_tuning_and_portmap("0.4.0", "chain4", group);
+    daemon.stop();
+}
+
+/// The versions a runtime may write in a configuration, each with its result format.
+const VERSIONS: &[&str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+
+#[test]
+fn add_check_del_at_each_cni_version() {
+    let test = "add_check_del_at_each_cni_version";
+    if !inside_private_world(test) {
+        return;
+    }
+    let group = 7831;
+    let daemon = Daemon::start("vv", group, &[]);
+    let plugin = bin("netslot-cni");
+    let (ok, v) = exec_plugin(&plugin, "VERSION", &[], &json!({"cniVersion": "0.3.1"}));
+    assert!(ok, "{v}");
+    assert_eq!(v["supportedVersions"], json!(VERSIONS), "{v}");
+    for (n, version) in VERSIONS.iter().enumerate() {
+        let ns = format!("v{n}");
+        let path = netns_add(&ns);
+        let env = container_env(&ns, &path, "eth0");
+        let mut conf = plain_conf();
+        conf["cniVersion"] = json!(version);
+
+        let (ok, result) = exec_plugin(&plugin, "ADD", &env, &conf);
+        assert!(ok, "ADD at {version}: {result}");
+        eprintln!("ADD at {version}: {result}");
+        assert_eq!(result["cniVersion"], *version);
+        let ip = &result["ips"][0];
+        let iface = ip["interface"].as_u64().unwrap() as usize;
+        let ours = &result["interfaces"][iface];
+        assert_eq!(ours["name"], "eth0");
+        assert_eq!(ours["sandbox"], path.as_str());
+        // IPs carry "version" up to 0.4.0 only; an interface's mtu exists from 1.1.0.
+        let old = version.starts_with("0.");
+        assert_eq!(ip.get("version").is_some(), old, "{version}: {result}");
+        if old {
+            assert_eq!(ip["version"], "4", "{result}");
+        }
+        for i in result["interfaces"].as_array().unwrap() {
+            assert_eq!(
+                i.get("mtu").is_some(),
+                *version == "1.1.0" && i.get("sandbox").is_some(),
+                "{version}: {result}"
+            );
+        }
+        // Against the kernel inside the container.
+        let address = ip["address"].as_str().unwrap();
+        assert_eq!(addrs_in(&ns, "eth0"), vec![address.to_owned()], "{version}");
+        let link = ip_in(&ns, &["link", "show", "dev", "eth0"]);
+        assert_eq!(link[0]["address"], ours["mac"], "{version} mac");
+        if *version == "1.1.0" {
+            assert_eq!(link[0]["mtu"], ours["mtu"], "{version} mtu");
+        }
+        let routes = default_routes_in(&ns);
+        assert_eq!(
+            routes[0]["gateway"], ip["gateway"],
+            "{version} default route"
+        );
+        assert_eq!(
+            result["routes"][0]["gw"], ip["gateway"],
+            "{version}: {result}"
+        );
+
+        // CHECK exists from 0.4.0: below, it is refused (code 1) before the daemon is asked.
+        let mut checked = conf.clone();
+        checked["prevResult"] = result.clone();
+        let r = exec_plugin_raw(&plugin, "CHECK", &env, checked.to_string().as_bytes());
+        if old && *version != "0.4.0" {
+            assert_cni_error(&format!("CHECK at {version}"), &r, 1);
+            assert_eq!(r.out["cniVersion"], *version, "{}", r.stdout);
+        } else {
+            assert_eq!(
+                r.exit,
+                Some(0),
+                "CHECK at {version}: {} {}",
+                r.stdout,
+                r.stderr
+            );
+        }
+
+        let mut del = conf.clone();
+        del["prevResult"] = result.clone();
+        let (ok, out) = exec_plugin(&plugin, "DEL", &env, &del);
+        assert!(ok, "DEL at {version}: {out}");
+        assert_eq!(link_names_in(&ns), vec!["lo"], "{version}");
+    }
+    daemon.stop();
+    assert!(links_in_group(group).is_empty());
+}
+
+#[test]
+fn check_fails_naming_what_prev_result_claims_and_the_kernel_lacks() {
+    let test = "check_fails_naming_what_prev_result_claims_and_the_kernel_lacks";
+    if !inside_private_world(test) {
+        return;
+    }
+    let group = 7832;
+    let daemon = Daemon::start("pr", group, &[]);
+    let plugin = bin("netslot-cni");
+    let path = netns_add("p0");
+    let env = container_env("p0", &path, "eth0");
+    for version in ["1.1.0", "1.0.0", "0.4.0"] {
+        let mut conf = plain_conf();
+        conf["cniVersion"] = json!(version);
+        let (ok, result) = exec_plugin(&plugin, "ADD", &env, &conf);
+        assert!(ok, "ADD at {version}: {result}");
+        let iface = result["ips"][0]["interface"].as_u64().unwrap() as usize;
+        let check = |prev: &Value| {
+            let mut c = conf.clone();
+            c["prevResult"] = prev.clone();
+            exec_plugin_raw(&plugin, "CHECK", &env, c.to_string().as_bytes())
+        };
+        let r = check(&result);
+        assert_eq!(
+            r.exit,
+            Some(0),
+            "true prevResult at {version}: {}",
+            r.stdout
+        );
+
+        let mut lies = Vec::new();
+        let mut prev = result.clone();
+        prev["ips"][0]["address"] = json!("10.1.2.3/24");
+        lies.push((prev, "10.1.2.3/24"));
+        let mut prev = result.clone();
+        let real = result["ips"][0]["address"].as_str().unwrap();
+        let wider = real.replace("/31", "/24");
+        prev["ips"][0]["address"] = json!(wider);
+        lies.push((prev, wider.as_str()));
+        let mut prev = result.clone();
+        prev["ips"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"address": "10.1.2.3/24", "interface": iface, "version": "4"}));
+        lies.push((prev, "10.1.2.3/24"));
+        let mut prev = result.clone();
+        prev["interfaces"][iface]["mac"] = json!("02:de:ad:be:ef:01");
+        lies.push((prev, "02:de:ad:be:ef:01"));
+        let mut prev = result.clone();
+        prev["routes"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"dst": "10.9.0.0/16", "gw": result["ips"][0]["gateway"]}));
+        lies.push((prev, "10.9.0.0/16"));
+        for (prev, named) in &lies {
+            let r = check(prev);
+            assert_eq!(
+                r.exit,
+                Some(1),
+                "a false prevResult passed at {version}: {prev}"
+            );
+            assert!(r.out["code"].as_u64().is_some(), "{}", r.stdout);
+            let msg = r.out["msg"].as_str().unwrap_or_default();
+            assert!(
+                msg.contains(named),
+                "{version}: {msg} does not name {named}"
+            );
+            eprintln!("CHECK at {version}: {msg}");
+        }
+        let (ok, out) = exec_plugin(&plugin, "DEL", &env, &conf);
+        assert!(ok, "{out}");
+    }
+    daemon.stop();
+}
+
+/// Rust's debug syntax and errno text have no place in what a runtime shows.
+fn assert_plain_words(what: &str, msg: &str) {
+    for bad in ["{", "}", "\"", "AttachmentKey", "os error", "No such file"] {
+        assert!(!msg.contains(bad), "{what}: {bad} in {msg:?}");
+    }
+}
+
+#[test]
+fn check_of_an_unknown_container_names_it_in_plain_words() {
+    let test = "check_of_an_unknown_container_names_it_in_plain_words";
+    if !inside_private_world(test) {
+        return;
+    }
+    let group = 7833;
+    let daemon = Daemon::start("pw", group, &[]);
+    let plugin = bin("netslot-cni");
+    let path = netns_add("w0");
+    let env = container_env("c9", &path, "eth0");
+    let mut conf = plain_conf();
+    conf["cniVersion"] = json!("1.0.0");
+    conf["prevResult"] = json!({"cniVersion": "1.0.0",
+        "interfaces": [{"name": "eth0", "sandbox": path}],
+        "ips": [{"address": "100.64.0.1/31", "interface": 0}]});
+    let r = exec_plugin_raw(&plugin, "CHECK", &env, conf.to_string().as_bytes());
+    assert_cni_error("CHECK of an unknown container", &r, 3);
+    let msg = r.out["msg"].as_str().unwrap();
+    eprintln!("CHECK of an unknown container: {}", r.stdout);
+    assert_plain_words("CHECK of an unknown container", msg);
+    for named in ["c9", "eth0", "slots"] {
+        assert!(msg.contains(named), "{msg} does not name {named}");
+    }
+    daemon.stop();
+}
+
+#[test]
+fn add_without_a_daemon_is_try_again_later_naming_the_socket() {
+    let test = "add_without_a_daemon_is_try_again_later_naming_the_socket";
+    if !inside_private_world(test) {
+        return;
+    }
+    let plugin = bin("netslot-cni");
+    let path = netns_add("w1");
+    let env = container_env("c9", &path, "eth0");
+    // "try again later" naming the socket; the OS error only in details.
+    let r = exec_plugin_raw(&plugin, "ADD", &env, plain_conf().to_string().as_bytes());
+    assert_cni_error("ADD without a daemon", &r, 11);
+    eprintln!("ADD without a daemon: {}", r.stdout);
+    let msg = r.out["msg"].as_str().unwrap();
+    assert_plain_words("ADD without a daemon", msg);
+    assert!(msg.contains("not running"), "{msg}");
+    assert!(msg.contains(&format!("no socket at {SOCKET}")), "{msg}");
+    let details = r.out["details"].as_str().unwrap_or_default();
+    assert!(details.contains("os error 2"), "details: {details}");
 }
 
 #[test]

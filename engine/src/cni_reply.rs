@@ -11,6 +11,7 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::cni_result::{convert, Version};
 use crate::protocol::{Attachment, ErrorCode, Response};
 
 /// The CNI spec version the plugin implements.
@@ -39,7 +40,8 @@ pub enum Code {
     TryAgainLater = 11,
     /// 50: the plugin is not available (STATUS).
     NotAvailable = 50,
-    /// 100+: plugin-specific; here, the kernel refused a slot.
+    /// 100+: plugin-specific; here, the kernel refused a slot, or CHECK found the
+    /// kernel differing from `prevResult`.
     Kernel = 100,
 }
 
@@ -198,7 +200,9 @@ fn refused_code(code: ErrorCode) -> Code {
     }
 }
 
-/// The ADD result: a chained `prevResult`'s interfaces, IPs, routes and DNS, then ours.
+/// The ADD result: a chained `prevResult`'s interfaces, IPs, routes and DNS, then ours,
+/// written in the configuration's `cniVersion` ([`crate::cni_result::convert`]; a
+/// version the plugin does not speak is echoed on the 1.1.0 format).
 fn add_result(conf: &Value, netns: &str, a: &Attachment) -> Value {
     let prev = &conf["prevResult"];
     let list = |field: &str| prev[field].as_array().cloned().unwrap_or_default();
@@ -220,13 +224,17 @@ fn add_result(conf: &Value, netns: &str, a: &Attachment) -> Value {
     if a.default_route {
         routes.push(json!({ "dst": "0.0.0.0/0", "gw": a.gateway }));
     }
-    json!({
+    let result = json!({
         "cniVersion": conf["cniVersion"],
         "interfaces": interfaces,
         "ips": ips,
         "routes": routes,
         "dns": prev.get("dns").cloned().unwrap_or_else(|| json!({})),
-    })
+    });
+    match conf["cniVersion"].as_str().and_then(Version::parse) {
+        Some(v) => convert(&result, v),
+        None => result,
+    }
 }
 
 #[cfg(test)]
@@ -268,6 +276,29 @@ mod tests {
         assert_eq!(v["ips"][0]["address"], "100.64.0.1/31");
         assert_eq!(v["routes"][0]["gw"], "100.64.0.0");
         assert_eq!(v["dns"], json!({}));
+    }
+
+    #[test]
+    fn the_add_result_is_written_in_the_configurations_version() {
+        for v in crate::cni_result::SUPPORTED {
+            let c = json!({"cniVersion": v, "name": "n", "type": "netslot-cni"});
+            let Ok(Outcome::Result(r)) = add(&c, ok_with_attachment().as_bytes()) else {
+                panic!("no result at {v}");
+            };
+            assert_eq!(r["cniVersion"], *v);
+            let old = v.starts_with("0.");
+            assert_eq!(r["ips"][0].get("version").is_some(), old, "{v}: {r}");
+            if old {
+                assert_eq!(r["ips"][0]["version"], "4");
+            }
+            assert_eq!(
+                r["interfaces"][1].get("mtu").is_some(),
+                *v == "1.1.0",
+                "{v}: {r}"
+            );
+            assert_eq!(r["interfaces"][1]["sandbox"], "/run/netns/c");
+            assert_eq!(r["interfaces"][1]["mac"], "02:00:00:00:00:02");
+        }
     }
 
     #[test]

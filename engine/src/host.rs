@@ -61,6 +61,8 @@ pub struct RouteRecord {
     pub oif: Option<u32>,
     /// Routing table (RTA_TABLE, else the header's).
     pub table: u32,
+    /// Next hop (RTA_GATEWAY), when the route has one.
+    pub gateway: Option<Ipv4Addr>,
 }
 
 /// The host namespace: an fd of it and a NETLINK_ROUTE socket opened inside it.
@@ -365,6 +367,7 @@ fn parse_route(bytes: &[u8]) -> Option<RouteRecord> {
         dst_len: header.destination_prefix_length,
         oif: None,
         table: u32::from(header.table),
+        gateway: None,
     };
     for a in attributes {
         match a {
@@ -372,6 +375,7 @@ fn parse_route(bytes: &[u8]) -> Option<RouteRecord> {
             RouteAttribute::Destination(_) => return None,
             RouteAttribute::Oif(i) => rec.oif = Some(i),
             RouteAttribute::Table(t) => rec.table = t,
+            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => rec.gateway = Some(ip),
             _ => {}
         }
     }

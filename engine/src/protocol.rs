@@ -177,6 +177,18 @@ pub struct AttachmentKey {
     pub ifname: String,
 }
 
+/// In plain words, for messages a runtime shows: "container C, ifname I, network N"
+/// (the network left out when empty).
+impl std::fmt::Display for AttachmentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "container {}, ifname {}", self.container_id, self.ifname)?;
+        if !self.network.is_empty() {
+            write!(f, ", network {}", self.network)?;
+        }
+        Ok(())
+    }
+}
+
 /// What a request asks for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
@@ -550,6 +562,18 @@ mod tests {
         ] {
             assert!(parse_request_line(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_key_prints_in_plain_words() {
+        let mut key = AttachmentKey {
+            network: "slots".into(),
+            container_id: "c9".into(),
+            ifname: "eth0".into(),
+        };
+        assert_eq!(key.to_string(), "container c9, ifname eth0, network slots");
+        key.network.clear();
+        assert_eq!(key.to_string(), "container c9, ifname eth0");
     }
 
     #[test]

@@ -2,18 +2,23 @@
 //! plugin's own reply handling (`netslot::cni_reply::handle`; docs/reliability.md,
 //! "Fuzzing").
 //!
-//! Input: the first byte picks the operation (ADD, DEL, CHECK, GC, STATUS). If the rest
-//! holds a NUL byte, what comes before it is the network configuration (when it is JSON;
-//! a plain one otherwise) and what follows is the answer; else all of it is the answer.
+//! Input: the first byte picks the operation (ADD, DEL, CHECK, GC, STATUS) and, for a
+//! configuration that is a JSON object, its `cniVersion` (one of those the plugin speaks,
+//! `netslot::cni_result::SUPPORTED`). If the rest holds a NUL byte, what comes before it
+//! is the network configuration (when it is JSON; a plain one otherwise) and what follows
+//! is the answer; else all of it is the answer.
 //!
 //! Properties: nothing panics; an error has a code the plugin documents, a message, and
 //! prints as a JSON object carrying both; a success is the operation's kind of outcome
 //! (an ADD result whose last IP names the container interface in CNI_NETNS, CHECK's
-//! attachment, or nothing); an answer with `ok: false` is never a success.
+//! attachment, or nothing); an answer with `ok: false` is never a success; an ADD result
+//! is in the configuration's version (its `cniVersion`; IPs with `version` "4" or "6"
+//! below 1.0.0 and without it from 1.0.0; no interface `mtu` below 1.1.0).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use netslot::cni_reply::{handle, Asked, Outcome};
+use netslot::cni_result::{Version, SUPPORTED};
 use netslot::protocol::Response;
 use serde_json::{json, Value};
 
@@ -26,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let plain = || json!({"cniVersion": "1.1.0", "name": "fuzz", "type": "netslot-cni"});
-    let (conf, answer) = match rest.iter().position(|&b| b == 0) {
+    let (mut conf, answer) = match rest.iter().position(|&b| b == 0) {
         Some(i) => (
             serde_json::from_slice::<Value>(rest.get(..i).unwrap_or_default())
                 .unwrap_or_else(|_| plain()),
@@ -34,6 +39,11 @@ fuzz_target!(|data: &[u8]| {
         ),
         None => (plain(), rest),
     };
+    let picked = SUPPORTED[usize::from(mode / 5) % SUPPORTED.len()];
+    if let Some(c) = conf.as_object_mut() {
+        c.insert("cniVersion".into(), picked.into());
+    }
+    let version = conf["cniVersion"].as_str().and_then(Version::parse);
     let asked = match mode % 5 {
         0 => Asked::Add {
             conf: &conf,
@@ -67,6 +77,21 @@ fuzz_target!(|data: &[u8]| {
                 "the IP is not on the last interface"
             );
             assert_eq!(interfaces[ours]["sandbox"], NETNS);
+            if let Some(ver) = version {
+                assert_eq!(v["cniVersion"], ver.as_str());
+                for ip in ips.iter().filter(|i| i.is_object()) {
+                    match ip.get("version") {
+                        Some(x) => assert!(ver < Version::V1_0_0 && (x == "4" || x == "6"), "{x}"),
+                        None => assert!(ver >= Version::V1_0_0, "an IP without version at {ver:?}"),
+                    }
+                }
+                if ver < Version::V1_1_0 {
+                    assert!(
+                        interfaces.iter().all(|i| i.get("mtu").is_none()),
+                        "an interface mtu at {ver:?}"
+                    );
+                }
+            }
             serde_json::to_string(v).expect("results print as JSON");
         }
         Ok(Outcome::Attachment(_)) => {

@@ -1,11 +1,13 @@
-//! netslot-cni: a CNI 1.1.0 plugin (ADD, DEL, CHECK, GC, STATUS, VERSION) whose slots are
-//! made by the `netslot serve` daemon, which coalesces concurrent ADDs into engine batches.
+//! netslot-cni: a CNI plugin (ADD, DEL, CHECK, GC, STATUS, VERSION; cniVersion 0.3.0 to
+//! 1.1.0) whose slots are made by the `netslot serve` daemon, which coalesces concurrent
+//! ADDs into engine batches.
 //!
 //! The runtime runs this binary once per operation with CNI_* variables and the network
 //! configuration on stdin; the result (or a CNI error) goes to stdout. Every operation
 //! is one request to the daemon over its Unix socket (`socket` in the configuration,
 //! default /run/netslot/netslot.sock). With no daemon, ADD/CHECK/GC fail with code 11
-//! ("try again later") and STATUS with 50; DEL succeeds (nothing can be left: a daemon
+//! ("try again later", the socket path in `msg`, the OS error only in `details`) and
+//! STATUS with 50; DEL succeeds (nothing can be left: a daemon
 //! removes every leftover of its group when it starts).
 //!
 //! Attachments are the CNI triple (network `name`, CNI_CONTAINERID, CNI_IFNAME): every
@@ -16,7 +18,9 @@
 //! path that is missing, not permitted or not a network namespace is code 3 before the
 //! daemon (which runs as root) is asked, so an error tells the caller only what it could
 //! learn by opening the path itself. What an answer of the daemon means (result or error,
-//! and never a panic, whatever the bytes) is `netslot::cni_reply`.
+//! and never a panic, whatever the bytes) is `netslot::cni_reply`; the result's format per
+//! version, which commands each version has, and CHECK's comparison of `prevResult` with
+//! the kernel are `netslot::cni_result`.
 
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -27,12 +31,8 @@ use serde_json::{json, Value};
 
 use netslot::client::{self, ClientError};
 use netslot::cni_reply::{self, Asked, CniError, Code, Outcome, SPEC_VERSION};
+use netslot::cni_result::{self, Seen, Version, SUPPORTED};
 use netslot::protocol::{AttachmentKey, Op, DEFAULT_SOCKET};
-
-/// Versions whose result format this plugin writes.
-const SUPPORTED: &[&str] = &["1.0.0", "1.1.0"];
-/// The first spec version with GC and STATUS.
-const GC_STATUS_SINCE: (u64, u64, u64) = (1, 1, 0);
 
 fn main() -> ExitCode {
     // Run by hand (no CNI_COMMAND), `--version` answers as command-line tools do; runtimes
@@ -72,20 +72,18 @@ fn run(command: &str) -> Result<Option<Value>, CniError> {
     }
     let conf = read_config()?;
     let version = conf["cniVersion"].as_str().unwrap_or_default().to_owned();
-    if !SUPPORTED.contains(&version.as_str()) {
+    let Some(spoken) = Version::parse(&version) else {
         return Err(CniError::new(
             Code::IncompatibleVersion,
-            format!("cniVersion {version:?} is not supported"),
+            format!("cniVersion {version} is not supported"),
         )
-        .details(format!("supported: {SUPPORTED:?}")));
-    }
-    if matches!(command, "GC" | "STATUS") && !version_at_least(&version, GC_STATUS_SINCE) {
-        let (a, b, c) = GC_STATUS_SINCE;
+        .details(format!("supported: {}", SUPPORTED.join(", "))));
+    };
+    if !spoken.has_command(command) {
+        let since = Version::first_with(command);
         let mut e = CniError::new(
             Code::IncompatibleVersion,
-            format!(
-                "{command} is a CNI {a}.{b}.{c} command; cniVersion {version} has no {command}"
-            ),
+            format!("{command} is a CNI {since} command; cniVersion {version} has no {command}"),
         );
         e.cni_version = version;
         return Err(e);
@@ -103,22 +101,13 @@ fn run(command: &str) -> Result<Option<Value>, CniError> {
         "" => Err(CniError::new(Code::InvalidEnv, "CNI_COMMAND is not set")),
         other => Err(CniError::new(
             Code::InvalidEnv,
-            format!("CNI_COMMAND {other:?} is not one of ADD, DEL, CHECK, GC, STATUS, VERSION"),
+            format!("CNI_COMMAND {other} is not one of ADD, DEL, CHECK, GC, STATUS, VERSION"),
         )),
     };
     if let Err(e) = &mut out {
         e.cni_version = version;
     }
     out
-}
-
-/// Whether `version` ("major.minor.patch") is at least `since`.
-fn version_at_least(version: &str, since: (u64, u64, u64)) -> bool {
-    let mut parts = version.split('.').map(|p| p.parse::<u64>().ok());
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(Some(a)), Some(Some(b)), Some(Some(c)), None) => (a, b, c) >= since,
-        _ => false,
-    }
 }
 
 fn read_config() -> Result<Value, CniError> {
@@ -175,12 +164,25 @@ fn call(
     absent: Code,
 ) -> Result<Vec<u8>, CniError> {
     client::exchange(socket, op, fd).map_err(|e| match e {
-        ClientError::NotRunning { .. } => {
-            CniError::new(absent, "the netslot daemon is not running").details(e.to_string())
-        }
+        ClientError::NotRunning { socket, source } => not_running(absent, &socket, &source),
         other => CniError::new(Code::TryAgainLater, "the netslot daemon did not answer")
             .details(other.to_string()),
     })
+}
+
+/// No daemon at `socket`: plain words and the path in `msg`, which a runtime shows; the
+/// OS error only in `details`.
+fn not_running(code: Code, socket: &str, source: &std::io::Error) -> CniError {
+    let why = match source.kind() {
+        std::io::ErrorKind::NotFound => format!("no socket at {socket}"),
+        std::io::ErrorKind::ConnectionRefused => format!("nothing listens on {socket}"),
+        _ => format!("its socket {socket} cannot be reached"),
+    };
+    CniError::new(
+        code,
+        format!("the netslot daemon is not running ({why}); start it with `netslot serve`"),
+    )
+    .details(format!("connect {socket}: {source}"))
 }
 
 /// CNI_NETNS, opened with the caller's own permissions and checked to be a network
@@ -195,10 +197,18 @@ fn container_netns() -> Result<(String, OwnedFd), CniError> {
             Code::ContainerUnknown,
             format!("CNI_NETNS {netns} is not a network namespace"),
         )),
-        Err(e) => Err(CniError::new(
-            Code::ContainerUnknown,
-            format!("CNI_NETNS {netns} cannot be opened: {e}"),
-        )),
+        Err(e) => {
+            // Plain words in `msg`, which a runtime shows; the OS error in `details`.
+            let why = match e.kind() {
+                std::io::ErrorKind::NotFound => "does not exist",
+                std::io::ErrorKind::PermissionDenied => "may not be opened by this caller",
+                _ => "cannot be opened",
+            };
+            Err(
+                CniError::new(Code::ContainerUnknown, format!("CNI_NETNS {netns} {why}"))
+                    .details(format!("open {netns}: {e}")),
+            )
+        }
     }
 }
 
@@ -242,9 +252,9 @@ fn del(conf: &Value, socket: &Path) -> Result<Option<Value>, CniError> {
 
 fn check(conf: &Value, socket: &Path) -> Result<Option<Value>, CniError> {
     let key = key(conf)?;
-    if conf.get("prevResult").is_none() {
+    let Some(prev) = conf.get("prevResult") else {
         return Err(CniError::new(Code::InvalidConfig, "CHECK needs prevResult"));
-    }
+    };
     let netns = PathBuf::from(container_netns()?.0);
     let answer = call(
         socket,
@@ -274,15 +284,14 @@ fn check(conf: &Value, socket: &Path) -> Result<Option<Value>, CniError> {
         ));
     };
     let want = a.address.split('/').next().unwrap_or_default().to_owned();
-    let has = ns
-        .addresses()
-        .map_err(|e| {
-            CniError::new(
-                Code::Io,
-                format!("dump addresses in {}: {e}", netns.display()),
-            )
-        })?
-        .into_iter()
+    let addresses = ns.addresses().map_err(|e| {
+        CniError::new(
+            Code::Io,
+            format!("dump addresses in {}: {e}", netns.display()),
+        )
+    })?;
+    let has = addresses
+        .iter()
         .any(|x| x.index == link.index && x.addr.to_string() == want);
     if !has {
         return Err(CniError::new(
@@ -295,6 +304,21 @@ fn check(conf: &Value, socket: &Path) -> Result<Option<Value>, CniError> {
             ),
         ));
     }
+    // What the runtime was told at ADD (and chained plugins may have added to) must be
+    // what the kernel shows.
+    let routes = ns
+        .routes()
+        .map_err(|e| CniError::new(Code::Io, format!("dump routes in {}: {e}", netns.display())))?;
+    let shown = netns.display().to_string();
+    cni_result::compare(
+        prev,
+        Seen {
+            netns: &shown,
+            link: &link,
+            addresses: &addresses,
+            routes: &routes,
+        },
+    )?;
     Ok(None)
 }
 

@@ -354,7 +354,7 @@ impl Rounds {
     /// expected name, index and address (the container side is the plugin's to read).
     fn check(&self, id: u64, key: &AttachmentKey, uid: u32) -> Response {
         let Some(held) = self.attachments.get(key) else {
-            return Response::err(id, ErrorCode::NotFound, format!("no attachment {key:?}"));
+            return Response::err(id, ErrorCode::NotFound, format!("no attachment for {key}"));
         };
         if !may_touch(uid, held.uid) {
             return not_yours(id, uid, key, "check", held.uid);
@@ -412,10 +412,7 @@ impl Rounds {
                 let r = Response::err(
                     id,
                     ErrorCode::Exists,
-                    format!(
-                        "container {} already has {} on network {:?}: DEL it first",
-                        key.container_id, key.ifname, key.network
-                    ),
+                    format!("{key} is attached already: DEL it first"),
                 );
                 self.answer(&reply, r);
                 continue;
