@@ -702,22 +702,45 @@ fn a_restart_adopts_every_live_attachment_and_drops_dead_ones() {
     let daemon = Daemon::start("ad", group, &args);
     assert_adopted(&daemon, &plugin, &paths, &live);
 
-    // SIGKILL; one container's namespace goes while the daemon is down.
+    // SIGKILL; two containers' namespaces go while the daemon is down. c0's is deleted
+    // outright (the kernel destroys its veth pair with it); c1's path is deleted while a
+    // process still holds the namespace, so its host end is still there at the start,
+    // and the start must judge it (its recorded path no longer opens) and remove it.
     daemon.kill();
     let (dead, dead_result, _) = live.remove(0);
-    let dead_host = dead_result["interfaces"][0]["name"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert!(run("ip", &["netns", "del", &format!("c{dead}")])
-        .status
-        .success());
+    let (held, held_result, _) = live.remove(0);
+    let host_of = |r: &Value| r["interfaces"][0]["name"].as_str().unwrap().to_owned();
+    let (dead_host, held_host) = (host_of(&dead_result), host_of(&held_result));
+    let mut holder = Command::new("ip")
+        .args(["netns", "exec", &format!("c{held}"), "sleep", "600"])
+        .spawn()
+        .expect("start a process in c1");
+    wait_for("the holder in its namespace", || {
+        std::fs::read_to_string(format!("/proc/{}/comm", holder.id()))
+            .is_ok_and(|c| c.trim() == "sleep")
+    });
+    for i in [dead, held] {
+        assert!(run("ip", &["netns", "del", &format!("c{i}")])
+            .status
+            .success());
+    }
+    assert!(
+        ifindex_of(&held_host).is_some(),
+        "the held namespace's host end went early"
+    );
     let daemon = Daemon::start("ad", group, &args);
     assert_eq!(
         ifindex_of(&dead_host),
         None,
-        "host end of the dead container"
+        "host end of the deleted container"
     );
+    assert_eq!(
+        ifindex_of(&held_host),
+        None,
+        "host end of the unlisted namespace"
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
     assert_adopted(&daemon, &plugin, &paths, &live);
     // Its attachment is gone from the table: CHECK says so, DEL is a no-op.
     let mut conf = plain_conf();
