@@ -15,6 +15,7 @@
 //! is removed as without adoption, and the new record lists the kept ones.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::OpenOptionsExt;
 
 use crate::config::EngineConfig;
 use crate::gc::{self, GcReport};
@@ -190,24 +191,40 @@ fn adoptable(
 }
 
 /// Whether the namespace an attachment was made in still lives: its recorded path opens
-/// (as an attach target would: never through a final symlink, never a FIFO's open) to a
-/// network namespace with the recorded id. A `/proc/<pid>/ns/net` path, a magic link, is
-/// followed: while that process lives it is the namespace (the id tells a reused pid).
+/// (as an attach target would: never through a final symlink, never a FIFO's or a
+/// device's open) to a network namespace with the recorded id. A path of the form
+/// `/proc/<pid>/ns/net`, a magic link that only ever leads to a namespace, is followed:
+/// while that process lives it is the namespace (the id tells a reused pid).
 fn namespace_lives(a: &AttachmentRecord) -> bool {
     use crate::target::NetnsTarget;
     let target = NetnsTarget::open_path(&a.netns).or_else(|e| {
-        if !a.netns.starts_with("/proc/") {
+        if !is_proc_netns_link(&a.netns) {
             return Err(e);
         }
-        let fd: std::os::fd::OwnedFd = std::fs::File::open(&a.netns)
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&a.netns)
             .map_err(|source| crate::target::TargetError::Kernel {
                 step: "open",
                 source,
-            })?
-            .into();
-        NetnsTarget::from_fd(fd)
+            })?;
+        NetnsTarget::from_fd(file.into())
     });
     target.is_ok_and(|t| t.id() == a.netns_id)
+}
+
+/// Whether `path` is exactly `/proc/<pid>/ns/net`.
+fn is_proc_netns_link(path: &std::path::Path) -> bool {
+    let parts: Vec<_> = path.components().collect();
+    matches!(
+        parts.as_slice(),
+        [std::path::Component::RootDir, p, pid, ns, net]
+            if p.as_os_str() == "proc"
+                && pid.as_os_str().to_str().is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+                && ns.as_os_str() == "ns"
+                && net.as_os_str() == "net"
+    )
 }
 
 /// All of the pool but the host ends of `kept`: what a start that adopts removes.
@@ -298,4 +315,25 @@ fn refuse_collisions(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_proc_netns_link;
+    use std::path::Path;
+
+    #[test]
+    fn only_a_pids_netns_link_is_followed() {
+        assert!(is_proc_netns_link(Path::new("/proc/42/ns/net")));
+        for p in [
+            "/proc/self/ns/net",
+            "/proc/42/ns/mnt",
+            "/proc/42/root/run/fifo",
+            "/proc/42/ns/net/x",
+            "/run/netns/c0",
+            "proc/42/ns/net",
+        ] {
+            assert!(!is_proc_netns_link(Path::new(p)), "{p}");
+        }
+    }
 }
