@@ -812,19 +812,30 @@ fn a_daemon_killed_mid_traffic_leaves_nothing_after_restart() {
         "the kill should leave slots behind to reconcile"
     );
 
+    // The restart adopts every attachment the killed run recorded (each answered ADD at
+    // least; one recorded but unanswered may join them) and removes the rest: the warm
+    // pool and host ends made in a round whose record was never written.
     let daemon = Daemon::start("kr", group, &[]);
     let stats = daemon.stats();
-    assert_eq!(stats.reconciled_removed, before, "{stats:?}");
-    assert!(
-        links_in_group(group).is_empty(),
-        "leftover host ends after restart"
+    let adopted = stats.attachments;
+    assert!(adopted >= added, "{stats:?}");
+    assert_eq!(stats.reconciled_removed, before - adopted, "{stats:?}");
+    assert_eq!(
+        links_in_group(group).len(),
+        adopted,
+        "host ends after restart other than the adopted ones"
     );
-    for i in 0..N {
-        assert_eq!(
-            link_names_in(&format!("k{i}")),
-            vec!["lo"],
-            "k{i} after restart"
-        );
+    let with_eth0 = (0..N)
+        .filter(|i| link_names_in(&format!("k{i}")) != vec!["lo"])
+        .count();
+    assert_eq!(
+        with_eth0, adopted,
+        "containers with an interface after restart"
+    );
+    for (i, (ok, v)) in outcomes.iter().enumerate() {
+        if *ok {
+            refused_from(&paths[i], v["ips"][0]["gateway"].as_str().unwrap());
+        }
     }
     assert!(
         std::fs::read_dir("/run/netslot/slots")
@@ -833,7 +844,14 @@ fn a_daemon_killed_mid_traffic_leaves_nothing_after_restart() {
             == 0,
         "warm-pool pins left after restart"
     );
-    // And it serves again.
+    // And it serves again: k-0 afresh.
+    let (ok, v) = exec_plugin(
+        &plugin,
+        "DEL",
+        &container_env("k-0", &paths[0], "eth0"),
+        &plain_conf(),
+    );
+    assert!(ok, "{v}");
     let (ok, v) = exec_plugin(
         &plugin,
         "ADD",
@@ -842,8 +860,194 @@ fn a_daemon_killed_mid_traffic_leaves_nothing_after_restart() {
     );
     assert!(ok, "{v}");
     refused_from(&paths[0], v["ips"][0]["gateway"].as_str().unwrap());
+    // A stop without --keep-on-exit tears down the adopted attachments too.
     daemon.stop();
     assert!(links_in_group(group).is_empty());
+}
+
+/// ifindex of host device `name`, as iproute2 shows it.
+fn ifindex_of(name: &str) -> Option<u64> {
+    links()
+        .into_iter()
+        .find(|l| l["ifname"] == name)
+        .and_then(|l| l["ifindex"].as_u64())
+}
+
+/// After a restart: exactly the attachments `live` (index into `paths`, ADD result,
+/// host end ifindex before) are in the daemon's table, each container still reaches its
+/// host end, every host end kept its ifindex, and CHECK passes on each.
+fn assert_adopted(daemon: &Daemon, plugin: &Path, paths: &[String], live: &[(usize, Value, u64)]) {
+    let stats = daemon.stats();
+    assert_eq!(stats.attachments, live.len(), "{stats:?}");
+    for (i, result, index) in live {
+        let host = result["interfaces"][0]["name"].as_str().unwrap();
+        assert_eq!(ifindex_of(host), Some(*index), "host end {host} of c{i}");
+        refused_from(&paths[*i], result["ips"][0]["gateway"].as_str().unwrap());
+        let id = format!("c-{i}");
+        let mut conf = plain_conf();
+        conf["prevResult"] = result.clone();
+        let (ok, v) = exec_plugin(
+            plugin,
+            "CHECK",
+            &container_env(&id, &paths[*i], "eth0"),
+            &conf,
+        );
+        assert!(ok, "CHECK of c{i} after restart: {v}");
+    }
+}
+
+#[test]
+fn a_restart_adopts_every_live_attachment_and_drops_dead_ones() {
+    let test = "a_restart_adopts_every_live_attachment_and_drops_dead_ones";
+    if !inside_private_world(test) {
+        return;
+    }
+    const N: usize = 50;
+    let group = 7831;
+    // A warm pool too: its slots are not adopted, and new ids must avoid adopted ones.
+    let args = ["--keep-on-exit", "--pool-low", "2", "--pool-high", "4"];
+    let daemon = Daemon::start("ad", group, &args);
+    let plugin = bin("netslot-cni");
+    let paths: Vec<String> = (0..N).map(|i| netns_add(&format!("c{i}"))).collect();
+    let mut live: Vec<(usize, Value, u64)> = Vec::new();
+    for (i, path) in paths.iter().enumerate() {
+        let id = format!("c-{i}");
+        let (ok, v) = exec_plugin(
+            &plugin,
+            "ADD",
+            &container_env(&id, path, "eth0"),
+            &plain_conf(),
+        );
+        assert!(ok, "ADD c{i}: {v}");
+        let host = v["interfaces"][0]["name"].as_str().unwrap().to_owned();
+        let index = ifindex_of(&host).unwrap_or_else(|| panic!("no host end {host}"));
+        live.push((i, v, index));
+    }
+    assert_adopted(&daemon, &plugin, &paths, &live);
+
+    // SIGTERM with --keep-on-exit, then a new start.
+    daemon.stop();
+    let daemon = Daemon::start("ad", group, &args);
+    assert_adopted(&daemon, &plugin, &paths, &live);
+
+    // SIGKILL; two containers' namespaces go while the daemon is down. c0's is deleted
+    // outright (the kernel destroys its veth pair with it); c1's path is deleted while a
+    // process still holds the namespace, so its host end is still there at the start,
+    // and the start must judge it (its recorded path no longer opens) and remove it.
+    daemon.kill();
+    let (dead, dead_result, _) = live.remove(0);
+    let (held, held_result, _) = live.remove(0);
+    let host_of = |r: &Value| r["interfaces"][0]["name"].as_str().unwrap().to_owned();
+    let (dead_host, held_host) = (host_of(&dead_result), host_of(&held_result));
+    let mut holder = Command::new("ip")
+        .args(["netns", "exec", &format!("c{held}"), "sleep", "600"])
+        .spawn()
+        .expect("start a process in c1");
+    wait_for("the holder in its namespace", || {
+        std::fs::read_to_string(format!("/proc/{}/comm", holder.id()))
+            .is_ok_and(|c| c.trim() == "sleep")
+    });
+    for i in [dead, held] {
+        assert!(run("ip", &["netns", "del", &format!("c{i}")])
+            .status
+            .success());
+    }
+    assert!(
+        ifindex_of(&held_host).is_some(),
+        "the held namespace's host end went early"
+    );
+    let daemon = Daemon::start("ad", group, &args);
+    assert_eq!(
+        ifindex_of(&dead_host),
+        None,
+        "host end of the deleted container"
+    );
+    assert_eq!(
+        ifindex_of(&held_host),
+        None,
+        "host end of the unlisted namespace"
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_adopted(&daemon, &plugin, &paths, &live);
+    // Its attachment is gone from the table: CHECK says so, DEL is a no-op.
+    let mut conf = plain_conf();
+    conf["prevResult"] = dead_result.clone();
+    let gone = format!("c-{dead}");
+    let r = exec_plugin_raw(
+        &plugin,
+        "CHECK",
+        &container_env(&gone, &paths[dead], "eth0"),
+        conf.to_string().as_bytes(),
+    );
+    assert_ne!(
+        r.exit,
+        Some(0),
+        "CHECK of the dead container passed: {}",
+        r.stdout
+    );
+    let (ok, v) = exec_plugin(
+        &plugin,
+        "DEL",
+        &container_env(&gone, &paths[dead], "eth0"),
+        &plain_conf(),
+    );
+    assert!(ok, "DEL of the dead container: {v}");
+
+    // A new ADD works beside the adopted ones, then DEL of everything leaves nothing.
+    let path = netns_add("fresh");
+    let (ok, v) = exec_plugin(
+        &plugin,
+        "ADD",
+        &container_env("fresh", &path, "eth0"),
+        &plain_conf(),
+    );
+    assert!(ok, "ADD beside adopted ones: {v}");
+    refused_from(&path, v["ips"][0]["gateway"].as_str().unwrap());
+    let (ok, v) = exec_plugin(
+        &plugin,
+        "DEL",
+        &container_env("fresh", &path, "eth0"),
+        &plain_conf(),
+    );
+    assert!(ok, "{v}");
+    for (i, _, _) in &live {
+        let id = format!("c-{i}");
+        let (ok, v) = exec_plugin(
+            &plugin,
+            "DEL",
+            &container_env(&id, &paths[*i], "eth0"),
+            &plain_conf(),
+        );
+        assert!(ok, "DEL c{i}: {v}");
+        assert_eq!(
+            link_names_in(&format!("c{i}")),
+            vec!["lo"],
+            "c{i} after DEL"
+        );
+    }
+    // What the pool's groups still hold is the warm pool, nothing of an attachment.
+    let stats = daemon.stats();
+    assert_eq!(stats.attachments, 0, "{stats:?}");
+    let in_group = links_in_group(group);
+    assert_eq!(
+        in_group.len(),
+        stats.pooled,
+        "host ends left after DEL: {in_group:?}"
+    );
+    for (_, result, _) in &live {
+        let host = result["interfaces"][0]["name"].as_str().unwrap();
+        assert_eq!(ifindex_of(host), None, "host end {host} left after DEL");
+    }
+    // The warm pool goes with a stop that does not keep: a plain start takes over.
+    daemon.kill();
+    let daemon = Daemon::start("ad", group, &[]);
+    assert_eq!(daemon.stats().attachments, 0);
+    daemon.stop();
+    assert!(
+        links_in_group(group).is_empty(),
+        "host ends left at the end"
+    );
 }
 
 #[test]

@@ -4,14 +4,25 @@
 //! The order is the rule: a live owner refuses first, then collisions (nothing touched
 //! yet), then only proven leftovers go. The steps themselves are `record`, `ownership`
 //! and `gc`'s; no netlink of its own.
+//!
+//! Adoption (`EngineConfig::adopt`, the daemon's): the attachments the record lists are
+//! not leftovers while they still serve a container. One is kept when the record is this
+//! pool's (same prefix and address range), the kernel shows its host end as the pool's
+//! (veth, pool group, name `<prefix><id>`, the pool's MAC for the id) at the recorded
+//! ifindex, and its container's namespace lives: the recorded path still opens to a
+//! network namespace with the recorded id (a veth's peer goes with its namespace, so the
+//! host end of a dead container is at most being destroyed). Everything else of the pool
+//! is removed as without adoption, and the new record lists the kept ones.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::OpenOptionsExt;
 
 use crate::config::EngineConfig;
 use crate::gc::{self, GcReport};
 use crate::host::{HostNs, LinkRecord};
+use crate::ownership::Garbage;
 use crate::ownership::{Census, Scope};
-use crate::record::{self, PoolLock, PoolRecord};
+use crate::record::{self, AttachmentRecord, PoolLock, PoolRecord};
 use crate::result::EngineError;
 
 /// What the claim leaves the engine.
@@ -25,6 +36,8 @@ pub(crate) struct Claimed {
     pub names_taken: BTreeMap<String, String>,
     /// The host namespace's devices once the leftovers are gone.
     pub links: Vec<LinkRecord>,
+    /// The recorded attachments kept in place (with `EngineConfig::adopt`).
+    pub adopted: Vec<AttachmentRecord>,
 }
 
 /// The pool's scope as the engine will use it.
@@ -46,11 +59,12 @@ pub(crate) fn claim(config: &EngineConfig, host: &HostNs) -> Result<Claimed, Eng
     };
     let found = lock.as_ref().and_then(|l| l.found().cloned());
     match judge(config, host, lock.as_mut(), found.as_ref()) {
-        Ok((reclaimed, names_taken, links)) => Ok(Claimed {
+        Ok((reclaimed, names_taken, links, adopted)) => Ok(Claimed {
             lock,
             reclaimed,
             names_taken,
             links,
+            adopted,
         }),
         Err(e) => {
             if let Some(l) = lock.as_mut().filter(|_| found.is_none()) {
@@ -61,7 +75,12 @@ pub(crate) fn claim(config: &EngineConfig, host: &HostNs) -> Result<Claimed, Eng
     }
 }
 
-type Judged = (Option<GcReport>, BTreeMap<String, String>, Vec<LinkRecord>);
+type Judged = (
+    Option<GcReport>,
+    BTreeMap<String, String>,
+    Vec<LinkRecord>,
+    Vec<AttachmentRecord>,
+);
 
 fn judge(
     config: &EngineConfig,
@@ -73,9 +92,18 @@ fn judge(
     let census = Census::read(host, &scope, found.cloned()).map_err(gc::GcError::from)?;
     refuse_collisions(config, host, &census, lock.is_some())?;
     let Some(lock) = lock else {
-        return Ok((None, census.names_taken(), census.links.clone()));
+        return Ok((None, census.names_taken(), census.links.clone(), Vec::new()));
     };
-    let garbage = census.garbage();
+    let adopted = if config.adopt {
+        adoptable(config, &census, found)
+    } else {
+        Vec::new()
+    };
+    let garbage = if adopted.is_empty() {
+        census.garbage()
+    } else {
+        all_but(&census, &adopted)
+    };
     let mut reclaimed = None;
     if !garbage.is_empty() {
         let mut report = gc::report(&census, &garbage, false);
@@ -102,6 +130,7 @@ fn judge(
         .clone()
         .filter(|_| config.pin_dir.is_some());
     rec.bpf_pin_dir = config.bpf_pin_dir.clone();
+    rec.attachments = adopted.clone();
     lock.write(rec).map_err(gc::GcError::from)?;
     let links = if reclaimed.is_some() {
         host.links()
@@ -109,7 +138,106 @@ fn judge(
     } else {
         census.links.clone()
     };
-    Ok((reclaimed, census.names_taken(), links))
+    Ok((reclaimed, census.names_taken(), links, adopted))
+}
+
+/// The attachments of `found` that are kept in place: see the module's doc.
+fn adoptable(
+    config: &EngineConfig,
+    census: &Census,
+    found: Option<&PoolRecord>,
+) -> Vec<AttachmentRecord> {
+    let Some(found) = found else {
+        return Vec::new();
+    };
+    let cidr = config.ipv4_pool.to_string();
+    if census.committed() || found.prefix != config.prefix || found.cidr.as_deref() != Some(&cidr) {
+        return Vec::new();
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    let mut keys = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for a in &found.attachments {
+        let key = (a.network.clone(), a.container_id.clone(), a.ifname.clone());
+        let host_end = config.check(a.slot_id, 1).is_ok()
+            && census
+                .host_ends
+                .get(&a.slot_id)
+                .is_some_and(|l| l.index == a.ifindex && l.name == a.host_ifname);
+        let alive = host_end && namespace_lives(a);
+        if alive && !ids.contains(&a.slot_id) && !keys.contains(&key) {
+            ids.insert(a.slot_id);
+            keys.insert(key);
+            out.push(a.clone());
+        } else {
+            tracing::warn!(
+                network = %a.network,
+                container = %a.container_id,
+                ifname = %a.ifname,
+                host_end = %a.host_ifname,
+                netns = %a.netns.display(),
+                "start: not adopted: {}",
+                if !host_end {
+                    "its host end is gone"
+                } else if !alive {
+                    "its container's namespace is gone"
+                } else {
+                    "listed twice"
+                }
+            );
+        }
+    }
+    out
+}
+
+/// Whether the namespace an attachment was made in still lives: its recorded path opens
+/// (as an attach target would: never through a final symlink, never a FIFO's or a
+/// device's open) to a network namespace with the recorded id. A path of the form
+/// `/proc/<pid>/ns/net`, a magic link that only ever leads to a namespace, is followed:
+/// while that process lives it is the namespace (the id tells a reused pid).
+fn namespace_lives(a: &AttachmentRecord) -> bool {
+    use crate::target::NetnsTarget;
+    let target = NetnsTarget::open_path(&a.netns).or_else(|e| {
+        if !is_proc_netns_link(&a.netns) {
+            return Err(e);
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&a.netns)
+            .map_err(|source| crate::target::TargetError::Kernel {
+                step: "open",
+                source,
+            })?;
+        NetnsTarget::from_fd(file.into())
+    });
+    target.is_ok_and(|t| t.id() == a.netns_id)
+}
+
+/// Whether `path` is exactly `/proc/<pid>/ns/net`.
+fn is_proc_netns_link(path: &std::path::Path) -> bool {
+    let parts: Vec<_> = path.components().collect();
+    matches!(
+        parts.as_slice(),
+        [std::path::Component::RootDir, p, pid, ns, net]
+            if p.as_os_str() == "proc"
+                && pid.as_os_str().to_str().is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+                && ns.as_os_str() == "ns"
+                && net.as_os_str() == "net"
+    )
+}
+
+/// All of the pool but the host ends of `kept`: what a start that adopts removes.
+fn all_but(census: &Census, kept: &[AttachmentRecord]) -> Garbage {
+    let ids: std::collections::BTreeSet<u32> = kept.iter().map(|a| a.slot_id).collect();
+    let mut g = census.everything();
+    g.whole_pool = false;
+    g.host_ends.retain(|l| {
+        crate::ownership::host_end_id(l, &census.prefix, census.group)
+            .is_none_or(|id| !ids.contains(&id))
+    });
+    g.kept_slots = ids.len();
+    g
 }
 
 /// Everything that would make the new pool act on, or look like, what others made.
@@ -187,4 +315,25 @@ fn refuse_collisions(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_proc_netns_link;
+    use std::path::Path;
+
+    #[test]
+    fn only_a_pids_netns_link_is_followed() {
+        assert!(is_proc_netns_link(Path::new("/proc/42/ns/net")));
+        for p in [
+            "/proc/self/ns/net",
+            "/proc/42/ns/mnt",
+            "/proc/42/root/run/fifo",
+            "/proc/42/ns/net/x",
+            "/run/netns/c0",
+            "proc/42/ns/net",
+        ] {
+            assert!(!is_proc_netns_link(Path::new(p)), "{p}");
+        }
+    }
 }

@@ -237,6 +237,13 @@ pub struct EngineConfig {
     /// the same pool left in the kernel (see [`crate::gc`]). `None`: no claim, no
     /// reclaim; the caller answers for the group.
     pub run_dir: Option<PathBuf>,
+    /// Adopt, instead of removing, the live attachments a dead or stopped owner of the
+    /// pool listed in its record (`netslot serve` sets it, so that a restart leaves every
+    /// container's interface in place). Kept are the host ends the record names whose
+    /// device the kernel still shows as the pool's and whose container namespace still
+    /// lives; everything else of the pool is removed as without it. See
+    /// [`crate::Engine::adopted`]. Needs `run_dir`; off by default.
+    pub adopt: bool,
     /// Fault injection for tests only; the default injects nothing.
     pub faults: FaultInjection,
 }
@@ -282,6 +289,7 @@ impl Default for EngineConfig {
             pool_high: 0,
             chunk: 256,
             run_dir: None,
+            adopt: false,
             faults: FaultInjection::default(),
         }
     }

@@ -19,7 +19,7 @@ use crate::op::Op;
 use crate::plan::{self, PerDevice, PoolShape, WHOLE_BATCH};
 use crate::pool::NsPool;
 use crate::reconcile::{Failure, Ledger, Settled};
-use crate::record::{PinRecord, PoolLock, PoolPhase};
+use crate::record::{AttachmentRecord, PinRecord, PoolLock, PoolPhase};
 use crate::result::{EngineError, PhaseTimes, ProvisionReport, Provisioned, SlotError};
 use crate::ring::{Exchange, Ring};
 use crate::slot::{PooledNs, Slot, SlotSpec};
@@ -91,6 +91,9 @@ pub struct Engine {
     committed: bool,
     /// Requests settled from kernel state after an overrun dropped their replies.
     recovered: u64,
+    /// Attachments of an earlier owner kept in place (`EngineConfig::adopt`), until the
+    /// caller takes them with [`Engine::adopted`].
+    adopted: Vec<AttachmentRecord>,
 }
 
 /// How a slot's veth request ended, which decides what rollback must delete.
@@ -108,7 +111,9 @@ impl Engine {
     /// refuses, before touching anything, a group that holds a device the pool did not
     /// make, a committed pool that still exists, counters pins or an address range that
     /// are someone else's; removes only what the kernel proves a dead owner of this pool
-    /// left (see `ownership`); then starts the namespace pool and the ring.
+    /// left (see `ownership`); then starts the namespace pool and the ring. With
+    /// `adopt`, the live attachments the record lists are kept instead (see `claim`):
+    /// their ids and groups stay taken, and [`Engine::adopted`] hands them to the caller.
     pub fn new(config: EngineConfig) -> Result<Self, EngineError> {
         config.check(0, 1)?;
         // Before any kernel change: a kernel without what the engine needs is refused whole.
@@ -125,6 +130,7 @@ impl Engine {
             reclaimed,
             names_taken,
             links,
+            adopted,
         } = claim::claim(&config, &host)?;
         // What reclaiming removed is logged (at warn, by name) by gc::apply.
         // Explicit ifindexes above every existing one: both ends get base + id, so host
@@ -167,6 +173,19 @@ impl Engine {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(1);
+        // Adopted slots keep their ids (new slots take the others, lowest first) and
+        // their sub-batch groups (no new host end joins them, and teardown deletes them).
+        let adopted_ids: BTreeSet<u32> = adopted.iter().map(|a| a.slot_id).collect();
+        let next_id = adopted_ids.last().map_or(0, |&id| id + 1);
+        let free_ids: BTreeSet<u32> = (0..next_id)
+            .filter(|id| !adopted_ids.contains(id))
+            .collect();
+        let adopted_index: BTreeSet<u32> = adopted.iter().map(|a| a.ifindex).collect();
+        let groups_used: BTreeSet<u32> = links
+            .iter()
+            .filter(|l| adopted_index.contains(&l.index))
+            .map(|l| l.group)
+            .collect();
         Ok(Self {
             config,
             host,
@@ -176,22 +195,57 @@ impl Engine {
             pool,
             ledger: Ledger::new(seed),
             ifindex_base,
-            next_id: 0,
+            next_id,
             budget: HoldBudget::new(config_max_hold),
-            host_ends: 0,
+            host_ends: adopted.len(),
             next_sub_batch: 0,
-            groups_used: BTreeSet::new(),
-            free_ids: BTreeSet::new(),
+            groups_used,
+            free_ids,
             xdp,
             tc_filter_made: false,
             lock,
             reclaimed,
             names_taken,
             pinned_counters,
-            holds_slots: false,
+            holds_slots: !adopted.is_empty(),
             committed: false,
             recovered: 0,
+            adopted,
         })
+    }
+
+    /// Takes the attachments kept in place at start (`EngineConfig::adopt`), each with
+    /// the spec its slot has now: the recorded ifindex and slot-end name, the rest derived
+    /// from the configuration as for a new slot. [`Engine::detach`] and
+    /// [`Engine::teardown`] remove them like the engine's own. Empty on a second call.
+    pub fn adopted(&mut self) -> Vec<(AttachmentRecord, SlotSpec)> {
+        std::mem::take(&mut self.adopted)
+            .into_iter()
+            .map(|a| {
+                let mut spec = SlotSpec::derive(&self.config, a.slot_id, self.ifindex_base);
+                spec.ifindex = a.ifindex;
+                spec.slot_ifname = a.ifname.clone();
+                (a, spec)
+            })
+            .collect()
+    }
+
+    /// Replaces the attachments listed in the pool's record (one atomic rewrite), so that
+    /// an engine started with `adopt` after this one can keep them. Nothing without a
+    /// claim (`run_dir`).
+    pub fn record_attachments(
+        &mut self,
+        attachments: Vec<AttachmentRecord>,
+    ) -> Result<(), EngineError> {
+        let Some(lock) = &mut self.lock else {
+            return Ok(());
+        };
+        let mut r = lock.current().cloned().unwrap_or_else(|| {
+            crate::record::PoolRecord::new(&self.config.prefix, self.config.group)
+        });
+        r.attachments = attachments;
+        lock.write(r).map_err(crate::gc::GcError::from)?;
+        Ok(())
     }
 
     /// Marks the pool as meant to outlive this engine (its slots are pinned): the

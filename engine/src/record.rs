@@ -15,6 +15,10 @@
 //!   fully written temporary file, so a kill at any instant leaves either the old record
 //!   or the new one, never a torn one.
 //!
+//! The record of a daemon's pool (`netslot serve`) also lists its live attachments
+//! ([`AttachmentRecord`]), rewritten after every round that changes them: what an engine
+//! started with `EngineConfig::adopt` takes back instead of removing (see `claim`).
+//!
 //! `<id>` is the host namespace's id (nsfs `NS_GET_ID`, the netns cookie): unlike an
 //! nsfs inode number it is never reused, so a record can never be taken for another
 //! namespace's. Every file is opened with `O_NOFOLLOW`: a symlink planted in the run
@@ -81,6 +85,39 @@ pub struct PoolRecord {
     /// Pins the pool made, each written here before its bind mount exists.
     #[serde(default)]
     pub pins: Vec<PinRecord>,
+    /// The daemon's live attachments (slots made in place in a caller's namespace), as
+    /// of its last attach or detach round. A daemon's record only; empty elsewhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<AttachmentRecord>,
+}
+
+/// One attachment as the daemon last recorded it: its key, its slot, and the container's
+/// namespace by path and by id. A restart with `EngineConfig::adopt` keeps the slot only
+/// when the kernel still shows the host end (named, indexed and with the MAC of slot
+/// `slot_id`) and the namespace at `netns` is still the one with id `netns_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentRecord {
+    /// The network configuration's name (may be empty).
+    #[serde(default)]
+    pub network: String,
+    /// CNI_CONTAINERID.
+    pub container_id: String,
+    /// CNI_IFNAME: the slot end's name in the container's namespace.
+    pub ifname: String,
+    /// The slot's id in the pool.
+    pub slot_id: u32,
+    /// The host end's name, `<prefix><slot_id>`.
+    pub host_ifname: String,
+    /// The host end's ifindex (the slot end has the same one in its namespace).
+    pub ifindex: u32,
+    /// The container's namespace as the runtime gave it (CNI_NETNS).
+    pub netns: PathBuf,
+    /// That namespace's id (nsfs `NS_GET_ID`, the netns cookie; never reused).
+    pub netns_id: u64,
+    /// Whether the attach added the container's default route.
+    pub default_route: bool,
+    /// The uid that attached it.
+    pub uid: u32,
 }
 
 impl PoolRecord {
@@ -95,6 +132,7 @@ impl PoolRecord {
             netns_dir: None,
             bpf_pin_dir: None,
             pins: Vec::new(),
+            attachments: Vec::new(),
         }
     }
 
@@ -387,8 +425,28 @@ mod tests {
             name: "ns0".into(),
             ns_id: 4101,
         });
+        r.attachments.push(AttachmentRecord {
+            network: "net".into(),
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+            slot_id: 3,
+            host_ifname: "ns3".into(),
+            ifindex: 42,
+            netns: "/run/netns/c1".into(),
+            netns_id: 4102,
+            default_route: true,
+            uid: 0,
+        });
         write_record(&path, &r).unwrap();
         assert_eq!(read_record(&path).unwrap(), Some(r.clone()));
+        // A record written before attachments were recorded still reads, with none.
+        std::fs::write(
+            &path,
+            r#"{"pid":1,"phase":"building","prefix":"ns","group":7}"#,
+        )
+        .unwrap();
+        assert!(read_record(&path).unwrap().unwrap().attachments.is_empty());
+        write_record(&path, &r).unwrap();
         r.phase = PoolPhase::Committed;
         write_record(&path, &r).unwrap();
         assert_eq!(

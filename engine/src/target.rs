@@ -209,6 +209,11 @@ pub fn netns_id_at(path: &Path) -> io::Result<u64> {
     netns::ns_id(fd.as_fd())
 }
 
+/// The id (`NS_GET_ID`) of the namespace `fd` refers to, e.g. an attach target's.
+pub fn netns_id_of(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    netns::ns_id(fd)
+}
+
 /// A namespace's identity while its fd is open: nsfs device and inode.
 fn identity(fd: BorrowedFd<'_>) -> Result<(u64, u64), TargetError> {
     let st = rfs::fstat(fd).map_err(kernel("fstat"))?;

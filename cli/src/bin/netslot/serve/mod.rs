@@ -64,9 +64,10 @@ pub(crate) struct ServeArgs {
     /// Base device group of the host ends (1..=65535); its sub-batch groups are
     /// GROUP + k * 65536. The default differs from `netslot up`'s, so the daemon and the
     /// CLI never share a pool. The daemon holds the pool's ownership record for its whole
-    /// life (so `netslot gc`, `netslot down` and a second daemon refuse to touch it), and
-    /// on start removes only what the kernel proves an earlier, dead run of the same pool
-    /// left (see `netslot gc --help`).
+    /// life (so `netslot gc`, `netslot down` and a second daemon refuse to touch it) and
+    /// lists its attachments there; on start it adopts the recorded attachments whose
+    /// container namespace still lives, and removes only what else the kernel proves an
+    /// earlier run of the same pool left (see `netslot gc --help`).
     #[arg(long, default_value_t = netslot::config::DEFAULT_DAEMON_GROUP)]
     group: u32,
     /// Directory of pool ownership records (see `netslot gc --help`).
@@ -88,8 +89,8 @@ pub(crate) struct ServeArgs {
     /// Do not attach the XDP packet/byte counters to the host ends.
     #[arg(long)]
     no_xdp: bool,
-    /// On SIGTERM/SIGINT leave every slot in place (the next start of the same pool
-    /// removes them, as it removes a killed run's).
+    /// On SIGTERM/SIGINT leave every slot in place: the next start of the same pool
+    /// adopts the attachments (as it adopts a killed run's) and removes the warm pool.
     #[arg(long)]
     keep_on_exit: bool,
     /// Most connections open at once. Over it, a new connection replaces the one idle
@@ -137,10 +138,12 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, String> {
         pin_dir: Some(args.pool_dir.clone()),
         max_rtnl_hold: args.max_rtnl_hold.0,
         run_dir: Some(args.run_dir.clone()),
+        adopt: true,
         ..Default::default()
     };
     config.check(0, 1).map_err(|e| e.to_string())?;
-    // Claims the pool for the daemon's life; removes only what a dead run of it left.
+    // Claims the pool for the daemon's life; adopts the attachments an earlier run
+    // recorded that still serve a live container, and removes the rest of what it left.
     let engine = Engine::new(config).map_err(|e| format!("start the engine: {e}"))?;
     let removed = engine.reclaimed().map_or(0, |r| r.host_ends.len());
     if let Some(r) = engine.reclaimed() {
@@ -148,7 +151,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, String> {
             host_ends = r.host_ends.len(),
             namespaces = r.namespaces.len(),
             group = r.group,
-            "removed what an earlier, dead run of this pool left"
+            "removed what an earlier run of this pool left and no live attachment uses"
         );
     }
     // Socket activation (packaging/systemd/netslot.socket): systemd owns the file.
@@ -171,6 +174,13 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, String> {
         },
         removed,
     );
+    let adopted = rounds.attachment_count();
+    if adopted > 0 {
+        tracing::info!(
+            attachments = adopted,
+            "adopted the attachments an earlier run of this pool left"
+        );
+    }
     if let Some(addr) = args.metrics {
         let bound = metrics::serve(addr).map_err(|e| format!("serve metrics on {addr}: {e}"))?;
         tracing::info!(%bound, "metrics at http://{bound}/metrics");
@@ -198,7 +208,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, String> {
             .spawn(move || accept_loop(listener, tx, stopping, ctx, conns))
             .map_err(|e| format!("start the accept thread: {e}"))?
     };
-    tracing::info!(socket = %args.socket.display(), removed, "serving");
+    tracing::info!(socket = %args.socket.display(), removed, adopted, "serving");
     eprintln!("netslot serve: listening on {}", args.socket.display());
 
     let sig = signals.wait();

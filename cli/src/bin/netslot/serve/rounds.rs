@@ -4,9 +4,15 @@
 //! a peer other than uid 0 acts on its own only, within its per-uid limits. Requests
 //! arrive checked, with attach targets already opened (`conn`): nothing here waits on
 //! what a peer sent.
+//!
+//! The attachment table outlives the process: after every round that changed it, and
+//! before that round's answers go out, it is written into the pool's ownership record
+//! (`Engine::record_attachments`, an atomic replace), and a start takes back what the
+//! kernel confirms of it (`Engine::adopted`). So an answered ADD is always recorded, and
+//! a restart or upgrade changes nothing for running containers.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::time::{Duration, Instant};
@@ -14,6 +20,7 @@ use std::time::{Duration, Instant};
 use netslot::protocol::{
     Attachment, AttachmentKey, ErrorCode, Op, PooledSlot, Response, Stats, Status,
 };
+use netslot::record::AttachmentRecord;
 use netslot::{mac_to_string, AttachTarget, Engine, Slot, SlotError, SlotSpec};
 
 use super::metrics::METRICS;
@@ -57,6 +64,9 @@ pub(crate) struct RoundConfig {
 struct Held {
     spec: SlotSpec,
     netns: PathBuf,
+    /// The id of the namespace it was made in (NS_GET_ID): tells, after a restart,
+    /// whether `netns` is still that namespace.
+    netns_id: u64,
     /// Whether it added the container's default route (its container's first attachment).
     default_route: bool,
     /// Who attached it.
@@ -81,6 +91,10 @@ pub(crate) struct Rounds {
     /// Handed-out slots held per uid (uid 0 not counted).
     acquired_of: BTreeMap<u32, usize>,
     stats: Stats,
+    /// Answers of the round in progress that wait until the attachment table is recorded.
+    held_answers: Vec<(Sender<Response>, Response)>,
+    /// Whether the round in progress changed the attachment table.
+    table_changed: bool,
 }
 
 /// One queued request.
@@ -95,6 +109,17 @@ struct Job {
 type DetachJob = (AttachmentKey, Option<(u64, Sender<Response>)>);
 /// An attach to make: request id, owner, target namespace, peer uid, answer.
 type AttachJob = (u64, AttachmentKey, PathBuf, OwnedFd, u32, Sender<Response>);
+/// An attach sent to the engine: request id, key, namespace path and id, default route,
+/// peer uid, answer.
+type Waiting = (
+    u64,
+    AttachmentKey,
+    PathBuf,
+    u64,
+    bool,
+    u32,
+    Sender<Response>,
+);
 
 /// Whether `uid` may act on something `owner` made: its own, or anything for uid 0.
 fn may_touch(uid: u32, owner: u32) -> bool {
@@ -117,20 +142,87 @@ fn bump(counts: &mut BTreeMap<u32, usize>, uid: u32, up: bool) {
 }
 
 impl Rounds {
-    pub fn new(engine: Engine, config: RoundConfig, reconciled_removed: usize) -> Self {
+    /// The engine thread's state, with the attachments `engine` adopted at start.
+    pub fn new(mut engine: Engine, config: RoundConfig, reconciled_removed: usize) -> Self {
+        let mut attachments = BTreeMap::new();
+        let mut attachments_of = BTreeMap::new();
+        for (a, spec) in engine.adopted() {
+            let key = AttachmentKey {
+                network: a.network,
+                container_id: a.container_id,
+                ifname: a.ifname,
+            };
+            bump(&mut attachments_of, a.uid, true);
+            attachments.insert(
+                key,
+                Held {
+                    spec,
+                    netns: a.netns,
+                    netns_id: a.netns_id,
+                    default_route: a.default_route,
+                    uid: a.uid,
+                },
+            );
+        }
         Self {
             engine,
             config,
-            attachments: BTreeMap::new(),
+            attachments,
             warm: VecDeque::new(),
             handed_out: BTreeMap::new(),
-            attachments_of: BTreeMap::new(),
+            attachments_of,
             acquired_of: BTreeMap::new(),
             stats: Stats {
                 reconciled_removed,
                 ..Default::default()
             },
+            held_answers: Vec::new(),
+            table_changed: false,
         }
+    }
+
+    /// How many attachments the table holds (at start: how many were adopted).
+    pub fn attachment_count(&self) -> usize {
+        self.attachments.len()
+    }
+
+    /// Writes the attachment table into the pool's record if this round changed it,
+    /// then sends the answers that waited for it.
+    fn record_then_answer(&mut self) {
+        if std::mem::take(&mut self.table_changed) {
+            let list = self.attachment_records();
+            if let Err(e) = self.engine.record_attachments(list) {
+                // The attachments stand; a restart before the next good write would not
+                // find the newest ones and would remove them.
+                tracing::error!("record the attachments: {e}");
+            }
+        }
+        for (reply, r) in std::mem::take(&mut self.held_answers) {
+            self.answer(&reply, r);
+        }
+    }
+
+    fn attachment_records(&self) -> Vec<AttachmentRecord> {
+        self.attachments
+            .iter()
+            .map(|(k, h)| AttachmentRecord {
+                network: k.network.clone(),
+                container_id: k.container_id.clone(),
+                ifname: k.ifname.clone(),
+                slot_id: h.spec.id,
+                host_ifname: h.spec.name.clone(),
+                ifindex: h.spec.ifindex,
+                netns: h.netns.clone(),
+                netns_id: h.netns_id,
+                default_route: h.default_route,
+                uid: h.uid,
+            })
+            .collect()
+    }
+
+    /// An answer sent once the round's attachment table is recorded.
+    fn answer_later(&mut self, reply: &Sender<Response>, r: Response) {
+        self.held_answers.push((reply.clone(), r));
     }
 
     /// Serves until `Shutdown` (or every sender is gone), then tears down.
@@ -294,7 +386,7 @@ impl Rounds {
             detaches.extend(gone.iter().map(|k| (k.clone(), None)));
             let mut r = Response::ok(id);
             r.removed = Some(gone);
-            self.answer(&reply, r);
+            self.answer_later(&reply, r);
         }
         let counts = (
             attaches.len(),
@@ -305,6 +397,7 @@ impl Rounds {
         self.detach_all(detaches);
         self.release_all(releases);
         self.attach_all(attaches);
+        self.record_then_answer();
         self.acquire_all(acquires);
         self.update_gauges();
         let (attach, detach, acquire, release) = counts;
@@ -401,7 +494,7 @@ impl Rounds {
 
     fn attach_all(&mut self, jobs: Vec<AttachJob>) {
         let mut targets = Vec::new();
-        let mut waiting = Vec::new();
+        let mut waiting: Vec<Waiting> = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
         // Containers given a default route by an earlier attach of this round.
         let mut routed = std::collections::BTreeSet::new();
@@ -414,7 +507,7 @@ impl Rounds {
                     ErrorCode::Exists,
                     format!("{key} is attached already: DEL it first"),
                 );
-                self.answer(&reply, r);
+                self.answer_later(&reply, r);
                 continue;
             }
             if uid != 0 {
@@ -432,11 +525,23 @@ impl Rounds {
                             self.config.max_attachments_per_uid
                         ),
                     );
-                    self.answer(&reply, r);
+                    self.answer_later(&reply, r);
                     continue;
                 }
                 *more += 1;
             }
+            let netns_id = match netslot::target::netns_id_of(fd.as_fd()) {
+                Ok(ns) => ns,
+                Err(e) => {
+                    let r = Response::err(
+                        id,
+                        ErrorCode::Kernel,
+                        format!("container {}: attach: NS_GET_ID: {e}", key.container_id),
+                    );
+                    self.answer_later(&reply, r);
+                    continue;
+                }
+            };
             // Only a container's first attachment (in any network) gets the default
             // route: a second one would fail with EEXIST, and CNI lets a plugin add
             // routes only where it is asked to.
@@ -450,7 +555,7 @@ impl Rounds {
                 ifname: key.ifname.clone(),
                 default_route,
             });
-            waiting.push((id, key, netns, default_route, uid, reply));
+            waiting.push((id, key, netns, netns_id, default_route, uid, reply));
         }
         if targets.is_empty() {
             return;
@@ -463,7 +568,7 @@ impl Rounds {
         METRICS.engine_call("attach", out.as_ref().ok().map(|o| &o.report));
         match out {
             Ok(out) => {
-                for ((id, key, netns, default_route, uid, reply), slot) in
+                for ((id, key, netns, netns_id, default_route, uid, reply), slot) in
                     waiting.into_iter().zip(out.slots)
                 {
                     let r = match slot {
@@ -480,12 +585,14 @@ impl Rounds {
                             let held = Held {
                                 spec,
                                 netns,
+                                netns_id,
                                 default_route,
                                 uid,
                             };
                             let mut r = Response::ok(id);
                             r.attachment = Some(attachment(&key, &held));
                             self.attachments.insert(key, held);
+                            self.table_changed = true;
                             bump(&mut self.attachments_of, uid, true);
                             self.stats.attached += 1;
                             r
@@ -500,18 +607,18 @@ impl Rounds {
                             slot_error(id, &key, &e)
                         }
                     };
-                    self.answer(&reply, r);
+                    self.answer_later(&reply, r);
                 }
             }
             Err(e) => {
                 tracing::warn!(attaches = waiting.len(), "attach batch failed: {e}");
-                for (id, key, _, _, _, reply) in waiting {
+                for (id, key, _, _, _, _, reply) in waiting {
                     let r = Response::err(
                         id,
                         ErrorCode::Kernel,
                         format!("container {}: attach: {e}", key.container_id),
                     );
-                    self.answer(&reply, r);
+                    self.answer_later(&reply, r);
                 }
             }
         }
@@ -529,7 +636,7 @@ impl Rounds {
                 // Unknown (or already in this round): DEL is idempotent.
                 _ => {
                     if let Some((id, reply)) = reply {
-                        self.answer(&reply, Response::ok(id));
+                        self.answer_later(&reply, Response::ok(id));
                     }
                 }
             }
@@ -548,6 +655,7 @@ impl Rounds {
             let r = match outcome {
                 Ok(()) => {
                     if let Some(held) = self.attachments.remove(&key) {
+                        self.table_changed = true;
                         bump(&mut self.attachments_of, held.uid, false);
                         tracing::info!(
                             network = %key.network,
@@ -577,7 +685,7 @@ impl Rounds {
                 }
             };
             if let (Some(r), Some((_, reply))) = (r, reply) {
-                self.answer(&reply, r);
+                self.answer_later(&reply, r);
             }
         }
     }
@@ -742,10 +850,17 @@ impl Rounds {
         if self.config.keep_on_exit {
             tracing::info!(
                 attachments = self.attachments.len(),
-                "keeping slots on exit (--keep-on-exit); the next start removes them"
+                "keeping slots on exit (--keep-on-exit); the next start adopts the \
+                 attachments and removes the warm pool"
             );
-            // Pinned warm slots stay pinned; attachments stay in their namespaces.
+            // Pinned warm slots stay pinned; attachments stay in their namespaces, and
+            // the record lists them.
             return;
+        }
+        // The attachments go with the teardown: a kill halfway through leaves none in
+        // the record, so the next start removes what is left instead of adopting it.
+        if let Err(e) = self.engine.record_attachments(Vec::new()) {
+            tracing::warn!("record the attachments as gone: {e}");
         }
         let slots: Vec<Slot> = self
             .warm
