@@ -82,9 +82,9 @@ pub fn tick_label(v: f64) -> String {
     }
 }
 
-/// Ticks of a log axis over `[lo, hi]`: 1, 2 and 5 times each power of ten, or only the
-/// powers of ten when that would make more than `max` ticks (and then at least the ends'
-/// decades).
+/// Ticks of a log axis over `[lo, hi]`: 1, 2 and 5 times each power of ten; every
+/// integer multiple (1..9) when that gives fewer than 4 ticks (a range under a decade);
+/// only the powers of ten when 1-2-5 would make more than `max` ticks.
 pub fn log_ticks(lo: f64, hi: f64, max: usize) -> Vec<f64> {
     if !(lo > 0.0 && hi >= lo && hi.is_finite()) {
         return Vec::new();
@@ -98,6 +98,12 @@ pub fn log_ticks(lo: f64, hi: f64, max: usize) -> Vec<f64> {
             .collect()
     };
     let fine = with(&[1.0, 2.0, 5.0]);
+    if fine.len() < 4 {
+        let finer = with(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
+        if finer.len() <= max {
+            return finer;
+        }
+    }
     if fine.len() <= max {
         return fine;
     }
@@ -229,6 +235,8 @@ where
     chart
         .configure_mesh()
         .disable_x_mesh()
+        .light_line_style(TRANSPARENT)
+        .bold_line_style(BLACK.mix(0.15))
         .x_labels(ns.len())
         .y_labels(14)
         .x_label_formatter(&x_fmt)
@@ -374,6 +382,11 @@ mod tests {
         // 0.6 ms to 3 s: too many 1-2-5 ticks, so the powers of ten.
         assert_eq!(log_ticks(0.6, 3000.0, 10), [1.0, 10.0, 100.0, 1000.0]);
         assert!(log_ticks(0.0, 10.0, 14).is_empty());
+        // Under a decade: every integer multiple.
+        assert_eq!(
+            log_ticks(2.5, 18.0, 14),
+            [3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]
+        );
         let labels: Vec<String> = log_ticks(0.01, 1.0, 14)
             .into_iter()
             .map(tick_label)
