@@ -9,8 +9,9 @@ set -euo pipefail
 # baseline of the benchmarks and the reference plugins chained after netslot-cni;
 # iptables: what the `portmap` plugin drives (and the CNI chaining test reads back).
 # prometheus: its `promtool check metrics` validates `netslot serve --metrics` in a test.
+# python3-pip: installs the manifest validator below when python3 is the system's.
 packages=(clang llvm libelf-dev zlib1g-dev pkg-config bpftool iproute2 util-linux strace
-  containernetworking-plugins iptables prometheus)
+  containernetworking-plugins iptables prometheus python3-pip)
 
 missing=()
 for p in "${packages[@]}"; do
