@@ -275,8 +275,8 @@ mod tests {
         max_requests: 64,
     };
 
-    #[test]
-    fn slot_socket_send_is_the_standard_slot_in_order() {
+    /// Slot 3's one send on its socket (fd 9), planned with `route`.
+    fn plan_slot(route: SlotRoute) -> (Vec<Flight>, Ledger) {
         let spec = SlotSpec::derive(&EngineConfig::default(), 3, 500);
         let shape = PoolShape {
             group: 7600,
@@ -284,7 +284,13 @@ mod tests {
             ipv6_off: true,
         };
         let mut ledger = Ledger::new(1);
-        let flights = slot_socket(&mut ledger, LIMITS, 0, &spec, 9, shape, SlotRoute::Default);
+        let flights = slot_socket(&mut ledger, LIMITS, 0, &spec, 9, shape, route);
+        (flights, ledger)
+    }
+
+    #[test]
+    fn slot_socket_send_is_the_standard_slot_in_order() {
+        let (flights, ledger) = plan_slot(SlotRoute::Default);
         assert_eq!(flights.len(), 1);
         let msgs = decode(&flights[0].bytes);
         let kinds: Vec<&str> = msgs
@@ -320,14 +326,7 @@ mod tests {
 
     #[test]
     fn a_slot_without_the_default_route_plans_no_route_request() {
-        let spec = SlotSpec::derive(&EngineConfig::default(), 3, 500);
-        let shape = PoolShape {
-            group: 7600,
-            host_netns_fd: 5,
-            ipv6_off: true,
-        };
-        let mut ledger = Ledger::new(1);
-        let flights = slot_socket(&mut ledger, LIMITS, 0, &spec, 9, shape, SlotRoute::None);
+        let (flights, ledger) = plan_slot(SlotRoute::None);
         assert_eq!(flights.len(), 1);
         let msgs = decode(&flights[0].bytes);
         assert!(
