@@ -14,7 +14,8 @@
 //! - **A pinned namespace** is the pool's when the pool's record names the pin AND the
 //!   namespace mounted there has the id the record gave it (nsfs `NS_GET_ID`, the netns
 //!   cookie, never reused). The engine writes each pin's id into the record before it
-//!   makes the bind mount, so no pin of the pool exists that the record does not name. A
+//!   makes the bind mount (read from the slot's socket, SO_NETNS_COOKIE, the same id),
+//!   so no pin of the pool exists that the record does not name. A
 //!   pin file the record names that is an empty regular file and no mount is the pool's
 //!   leftover (a pin made halfway).
 //! - **The counters pins** (`<bpf-dir>/<group>`) are the pool's when its record names
