@@ -95,6 +95,27 @@ pub fn mac_to_string(mac: &[u8; 6]) -> String {
         .join(":")
 }
 
+/// Parses a MAC written as six two-digit hex octets separated by `:` (either case),
+/// e.g. `02:1d:b0:00:00:07`.
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for octet in &mut mac {
+        let p = parts.next()?;
+        if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        *octet = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// Whether `mac` can be a device's own address: unicast (bit 0 of the first octet clear)
+/// and not all zeros.
+pub fn is_unicast_mac(mac: &[u8; 6]) -> bool {
+    mac[0] & 1 == 0 && mac.iter().any(|&b| b != 0)
+}
+
 fn mac_text<S: serde::Serializer>(mac: &[u8; 6], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&mac_to_string(mac))
 }
