@@ -2533,7 +2533,7 @@ fn the_configured_mtu_is_on_both_ends_and_in_the_result() {
     if !inside_private_world(test) {
         return;
     }
-    let group = 7831;
+    let group = 7841;
     let daemon = Daemon::start("mt", group, &[]);
     let plugin = bin("netslot-cni");
     for (i, version) in ["1.1.0", "1.0.0"].into_iter().enumerate() {
@@ -2589,7 +2589,7 @@ fn the_configured_dns_is_echoed_in_the_result() {
     if !inside_private_world(test) {
         return;
     }
-    let daemon = Daemon::start("dn", 7832, &[]);
+    let daemon = Daemon::start("dn", 7842, &[]);
     let plugin = bin("netslot-cni");
     let dns = json!({"nameservers": ["10.0.0.53", "fd00::53"], "domain": "example.test",
         "search": ["a.example.test"], "options": ["ndots:2"]});
@@ -2615,7 +2615,7 @@ fn an_ipam_section_is_refused_and_nothing_is_made() {
     if !inside_private_world(test) {
         return;
     }
-    let group = 7833;
+    let group = 7843;
     let daemon = Daemon::start("ip", group, &[]);
     let plugin = bin("netslot-cni");
     let path = netns_add("ipam1");
@@ -2652,7 +2652,7 @@ fn a_runtime_config_mac_is_the_container_ends_mac() {
     if !inside_private_world(test) {
         return;
     }
-    let group = 7834;
+    let group = 7844;
     let daemon = Daemon::start("mc", group, &[]);
     let plugin = bin("netslot-cni");
     let path = netns_add("mac1");
@@ -2692,6 +2692,39 @@ fn a_runtime_config_mac_is_the_container_ends_mac() {
     assert!(!ok, "ADD with runtimeConfig.bandwidth succeeded: {r}");
     assert_eq!(r["code"], 7, "{r}");
     assert!(r["msg"].as_str().unwrap().contains("bandwidth"), "{r}");
+    assert!(links_in_group(group).is_empty(), "host ends left");
+    daemon.stop();
+}
+
+#[test]
+fn a_restart_keeps_an_attachments_own_mtu_and_mac() {
+    let test = "a_restart_keeps_an_attachments_own_mtu_and_mac";
+    if !inside_private_world(test) {
+        return;
+    }
+    let group = 7845;
+    let args = ["--keep-on-exit"];
+    let daemon = Daemon::start("rk", group, &args);
+    let plugin = bin("netslot-cni");
+    let path = netns_add("rk1");
+    let mut conf = plain_conf();
+    conf["mtu"] = 1400.into();
+    conf["runtimeConfig"] = json!({"mac": "0a:58:0a:09:00:08"});
+    let env = container_env("rk1", &path, "eth0");
+    let (ok, r) = exec_plugin(&plugin, "ADD", &env, &conf);
+    assert!(ok, "ADD: {r}");
+    daemon.stop();
+    let daemon = Daemon::start("rk", group, &args);
+    let key = netslot::protocol::AttachmentKey {
+        network: "slots".into(),
+        container_id: "rk1".into(),
+        ifname: "eth0".into(),
+    };
+    let answer = netslot::client::call(Path::new(SOCKET), Op::Check { key }).expect("check");
+    let a = answer.attachment.expect("the adopted attachment");
+    assert_eq!((a.mtu, a.mac.as_str()), (1400, "0a:58:0a:09:00:08"));
+    let (ok, out) = exec_plugin(&plugin, "DEL", &env, &conf);
+    assert!(ok, "DEL: {out}");
     assert!(links_in_group(group).is_empty(), "host ends left");
     daemon.stop();
 }

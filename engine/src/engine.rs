@@ -225,6 +225,12 @@ impl Engine {
                 let mut spec = SlotSpec::derive(&self.config, a.slot_id, self.ifindex_base);
                 spec.ifindex = a.ifindex;
                 spec.slot_ifname = a.ifname.clone();
+                if let Some(mtu) = a.mtu {
+                    spec.mtu = mtu;
+                }
+                if let Some(mac) = a.mac.as_deref().and_then(crate::slot::parse_mac) {
+                    spec.slot_mac = mac;
+                }
                 (a, spec)
             })
             .collect()

@@ -76,4 +76,6 @@ pub use op::Op;
 pub use result::{
     EngineError, PhaseTimes, ProvisionReport, Provisioned, SlotCounters, SlotError, SlotResult,
 };
-pub use slot::{host_end_mac, is_unicast_mac, mac_to_string, parse_mac, Slot, SlotSpec};
+pub use slot::{
+    host_end_mac, is_unicast_mac, mac_to_string, parse_mac, slot_end_mac, Slot, SlotSpec,
+};

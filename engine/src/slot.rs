@@ -62,6 +62,12 @@ pub fn host_end_mac(group: u32, id: u32) -> [u8; 6] {
     pool_mac(HOST_END_OCTET, group, id)
 }
 
+/// The MAC netslot derives for the slot end of slot `id` in the pool with base group
+/// `group` (an attach may ask for another one).
+pub fn slot_end_mac(group: u32, id: u32) -> [u8; 6] {
+    pool_mac(SLOT_END_OCTET, group, id)
+}
+
 impl SlotSpec {
     /// Derives slot `id` of a pool whose ifindexes start at `ifindex_base`.
     /// `config.check` must have accepted the id range.
@@ -73,7 +79,7 @@ impl SlotSpec {
             slot_ifname: SLOT_IFNAME.to_owned(),
             ifindex: ifindex_base + id,
             host_mac: host_end_mac(config.group, id),
-            slot_mac: pool_mac(SLOT_END_OCTET, config.group, id),
+            slot_mac: slot_end_mac(config.group, id),
             host_ip,
             slot_ip,
             prefix_len: 31,

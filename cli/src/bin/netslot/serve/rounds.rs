@@ -214,6 +214,7 @@ impl Rounds {
     }
 
     fn attachment_records(&self) -> Vec<AttachmentRecord> {
+        let config = self.engine.config();
         self.attachments
             .iter()
             .map(|(k, h)| AttachmentRecord {
@@ -227,6 +228,11 @@ impl Rounds {
                 netns_id: h.netns_id,
                 default_route: h.default_route,
                 uid: h.uid,
+                // Written only when the attach asked for its own; absent, a restart
+                // derives them again.
+                mtu: (h.spec.mtu != config.mtu).then_some(h.spec.mtu),
+                mac: (h.spec.slot_mac != netslot::slot_end_mac(config.group, h.spec.id))
+                    .then(|| mac_to_string(&h.spec.slot_mac)),
             })
             .collect()
     }
