@@ -640,5 +640,15 @@ mod tests {
             ..jumbo
         };
         assert!(jumbo_plain.check(0, 1).is_ok());
+        // An attach target's own MTU is judged by the same rules.
+        let daemon = EngineConfig::default();
+        assert!(daemon.check_slot_mtu(1400).is_ok());
+        assert!(daemon.check_slot_mtu(3506).is_ok());
+        assert_eq!(daemon.check_slot_mtu(1000), Err(ConfigError::Mtu(1000)));
+        assert_eq!(
+            daemon.check_slot_mtu(3507),
+            Err(ConfigError::MtuTooLargeForXdp(3507))
+        );
+        assert!(jumbo_tc.check_slot_mtu(9000).is_ok());
     }
 }

@@ -181,6 +181,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn macs_parse_and_unicast_is_told() {
+        let m = parse_mac("0A:58:0a:09:00:07").unwrap();
+        assert_eq!(mac_to_string(&m), "0a:58:0a:09:00:07");
+        assert!(is_unicast_mac(&m));
+        for bad in [
+            "",
+            "0a:58:0a:09:00",
+            "0a:58:0a:09:00:07:01",
+            "0a-58-0a-09-00-07",
+            "a:58:0a:09:00:07",
+            "+a:58:0a:09:00:07",
+            "0g:58:0a:09:00:07",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad:?}");
+        }
+        assert!(!is_unicast_mac(&[1, 0, 0x5e, 0, 0, 1]));
+        assert!(!is_unicast_mac(&[0xff; 6]));
+        assert!(!is_unicast_mac(&[0; 6]));
+        let cfg = EngineConfig::default();
+        assert_eq!(
+            slot_end_mac(cfg.group, 7),
+            SlotSpec::derive(&cfg, 7, 1000).slot_mac
+        );
+    }
+
+    #[test]
     fn derive_is_deterministic_and_distinct() {
         let cfg = EngineConfig::default();
         let a = SlotSpec::derive(&cfg, 7, 1000);
