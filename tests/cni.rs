@@ -1496,6 +1496,8 @@ fn attach_op(id: &str, netns: &str, by_fd: bool) -> Op {
         },
         netns: netns.into(),
         netns_fd: by_fd,
+        mtu: None,
+        mac: None,
     }
 }
 
@@ -2198,6 +2200,8 @@ fn the_daemon_refuses_every_unusable_namespace_path_as_netns() {
                 },
                 netns: PathBuf::from(p),
                 netns_fd: false,
+                mtu: None,
+                mac: None,
             };
             let r = netslot::client::call(Path::new(SOCKET), op).expect("an answer");
             assert!(!r.ok, "{p}: attached");
@@ -2509,5 +2513,218 @@ fn metrics_count_what_the_daemon_did_and_pass_promtool() {
     );
     let (status, _) = scrape(addr, "/other");
     assert!(status.contains(" 404 "), "{status}");
+    daemon.stop();
+}
+
+/// `mtu` of the link `dev` inside `ns` (or in this namespace when `ns` is None).
+fn mtu_of(ns: Option<&str>, dev: &str) -> u64 {
+    let v = match ns {
+        Some(ns) => ip_in(ns, &["link", "show", "dev", dev]),
+        None => ip_json(&["link", "show", "dev", dev]),
+    };
+    v[0]["mtu"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no mtu for {dev}: {v}"))
+}
+
+#[test]
+fn the_configured_mtu_is_on_both_ends_and_in_the_result() {
+    let test = "the_configured_mtu_is_on_both_ends_and_in_the_result";
+    if !inside_private_world(test) {
+        return;
+    }
+    let group = 7841;
+    let daemon = Daemon::start("mt", group, &[]);
+    let plugin = bin("netslot-cni");
+    for (i, version) in ["1.1.0", "1.0.0"].into_iter().enumerate() {
+        let name = format!("mt{i}");
+        let path = netns_add(&name);
+        let mut conf = plain_conf();
+        conf["cniVersion"] = version.into();
+        conf["mtu"] = 1400.into();
+        let env = container_env(&name, &path, "eth0");
+        let (ok, r) = exec_plugin(&plugin, "ADD", &env, &conf);
+        assert!(ok, "ADD at {version}: {r}");
+        let host = r["interfaces"][0]["name"].as_str().unwrap().to_owned();
+        assert_eq!(
+            mtu_of(Some(&name), "eth0"),
+            1400,
+            "container end at {version}"
+        );
+        assert_eq!(mtu_of(None, &host), 1400, "host end {host} at {version}");
+        let ours = &r["interfaces"][1];
+        assert_eq!(ours["name"], "eth0", "{r}");
+        if version == "1.1.0" {
+            assert_eq!(ours["mtu"], 1400, "1.1.0 result: {r}");
+        } else {
+            assert!(
+                ours.get("mtu").is_none(),
+                "{version} result has an mtu: {r}"
+            );
+        }
+        let (ok, out) = exec_plugin(&plugin, "DEL", &env, &conf);
+        assert!(ok, "DEL: {out}");
+    }
+    // Out of the range the daemon's slots carry: invalid network config, with the reason.
+    let path = netns_add("mtbad");
+    let mut conf = plain_conf();
+    conf["mtu"] = 1000.into();
+    let (ok, r) = exec_plugin(
+        &plugin,
+        "ADD",
+        &container_env("mtbad", &path, "eth0"),
+        &conf,
+    );
+    assert!(!ok, "ADD with mtu 1000 succeeded: {r}");
+    assert_eq!(r["code"], 7, "{r}");
+    assert!(r["msg"].as_str().unwrap().contains("1000"), "{r}");
+    assert_eq!(link_names_in("mtbad"), vec!["lo"]);
+    assert!(links_in_group(group).is_empty(), "host ends left");
+    daemon.stop();
+}
+
+#[test]
+fn the_configured_dns_is_echoed_in_the_result() {
+    let test = "the_configured_dns_is_echoed_in_the_result";
+    if !inside_private_world(test) {
+        return;
+    }
+    let daemon = Daemon::start("dn", 7842, &[]);
+    let plugin = bin("netslot-cni");
+    let dns = json!({"nameservers": ["10.0.0.53", "fd00::53"], "domain": "example.test",
+        "search": ["a.example.test"], "options": ["ndots:2"]});
+    for version in ["0.3.1", "1.0.0", "1.1.0"] {
+        let name = format!("dn{}", version.replace('.', ""));
+        let path = netns_add(&name);
+        let mut conf = plain_conf();
+        conf["cniVersion"] = version.into();
+        conf["dns"] = dns.clone();
+        let env = container_env(&name, &path, "eth0");
+        let (ok, r) = exec_plugin(&plugin, "ADD", &env, &conf);
+        assert!(ok, "ADD at {version}: {r}");
+        assert_eq!(r["dns"], dns, "{version} result: {r}");
+        let (ok, out) = exec_plugin(&plugin, "DEL", &env, &conf);
+        assert!(ok, "DEL: {out}");
+    }
+    daemon.stop();
+}
+
+#[test]
+fn an_ipam_section_is_refused_and_nothing_is_made() {
+    let test = "an_ipam_section_is_refused_and_nothing_is_made";
+    if !inside_private_world(test) {
+        return;
+    }
+    let group = 7843;
+    let daemon = Daemon::start("ip", group, &[]);
+    let plugin = bin("netslot-cni");
+    let path = netns_add("ipam1");
+    let mut conf = plain_conf();
+    conf["ipam"] = json!({"type": "host-local", "subnet": "10.9.0.0/24"});
+    let env = container_env("ipam1", &path, "eth0");
+    let (ok, r) = exec_plugin(&plugin, "ADD", &env, &conf);
+    assert!(!ok, "ADD with ipam succeeded: {r}");
+    assert_eq!(r["code"], 7, "{r}");
+    let msg = r["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("/31") && msg.contains("does not delegate IPAM"),
+        "{msg}"
+    );
+    assert_eq!(link_names_in("ipam1"), vec!["lo"]);
+    assert!(links_in_group(group).is_empty(), "a host end was made");
+    assert_eq!(daemon.stats().attachments, 0);
+    // DEL of it still succeeds: a runtime always calls DEL.
+    let (ok, out) = exec_plugin(&plugin, "DEL", &env, &conf);
+    assert!(ok, "DEL: {out}");
+    // Static IPs (the ips capability) are IPAM too.
+    let mut conf = plain_conf();
+    conf["runtimeConfig"] = json!({"ips": ["10.9.0.2/24"]});
+    let (ok, r) = exec_plugin(&plugin, "ADD", &env, &conf);
+    assert!(!ok, "ADD with runtimeConfig.ips succeeded: {r}");
+    assert_eq!(r["code"], 7, "{r}");
+    assert!(links_in_group(group).is_empty(), "a host end was made");
+    daemon.stop();
+}
+
+#[test]
+fn a_runtime_config_mac_is_the_container_ends_mac() {
+    let test = "a_runtime_config_mac_is_the_container_ends_mac";
+    if !inside_private_world(test) {
+        return;
+    }
+    let group = 7844;
+    let daemon = Daemon::start("mc", group, &[]);
+    let plugin = bin("netslot-cni");
+    let path = netns_add("mac1");
+    let mac = "0a:58:0a:09:00:07";
+    let mut conf = plain_conf();
+    conf["capabilities"] = json!({"mac": true});
+    conf["runtimeConfig"] = json!({ "mac": mac });
+    let env = container_env("mac1", &path, "eth0");
+    let (ok, r) = exec_plugin(&plugin, "ADD", &env, &conf);
+    assert!(ok, "ADD: {r}");
+    assert_eq!(
+        ip_in("mac1", &["link", "show", "dev", "eth0"])[0]["address"],
+        mac
+    );
+    assert_eq!(r["interfaces"][1]["mac"], mac, "{r}");
+    // CHECK agrees with the kernel.
+    let mut check = conf.clone();
+    check["prevResult"] = r.clone();
+    let (ok, out) = exec_plugin(&plugin, "CHECK", &env, &check);
+    assert!(ok, "CHECK: {out}");
+    let (ok, out) = exec_plugin(&plugin, "DEL", &env, &conf);
+    assert!(ok, "DEL: {out}");
+
+    // A multicast MAC cannot be a device's own: invalid network config, nothing made.
+    let path = netns_add("mac2");
+    conf["runtimeConfig"] = json!({"mac": "01:00:5e:00:00:01"});
+    let env = container_env("mac2", &path, "eth0");
+    let (ok, r) = exec_plugin(&plugin, "ADD", &env, &conf);
+    assert!(!ok, "ADD with a multicast MAC succeeded: {r}");
+    assert_eq!(r["code"], 7, "{r}");
+    assert!(r["msg"].as_str().unwrap().contains("unicast"), "{r}");
+    assert_eq!(link_names_in("mac2"), vec!["lo"]);
+    // A capability the plugin lacks, declared by the configuration: refused, named.
+    conf["capabilities"] = json!({"bandwidth": true});
+    conf["runtimeConfig"] = json!({"bandwidth": {"ingressRate": 1000}});
+    let (ok, r) = exec_plugin(&plugin, "ADD", &env, &conf);
+    assert!(!ok, "ADD with runtimeConfig.bandwidth succeeded: {r}");
+    assert_eq!(r["code"], 7, "{r}");
+    assert!(r["msg"].as_str().unwrap().contains("bandwidth"), "{r}");
+    assert!(links_in_group(group).is_empty(), "host ends left");
+    daemon.stop();
+}
+
+#[test]
+fn a_restart_keeps_an_attachments_own_mtu_and_mac() {
+    let test = "a_restart_keeps_an_attachments_own_mtu_and_mac";
+    if !inside_private_world(test) {
+        return;
+    }
+    let group = 7845;
+    let args = ["--keep-on-exit"];
+    let daemon = Daemon::start("rk", group, &args);
+    let plugin = bin("netslot-cni");
+    let path = netns_add("rk1");
+    let mut conf = plain_conf();
+    conf["mtu"] = 1400.into();
+    conf["runtimeConfig"] = json!({"mac": "0a:58:0a:09:00:08"});
+    let env = container_env("rk1", &path, "eth0");
+    let (ok, r) = exec_plugin(&plugin, "ADD", &env, &conf);
+    assert!(ok, "ADD: {r}");
+    daemon.stop();
+    let daemon = Daemon::start("rk", group, &args);
+    let key = netslot::protocol::AttachmentKey {
+        network: "slots".into(),
+        container_id: "rk1".into(),
+        ifname: "eth0".into(),
+    };
+    let answer = netslot::client::call(Path::new(SOCKET), Op::Check { key }).expect("check");
+    let a = answer.attachment.expect("the adopted attachment");
+    assert_eq!((a.mtu, a.mac.as_str()), (1400, "0a:58:0a:09:00:08"));
+    let (ok, out) = exec_plugin(&plugin, "DEL", &env, &conf);
+    assert!(ok, "DEL: {out}");
+    assert!(links_in_group(group).is_empty(), "host ends left");
     daemon.stop();
 }

@@ -249,6 +249,8 @@ fn attach(c: &str) -> netslot::protocol::Op {
         key: key(c),
         netns: PathBuf::from(format!("/run/netns/{c}")),
         netns_fd: false,
+        mtu: None,
+        mac: None,
     }
 }
 

@@ -200,7 +200,8 @@ fn refused_code(code: ErrorCode) -> Code {
     }
 }
 
-/// The ADD result: a chained `prevResult`'s interfaces, IPs, routes and DNS, then ours,
+/// The ADD result: a chained `prevResult`'s interfaces, IPs and routes, then ours, and the
+/// configuration's `dns` (else `prevResult`'s; [`crate::cni_conf::dns`]),
 /// written in the configuration's `cniVersion` ([`crate::cni_result::convert`]; a
 /// version the plugin does not speak is echoed on the 1.1.0 format).
 fn add_result(conf: &Value, netns: &str, a: &Attachment) -> Value {
@@ -229,7 +230,7 @@ fn add_result(conf: &Value, netns: &str, a: &Attachment) -> Value {
         "interfaces": interfaces,
         "ips": ips,
         "routes": routes,
-        "dns": prev.get("dns").cloned().unwrap_or_else(|| json!({})),
+        "dns": crate::cni_conf::dns(conf),
     });
     match conf["cniVersion"].as_str().and_then(Version::parse) {
         Some(v) => convert(&result, v),

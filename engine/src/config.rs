@@ -326,15 +326,7 @@ impl EngineConfig {
         if last > u64::from(crate::slot::MAX_SLOT_ID) {
             return Err(ConfigError::TooManySlots { wanted: last + 1 });
         }
-        if !(MTU_RANGE.0..=MTU_RANGE.1).contains(&self.mtu) {
-            return Err(ConfigError::Mtu(self.mtu));
-        }
-        if self.xdp_counters
-            && self.xdp_attach.hook() == netslot_bpf::Hook::Xdp
-            && self.mtu > XDP_MAX_MTU
-        {
-            return Err(ConfigError::MtuTooLargeForXdp(self.mtu));
-        }
+        self.check_slot_mtu(self.mtu)?;
         if self.chunk == 0 || self.pool_high < self.pool_low {
             return Err(ConfigError::Pool {
                 low: self.pool_low,
@@ -357,6 +349,24 @@ impl EngineConfig {
     /// Name of slot `id`'s host end and pinned namespace.
     pub fn slot_name(&self, id: u32) -> String {
         format!("{}{id}", self.prefix)
+    }
+}
+
+impl EngineConfig {
+    /// Whether a slot of this configuration can carry `mtu`: within [`MTU_RANGE`], and at
+    /// most [`XDP_MAX_MTU`] when XDP counters are attached at the XDP hook. The pool's
+    /// own MTU and each attach target's own MTU are checked alike.
+    pub fn check_slot_mtu(&self, mtu: u32) -> Result<(), ConfigError> {
+        if !(MTU_RANGE.0..=MTU_RANGE.1).contains(&mtu) {
+            return Err(ConfigError::Mtu(mtu));
+        }
+        if self.xdp_counters
+            && self.xdp_attach.hook() == netslot_bpf::Hook::Xdp
+            && mtu > XDP_MAX_MTU
+        {
+            return Err(ConfigError::MtuTooLargeForXdp(mtu));
+        }
+        Ok(())
     }
 }
 
@@ -462,6 +472,9 @@ pub enum ConfigError {
     /// MTU out of the range a slot can carry.
     #[error("MTU {0} is outside 1280..=65535: below 1280 (IPv6's minimum) the kernel keeps no IPv6 state on a device, so IPv6 could neither run nor be turned off per device")]
     Mtu(u32),
+    /// A slot end's MAC that a device cannot have as its own (multicast or all zeros).
+    #[error("MAC {0} is not a unicast address; a slot end needs one")]
+    SlotMac(String),
     /// MTU too large for the XDP counters on veth.
     #[error("MTU {0} is above 3506, the largest a veth pair can carry with an XDP program attached (veth_xdp_set refuses it with ERANGE); use --no-xdp, or --attach tc-block to count with tc")]
     MtuTooLargeForXdp(u32),
@@ -627,5 +640,15 @@ mod tests {
             ..jumbo
         };
         assert!(jumbo_plain.check(0, 1).is_ok());
+        // An attach target's own MTU is judged by the same rules.
+        let daemon = EngineConfig::default();
+        assert!(daemon.check_slot_mtu(1400).is_ok());
+        assert!(daemon.check_slot_mtu(3506).is_ok());
+        assert_eq!(daemon.check_slot_mtu(1000), Err(ConfigError::Mtu(1000)));
+        assert_eq!(
+            daemon.check_slot_mtu(3507),
+            Err(ConfigError::MtuTooLargeForXdp(3507))
+        );
+        assert!(jumbo_tc.check_slot_mtu(9000).is_ok());
     }
 }

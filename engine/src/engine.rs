@@ -225,6 +225,12 @@ impl Engine {
                 let mut spec = SlotSpec::derive(&self.config, a.slot_id, self.ifindex_base);
                 spec.ifindex = a.ifindex;
                 spec.slot_ifname = a.ifname.clone();
+                if let Some(mtu) = a.mtu {
+                    spec.mtu = mtu;
+                }
+                if let Some(mac) = a.mac.as_deref().and_then(crate::slot::parse_mac) {
+                    spec.slot_mac = mac;
+                }
                 (a, spec)
             })
             .collect()
@@ -365,6 +371,14 @@ impl Engine {
     pub fn attach(&mut self, targets: Vec<AttachTarget>) -> Result<Attached, EngineError> {
         for t in &targets {
             crate::config::check_ifname(&t.ifname)?;
+            if let Some(mtu) = t.mtu {
+                self.config.check_slot_mtu(mtu)?;
+            }
+            if let Some(mac) = t.mac.filter(|m| !crate::slot::is_unicast_mac(m)) {
+                return Err(EngineError::Config(crate::ConfigError::SlotMac(
+                    crate::slot::mac_to_string(&mac),
+                )));
+            }
         }
         let ids = self.take_ids(targets.len())?;
         let specs: Vec<SlotSpec> = ids
@@ -373,6 +387,12 @@ impl Engine {
             .map(|(&id, t)| {
                 let mut spec = SlotSpec::derive(&self.config, id, self.ifindex_base);
                 spec.slot_ifname = t.ifname.clone();
+                if let Some(mtu) = t.mtu {
+                    spec.mtu = mtu;
+                }
+                if let Some(mac) = t.mac {
+                    spec.slot_mac = mac;
+                }
                 spec
             })
             .collect();
@@ -1421,6 +1441,12 @@ pub struct AttachTarget {
     /// default route would fail with EEXIST): that slot gets its address only, and its
     /// host end is reached through the /31's connected route.
     pub default_route: bool,
+    /// MTU of this slot's veth pair (both ends), instead of the configuration's `mtu`.
+    /// It must pass [`EngineConfig::check_slot_mtu`]. `None`: the configuration's.
+    pub mtu: Option<u32>,
+    /// MAC of the slot end (inside `netns`), instead of the one derived from the slot id.
+    /// It must be a unicast address ([`crate::is_unicast_mac`]). `None`: the derived one.
+    pub mac: Option<[u8; 6]>,
 }
 
 /// What [`Engine::attach`] hands back: per target, in order, the slot's facts or why it

@@ -35,6 +35,7 @@
 mod batch;
 mod claim;
 pub mod client;
+pub mod cni_conf;
 pub mod cni_reply;
 pub mod cni_result;
 pub mod config;
@@ -75,4 +76,6 @@ pub use op::Op;
 pub use result::{
     EngineError, PhaseTimes, ProvisionReport, Provisioned, SlotCounters, SlotError, SlotResult,
 };
-pub use slot::{host_end_mac, mac_to_string, Slot, SlotSpec};
+pub use slot::{
+    host_end_mac, is_unicast_mac, mac_to_string, parse_mac, slot_end_mac, Slot, SlotSpec,
+};

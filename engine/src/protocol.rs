@@ -80,8 +80,18 @@ pub fn judge_request_line(line: &[u8]) -> Result<Option<Request>, Box<Response>>
 /// `MAX_NAME` bytes), dev_valid_name for interface names, PATH_MAX for paths.
 pub fn check_fields(op: &Op) -> Result<(), String> {
     match op {
-        Op::Attach { key, netns, .. } => {
+        Op::Attach {
+            key, netns, mac, ..
+        } => {
             check_key(key, "attach")?;
+            if let Some(mac) = mac {
+                if !crate::slot::parse_mac(mac).is_some_and(|m| crate::slot::is_unicast_mac(&m)) {
+                    return Err(format!(
+                        "container {}: attach: MAC {mac:?} is not a unicast MAC",
+                        key.container_id
+                    ));
+                }
+            }
             let len = netns.as_os_str().len();
             if len > MAX_PATH {
                 return Err(format!(
@@ -212,6 +222,15 @@ pub enum Op {
         /// which may attach only into namespaces they could enter themselves.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         netns_fd: bool,
+        /// MTU of the slot's veth pair (both ends), for this attachment only. Absent: the
+        /// daemon's `--mtu`. A value the daemon's slots cannot carry is refused
+        /// (`bad_request`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mtu: Option<u32>,
+        /// MAC of the container end (`02:00:00:00:00:01`), unicast. Absent: the one the
+        /// daemon derives from the slot id. Anything else is refused (`bad_request`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mac: Option<String>,
     },
     /// Remove an attachment (CNI DEL). Unknown attachments succeed: DEL is idempotent.
     Detach {
@@ -441,6 +460,8 @@ mod tests {
             key,
             netns,
             netns_fd,
+            mtu,
+            mac,
         } = &req.op
         else {
             panic!("not an attach: {req:?}");
@@ -448,11 +469,24 @@ mod tests {
         assert_eq!(key.container_id, "c1");
         assert_eq!(netns, &PathBuf::from("/run/netns/c1"));
         assert!(!netns_fd, "absent netns_fd means the path form");
+        assert_eq!((mtu, mac), (&None, &None), "absent: the daemon's defaults");
         let back: serde_json::Value = serde_json::to_value(&req).unwrap();
         assert_eq!(
             back,
             serde_json::from_str::<serde_json::Value>(line).unwrap()
         );
+        let own = r#"{"v":1,"id":8,"op":"attach","container_id":"c1","ifname":"eth0","netns":"/run/netns/c1","mtu":1400,"mac":"0a:00:00:00:00:01"}"#;
+        let req: Request = serde_json::from_str(own).unwrap();
+        assert!(matches!(
+            &req.op,
+            Op::Attach { mtu: Some(1400), mac: Some(m), .. } if m == "0a:00:00:00:00:01"
+        ));
+        assert!(check_fields(&req.op).is_ok());
+        let multicast = own.replace("0a:00", "01:00");
+        let req: Request = serde_json::from_str(&multicast).unwrap();
+        assert!(check_fields(&req.op)
+            .unwrap_err()
+            .contains("not a unicast MAC"));
         let gc = r#"{"v":1,"op":"gc","valid":[{"container_id":"a","ifname":"eth0"}]}"#;
         assert!(matches!(
             serde_json::from_str::<Request>(gc).unwrap().op,
@@ -533,6 +567,8 @@ mod tests {
                 },
                 netns: "/proc/7/ns/net".into(),
                 netns_fd: true,
+                mtu: None,
+                mac: None,
             },
         );
         let line = serde_json::to_string(&by_fd).unwrap();

@@ -118,6 +118,14 @@ pub struct AttachmentRecord {
     pub default_route: bool,
     /// The uid that attached it.
     pub uid: u32,
+    /// The veth pair's MTU when the attach asked for its own (`AttachTarget::mtu`).
+    /// Absent: the configuration's, as in records written before this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// The slot end's MAC when the attach asked for its own (`AttachTarget::mac`), as
+    /// `0a:00:00:00:00:01`. Absent: the one derived from the slot id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 impl PoolRecord {
@@ -436,6 +444,8 @@ mod tests {
             netns_id: 4102,
             default_route: true,
             uid: 0,
+            mtu: Some(1400),
+            mac: Some("0a:00:00:00:00:01".into()),
         });
         write_record(&path, &r).unwrap();
         assert_eq!(read_record(&path).unwrap(), Some(r.clone()));

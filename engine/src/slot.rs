@@ -62,6 +62,12 @@ pub fn host_end_mac(group: u32, id: u32) -> [u8; 6] {
     pool_mac(HOST_END_OCTET, group, id)
 }
 
+/// The MAC netslot derives for the slot end of slot `id` in the pool with base group
+/// `group` (an attach may ask for another one).
+pub fn slot_end_mac(group: u32, id: u32) -> [u8; 6] {
+    pool_mac(SLOT_END_OCTET, group, id)
+}
+
 impl SlotSpec {
     /// Derives slot `id` of a pool whose ifindexes start at `ifindex_base`.
     /// `config.check` must have accepted the id range.
@@ -73,7 +79,7 @@ impl SlotSpec {
             slot_ifname: SLOT_IFNAME.to_owned(),
             ifindex: ifindex_base + id,
             host_mac: host_end_mac(config.group, id),
-            slot_mac: pool_mac(SLOT_END_OCTET, config.group, id),
+            slot_mac: slot_end_mac(config.group, id),
             host_ip,
             slot_ip,
             prefix_len: 31,
@@ -93,6 +99,27 @@ pub fn mac_to_string(mac: &[u8; 6]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+/// Parses a MAC written as six two-digit hex octets separated by `:` (either case),
+/// e.g. `02:1d:b0:00:00:07`.
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for octet in &mut mac {
+        let p = parts.next()?;
+        if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        *octet = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// Whether `mac` can be a device's own address: unicast (bit 0 of the first octet clear)
+/// and not all zeros.
+pub fn is_unicast_mac(mac: &[u8; 6]) -> bool {
+    mac[0] & 1 == 0 && mac.iter().any(|&b| b != 0)
 }
 
 fn mac_text<S: serde::Serializer>(mac: &[u8; 6], s: S) -> Result<S::Ok, S::Error> {
@@ -152,6 +179,32 @@ impl Slot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn macs_parse_and_unicast_is_told() {
+        let m = parse_mac("0A:58:0a:09:00:07").unwrap();
+        assert_eq!(mac_to_string(&m), "0a:58:0a:09:00:07");
+        assert!(is_unicast_mac(&m));
+        for bad in [
+            "",
+            "0a:58:0a:09:00",
+            "0a:58:0a:09:00:07:01",
+            "0a-58-0a-09-00-07",
+            "a:58:0a:09:00:07",
+            "+a:58:0a:09:00:07",
+            "0g:58:0a:09:00:07",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad:?}");
+        }
+        assert!(!is_unicast_mac(&[1, 0, 0x5e, 0, 0, 1]));
+        assert!(!is_unicast_mac(&[0xff; 6]));
+        assert!(!is_unicast_mac(&[0; 6]));
+        let cfg = EngineConfig::default();
+        assert_eq!(
+            slot_end_mac(cfg.group, 7),
+            SlotSpec::derive(&cfg, 7, 1000).slot_mac
+        );
+    }
 
     #[test]
     fn derive_is_deterministic_and_distinct() {

@@ -14,6 +14,11 @@
 //! request carries the configuration's `name`, so GC of one network never removes
 //! another's. Only a container's first netslot interface gets the default route.
 //!
+//! The configuration's `mtu` and a container-end MAC (`runtimeConfig.mac`, `args.cni.mac`
+//! or `MAC=` in CNI_ARGS) are honoured, `dns` is echoed in the result, and `ipam`, static
+//! IPs and capabilities the plugin lacks are refused with code 7 by ADD and CHECK
+//! (`netslot::cni_conf`); DEL refuses nothing.
+//!
 //! ADD and CHECK first open CNI_NETNS themselves, with the runtime's own permissions: a
 //! path that is missing, not permitted or not a network namespace is code 3 before the
 //! daemon (which runs as root) is asked, so an error tells the caller only what it could
@@ -30,6 +35,7 @@ use std::process::ExitCode;
 use serde_json::{json, Value};
 
 use netslot::client::{self, ClientError};
+use netslot::cni_conf;
 use netslot::cni_reply::{self, Asked, CniError, Code, Outcome, SPEC_VERSION};
 use netslot::cni_result::{self, Seen, Version, SUPPORTED};
 use netslot::protocol::{AttachmentKey, Op, DEFAULT_SOCKET};
@@ -213,6 +219,7 @@ fn container_netns() -> Result<(String, OwnedFd), CniError> {
 }
 
 fn add(conf: &Value, socket: &Path) -> Result<Option<Value>, CniError> {
+    let wanted = cni_conf::wanted(conf, std::env::var("CNI_ARGS").ok().as_deref())?;
     let key = key(conf)?;
     let (netns, fd) = container_netns()?;
     let answer = call(
@@ -221,6 +228,8 @@ fn add(conf: &Value, socket: &Path) -> Result<Option<Value>, CniError> {
             key,
             netns: PathBuf::from(&netns),
             netns_fd: true,
+            mtu: wanted.mtu,
+            mac: wanted.mac,
         },
         Some(fd.as_fd()),
         Code::TryAgainLater,
@@ -251,6 +260,8 @@ fn del(conf: &Value, socket: &Path) -> Result<Option<Value>, CniError> {
 }
 
 fn check(conf: &Value, socket: &Path) -> Result<Option<Value>, CniError> {
+    // What ADD would refuse, CHECK refuses too.
+    cni_conf::wanted(conf, std::env::var("CNI_ARGS").ok().as_deref())?;
     let key = key(conf)?;
     let Some(prev) = conf.get("prevResult") else {
         return Err(CniError::new(Code::InvalidConfig, "CHECK needs prevResult"));

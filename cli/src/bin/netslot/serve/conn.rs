@@ -179,6 +179,7 @@ impl Conn<'_> {
                 key,
                 netns,
                 netns_fd,
+                ..
             } => match self.target(key, netns, *netns_fd) {
                 Ok(fd) => Some(fd),
                 Err((code, why)) => return Response::err(req.id, code, why),

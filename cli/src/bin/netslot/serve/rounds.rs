@@ -108,7 +108,18 @@ struct Job {
 /// A detach to make: whose, and who waits for the answer (none for GC's own).
 type DetachJob = (AttachmentKey, Option<(u64, Sender<Response>)>);
 /// An attach to make: request id, owner, target namespace, peer uid, answer.
-type AttachJob = (u64, AttachmentKey, PathBuf, OwnedFd, u32, Sender<Response>);
+type AttachJob = (
+    u64,
+    AttachmentKey,
+    PathBuf,
+    OwnedFd,
+    u32,
+    Sender<Response>,
+    Wanted,
+);
+/// What an attach asks of its slot beyond the daemon's defaults: MTU and container-end
+/// MAC (as the request wrote it; checked by `protocol::check_fields`).
+type Wanted = (Option<u32>, Option<String>);
 /// An attach sent to the engine: request id, key, namespace path and id, default route,
 /// peer uid, answer.
 type Waiting = (
@@ -203,6 +214,7 @@ impl Rounds {
     }
 
     fn attachment_records(&self) -> Vec<AttachmentRecord> {
+        let config = self.engine.config();
         self.attachments
             .iter()
             .map(|(k, h)| AttachmentRecord {
@@ -216,6 +228,11 @@ impl Rounds {
                 netns_id: h.netns_id,
                 default_route: h.default_route,
                 uid: h.uid,
+                // Written only when the attach asked for its own; absent, a restart
+                // derives them again.
+                mtu: (h.spec.mtu != config.mtu).then_some(h.spec.mtu),
+                mac: (h.spec.slot_mac != netslot::slot_end_mac(config.group, h.spec.id))
+                    .then(|| mac_to_string(&h.spec.slot_mac)),
             })
             .collect()
     }
@@ -341,8 +358,14 @@ impl Rounds {
                     let r = self.check(id, &key, uid);
                     self.answer(&reply, r);
                 }
-                Op::Attach { key, netns, .. } => match target {
-                    Some(fd) => attaches.push((id, key, netns, fd, uid, reply)),
+                Op::Attach {
+                    key,
+                    netns,
+                    mtu,
+                    mac,
+                    ..
+                } => match target {
+                    Some(fd) => attaches.push((id, key, netns, fd, uid, reply, (mtu, mac))),
                     None => {
                         let r = Response::err(
                             id,
@@ -500,7 +523,38 @@ impl Rounds {
         let mut routed = std::collections::BTreeSet::new();
         // Attaches of this round per uid, on top of what each holds.
         let mut pending: BTreeMap<u32, usize> = BTreeMap::new();
-        for (id, key, netns, fd, uid, reply) in jobs {
+        for (id, key, netns, fd, uid, reply, (mtu, mac)) in jobs {
+            // A request's own MTU and MAC are checked here, one by one, so that one bad
+            // value fails its own attach and not the engine call of the whole round.
+            let mac = match mac.as_deref().map(|m| {
+                netslot::parse_mac(m)
+                    .filter(netslot::is_unicast_mac)
+                    .ok_or(m)
+            }) {
+                Some(Err(m)) => {
+                    let r = Response::err(
+                        id,
+                        ErrorCode::BadRequest,
+                        format!(
+                            "container {}: attach: MAC {m:?} is not a unicast MAC",
+                            key.container_id
+                        ),
+                    );
+                    self.answer_later(&reply, r);
+                    continue;
+                }
+                Some(Ok(m)) => Some(m),
+                None => None,
+            };
+            if let Some(Err(e)) = mtu.map(|m| self.engine.config().check_slot_mtu(m)) {
+                let r = Response::err(
+                    id,
+                    ErrorCode::BadRequest,
+                    format!("container {}: attach: {e}", key.container_id),
+                );
+                self.answer_later(&reply, r);
+                continue;
+            }
             if self.attachments.contains_key(&key) || !seen.insert(key.clone()) {
                 let r = Response::err(
                     id,
@@ -554,6 +608,8 @@ impl Rounds {
                 netns: fd,
                 ifname: key.ifname.clone(),
                 default_route,
+                mtu,
+                mac,
             });
             waiting.push((id, key, netns, netns_id, default_route, uid, reply));
         }
