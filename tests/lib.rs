@@ -220,12 +220,12 @@ fn newest_file(dir: &std::path::Path) -> Option<(std::time::SystemTime, PathBuf)
 /// bpffs on /sys/fs/bpf: pins are files there, and a private mount namespace alone hides
 /// mounts but not files on a shared filesystem. Steps write their output to files in a
 /// scratch directory ($D); $NS is the netslot binary.
-pub fn in_private_world(script: &str) -> (String, PathBuf) {
+pub fn in_private_world(script: &str) -> (String, Scratch) {
     in_private_world_env(script, &[])
 }
 
 /// [`in_private_world`] with extra environment variables for the script.
-pub fn in_private_world_env(script: &str, env: &[(&str, &str)]) -> (String, PathBuf) {
+pub fn in_private_world_env(script: &str, env: &[(&str, &str)]) -> (String, Scratch) {
     let dir = std::env::temp_dir().join(format!(
         "netslot-cli-{}-{}",
         std::process::id(),
@@ -256,8 +256,38 @@ pub fn in_private_world_env(script: &str, env: &[(&str, &str)]) -> (String, Path
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "script failed: {log}");
-    (log, dir)
+    assert!(
+        out.status.success(),
+        "script failed (its files are in {}): {log}",
+        dir.display()
+    );
+    (log, Scratch(dir))
+}
+
+/// A test's scratch directory ($D of the scripts): removed when dropped, unless the test
+/// is failing (a panic is unwinding), when it is left for inspection.
+#[derive(Debug)]
+pub struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for Scratch {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// A suffix that makes scratch names unique.

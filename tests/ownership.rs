@@ -403,15 +403,6 @@ impl Problems {
     }
 }
 
-/// The scratch directory of one test, removed when the test ends (passed or not).
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A step's exit code.
 fn rc(dir: &Path, step: &str) -> i32 {
     let text = read(dir, &format!("{step}.rc"));
@@ -438,8 +429,8 @@ fn said(dir: &Path, step: &str) -> String {
 
 /// Runs `script` (after [`PRELUDE`]) in a private world.
 fn world(script: &str, env: &[(&str, &str)]) -> (String, PathBuf, Scratch) {
-    let (log, dir) = in_private_world_env(&format!("{PRELUDE}\n{script}"), env);
-    let scratch = Scratch(dir.clone());
+    let (log, scratch) = in_private_world_env(&format!("{PRELUDE}\n{script}"), env);
+    let dir = scratch.to_path_buf();
     (log, dir, scratch)
 }
 
