@@ -181,7 +181,10 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     // `cargo test` does not rebuild another package's binary: refuse to test a stale one.
     let built = std::fs::metadata(&bin).and_then(|m| m.modified()).unwrap();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let newest = ["engine/src", "cli/src"]
+    // Its sources: the library's and its own (cargo relinks one binary of netslot-cli
+    // without touching the other when only the other's sources changed).
+    let own = format!("cli/src/bin/{name}");
+    let newest = ["engine/src", own.as_str()]
         .iter()
         .filter_map(|d| newest_file(&root.join(d)))
         .max();
