@@ -564,25 +564,19 @@ impl Rounds {
                 self.answer_later(&reply, r);
                 continue;
             }
-            if uid != 0 {
-                let held = self.attachments_of.get(&uid).copied().unwrap_or(0);
-                let more = pending.entry(uid).or_insert(0);
-                if held + *more >= self.config.max_attachments_per_uid {
-                    let r = Response::err(
-                        id,
-                        ErrorCode::NotAllowed,
-                        format!(
-                            "container {}: attach: uid {uid} holds {} attachments, its limit \
-                             (--max-attachments-per-uid {}); detach one first",
-                            key.container_id,
-                            held + *more,
-                            self.config.max_attachments_per_uid
-                        ),
-                    );
-                    self.answer_later(&reply, r);
-                    continue;
-                }
-                *more += 1;
+            let limit = self.config.max_attachments_per_uid;
+            if let Err(holds) = admit(&self.attachments_of, &mut pending, uid, limit) {
+                let r = Response::err(
+                    id,
+                    ErrorCode::NotAllowed,
+                    format!(
+                        "container {}: attach: uid {uid} holds {holds} attachments, its limit \
+                         (--max-attachments-per-uid {limit}); detach one first",
+                        key.container_id,
+                    ),
+                );
+                self.answer_later(&reply, r);
+                continue;
             }
             let netns_id = match netslot::target::netns_id_of(fd.as_fd()) {
                 Ok(ns) => ns,
@@ -751,24 +745,18 @@ impl Rounds {
         let mut pending: BTreeMap<u32, usize> = BTreeMap::new();
         let mut granted = Vec::new();
         for (id, uid, reply) in jobs {
-            if uid != 0 {
-                let held = self.acquired_of.get(&uid).copied().unwrap_or(0);
-                let more = pending.entry(uid).or_insert(0);
-                if held + *more >= self.config.max_acquired_per_uid {
-                    let r = Response::err(
-                        id,
-                        ErrorCode::NotAllowed,
-                        format!(
-                            "acquire: uid {uid} holds {} warm-pool slots, its limit \
-                             (--max-acquired-per-uid {}); release one first",
-                            held + *more,
-                            self.config.max_acquired_per_uid
-                        ),
-                    );
-                    self.answer(&reply, r);
-                    continue;
-                }
-                *more += 1;
+            let limit = self.config.max_acquired_per_uid;
+            if let Err(holds) = admit(&self.acquired_of, &mut pending, uid, limit) {
+                let r = Response::err(
+                    id,
+                    ErrorCode::NotAllowed,
+                    format!(
+                        "acquire: uid {uid} holds {holds} warm-pool slots, its limit \
+                         (--max-acquired-per-uid {limit}); release one first"
+                    ),
+                );
+                self.answer(&reply, r);
+                continue;
             }
             granted.push((id, uid, reply));
         }
@@ -960,6 +948,27 @@ fn not_yours(id: u64, uid: u32, key: &AttachmentKey, op: &str, owner: u32) -> Re
             key.container_id, key.ifname
         ),
     )
+}
+
+/// Admits one more of a per-uid limited thing for `uid` in this round: uid 0 always; any
+/// other while what it holds (`held`) plus what this round already gave it (`pending`,
+/// counted here) stays under `limit`. `Err` carries that count, for the refusal.
+fn admit(
+    held: &BTreeMap<u32, usize>,
+    pending: &mut BTreeMap<u32, usize>,
+    uid: u32,
+    limit: usize,
+) -> Result<(), usize> {
+    if uid == 0 {
+        return Ok(());
+    }
+    let holds = held.get(&uid).copied().unwrap_or(0);
+    let more = pending.entry(uid).or_insert(0);
+    if holds + *more >= limit {
+        return Err(holds + *more);
+    }
+    *more += 1;
+    Ok(())
 }
 
 fn slot_error(id: u64, key: &AttachmentKey, e: &SlotError) -> Response {
