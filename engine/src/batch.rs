@@ -6,13 +6,13 @@
 //! is also capped by how many error replies the receive buffer can hold without an overrun.
 //! A buffer is split before either limit would be passed.
 
-use std::os::fd::RawFd;
-
 use bytes::BytesMut;
 use netlink_packet_route::RouteNetlinkMessage;
 
 use crate::op::Op;
-use crate::reconcile::{Ledger, Pending, Tag};
+use crate::owner::Owner;
+use crate::reconcile::Pending;
+use crate::seq::{Ledger, Tag};
 use crate::wire;
 
 /// Encoded size of the NLMSG_NOOP end marker (a bare nlmsghdr).
@@ -27,11 +27,21 @@ pub(crate) struct Limits {
     pub max_requests: usize,
 }
 
+/// Which socket a send goes to; the driver of the call maps it to a file descriptor, so
+/// planning and settling never see one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sock {
+    /// The host namespace's socket (host addresses, group changes, deletes).
+    Host,
+    /// Slot `i`'s own socket, inside its namespace.
+    Slot(usize),
+}
+
 /// One sendmsg and what it is waiting for.
 #[derive(Debug)]
 pub(crate) struct Flight {
     /// The socket (and so the namespace) the bytes go to.
-    pub fd: RawFd,
+    pub to: Sock,
     /// NLMSG_ALIGNed requests followed by the end marker.
     pub bytes: BytesMut,
     /// The requests and marker the replies will settle.
@@ -41,7 +51,7 @@ pub(crate) struct Flight {
 /// Builds the flights of one socket.
 #[derive(Debug)]
 pub(crate) struct Batcher {
-    fd: RawFd,
+    to: Sock,
     limits: Limits,
     flights: Vec<Flight>,
     bytes: BytesMut,
@@ -49,9 +59,9 @@ pub(crate) struct Batcher {
 }
 
 impl Batcher {
-    pub fn new(fd: RawFd, limits: Limits) -> Self {
+    pub fn new(to: Sock, limits: Limits) -> Self {
         Self {
-            fd,
+            to,
             limits,
             flights: Vec::new(),
             bytes: BytesMut::new(),
@@ -59,12 +69,12 @@ impl Batcher {
         }
     }
 
-    /// Adds one request of slot `slot`. Requests carry no NLM_F_ACK: only errors are
+    /// Adds one request for `owner`. Requests carry no NLM_F_ACK: only errors are
     /// acked, and the end marker acks the rest (see `reconcile`).
     pub fn push(
         &mut self,
         ledger: &mut Ledger,
-        slot: usize,
+        owner: Owner,
         op: Op,
         message: RouteNetlinkMessage,
         flags: u16,
@@ -75,7 +85,7 @@ impl Batcher {
         if full && !self.seqs.is_empty() {
             self.close(ledger);
         }
-        let seq = ledger.register(Tag::Request { slot, op });
+        let seq = ledger.register(Tag::Request { owner, op });
         wire::push_request(&mut self.bytes, message, flags, seq);
         self.seqs.push(seq);
     }
@@ -84,7 +94,7 @@ impl Batcher {
         let marker = ledger.register(Tag::Marker);
         wire::push_end_marker(&mut self.bytes, marker);
         self.flights.push(Flight {
-            fd: self.fd,
+            to: self.to,
             bytes: std::mem::take(&mut self.bytes),
             pending: Pending::new(std::mem::take(&mut self.seqs), marker),
         });
@@ -126,11 +136,11 @@ mod tests {
             max_requests: 1000,
         };
         let mut ledger = Ledger::new(0);
-        let mut b = Batcher::new(3, limits);
+        let mut b = Batcher::new(Sock::Host, limits);
         for i in 0..7 {
             b.push(
                 &mut ledger,
-                i,
+                Owner::Slot(i),
                 Op::HostAddr,
                 addr::ipv4(1, Ipv4Addr::LOCALHOST, 31),
                 0,
@@ -155,9 +165,9 @@ mod tests {
             max_requests: 2,
         };
         let mut ledger = Ledger::new(0);
-        let mut b = Batcher::new(3, limits);
+        let mut b = Batcher::new(Sock::Host, limits);
         for i in 0..5 {
-            b.push(&mut ledger, i, Op::LoUp, link::set_up(1), 0);
+            b.push(&mut ledger, Owner::Slot(i), Op::LoUp, link::set_up(1), 0);
         }
         let sizes: Vec<usize> = b
             .finish(&mut ledger)
@@ -171,7 +181,7 @@ mod tests {
     fn no_requests_no_flight() {
         let mut ledger = Ledger::new(0);
         let b = Batcher::new(
-            3,
+            Sock::Host,
             Limits {
                 max_bytes: 100,
                 max_requests: 1,

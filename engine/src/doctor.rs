@@ -334,7 +334,15 @@ fn read_neigh_table() -> io::Result<NeighTable> {
     msg.header = NeighbourTableHeader {
         family: AddressFamily::Inet,
     };
-    let replies = crate::sock::dump(&sock, RouteNetlinkMessage::GetNeighbourTable(msg), 1)?;
+    let mut seq = 0;
+    let replies = crate::sock::dump(
+        &sock,
+        RouteNetlinkMessage::GetNeighbourTable(msg),
+        &mut || {
+            seq += 1;
+            seq
+        },
+    )?;
     for bytes in &replies {
         let Ok(m) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) else {
             continue;

@@ -6,7 +6,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use netlink_packet_core::NetlinkMessage;
 use netlink_packet_core::NetlinkPayload;
@@ -17,6 +17,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 use serde::Serialize;
 
 use crate::netns;
+use crate::seq::{Ledger, Tag};
 use crate::sock;
 use crate::wire::{link, route};
 
@@ -70,7 +71,9 @@ pub struct RouteRecord {
 pub struct HostNs {
     ns: OwnedFd,
     sock: netlink_sys::Socket,
-    seq: AtomicU32,
+    /// The host socket's one sequence ledger: its own dumps and requests, and every
+    /// call's host sends (lent through [`HostNs::seqs`]).
+    seqs: Mutex<Ledger>,
 }
 
 impl HostNs {
@@ -110,7 +113,7 @@ impl HostNs {
         Self {
             ns,
             sock,
-            seq: AtomicU32::new(1),
+            seqs: Mutex::new(Ledger::new(1)),
         }
     }
 
@@ -127,26 +130,44 @@ impl HostNs {
         self.sock.as_raw_fd()
     }
 
-    fn next_seq(&self) -> u32 {
-        self.seq.fetch_add(1, Ordering::Relaxed)
+    /// The host socket's sequence ledger, lent to a call for one step (hold it only
+    /// across sans-IO work: the host's own requests lock it too).
+    pub(crate) fn seqs(&self) -> MutexGuard<'_, Ledger> {
+        self.seqs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` with sequence numbers from the host socket's ledger, each held in flight
+    /// until `f` returns.
+    fn with_seqs<R>(&self, f: impl FnOnce(&mut dyn FnMut() -> u32) -> R) -> R {
+        let mut held = Vec::new();
+        let out = f(&mut || {
+            let seq = self.seqs().register(Tag::Direct);
+            held.push(seq);
+            seq
+        });
+        let mut seqs = self.seqs();
+        for seq in held {
+            seqs.settle(seq);
+        }
+        out
     }
 
     /// Every device of the namespace (RTM_GETLINK dump).
     pub fn links(&self) -> io::Result<Vec<LinkRecord>> {
-        let replies = sock::dump(&self.sock, link::dump(), self.next_seq())?;
+        let replies = self.with_seqs(|seq| sock::dump(&self.sock, link::dump(), seq))?;
         Ok(replies.iter().filter_map(|b| parse_link(b)).collect())
     }
 
     /// Every address of the namespace (RTM_GETADDR dump).
     pub fn addresses(&self) -> io::Result<Vec<AddrRecord>> {
         let req = RouteNetlinkMessage::GetAddress(AddressMessage::default());
-        let replies = sock::dump(&self.sock, req, self.next_seq())?;
+        let replies = self.with_seqs(|seq| sock::dump(&self.sock, req, seq))?;
         Ok(replies.iter().filter_map(|b| parse_addr(b)).collect())
     }
 
     /// Every IPv4 route of the namespace, all tables (RTM_GETROUTE dump).
     pub fn routes(&self) -> io::Result<Vec<RouteRecord>> {
-        let replies = sock::dump(&self.sock, route::dump_ipv4(), self.next_seq())?;
+        let replies = self.with_seqs(|seq| sock::dump(&self.sock, route::dump_ipv4(), seq))?;
         Ok(replies.iter().filter_map(|b| parse_route(b)).collect())
     }
 
@@ -168,7 +189,7 @@ impl HostNs {
                 .push(format!("group {g}: delete by group (RTM_DELLINK): {e}"));
         }
         let messages = singles.iter().map(|&i| link::delete_index(i)).collect();
-        match sock::requests(&self.sock, messages, || self.next_seq()) {
+        match self.with_seqs(|seq| sock::requests(&self.sock, messages, seq)) {
             Ok(results) => {
                 for (i, r) in singles.iter().zip(results) {
                     if let Err(e) = r {
@@ -201,46 +222,39 @@ impl HostNs {
         let mut extra = Vec::new();
         while extra.len() + 1 < DELETERS.min(groups.len()) {
             match netns::run_in(&self.ns, sock::host_socket) {
-                Ok(sock) => extra.push((sock, AtomicU32::new(1))),
+                Ok(sock) => extra.push(sock),
                 Err(_) => break,
             }
         }
-        let workers: Vec<(&netlink_sys::Socket, &AtomicU32)> =
-            std::iter::once((&self.sock, &self.seq))
-                .chain(extra.iter().map(|(s, q)| (s, q)))
-                .collect();
-        let per_thread = groups.len().div_ceil(workers.len()).max(1);
+        let per_thread = groups.len().div_ceil(extra.len() + 1).max(1);
+        let mut parts = groups.chunks(per_thread);
+        let own = parts.next().unwrap_or(&[]);
         std::thread::scope(|s| {
-            let threads: Vec<_> = groups
-                .chunks(per_thread)
-                .zip(&workers)
-                .map(|(part, &(sock, seq))| {
+            // Each extra socket numbers its own requests; the host socket's come from its
+            // ledger.
+            let threads: Vec<_> = parts
+                .zip(&extra)
+                .map(|(part, sock)| {
                     s.spawn(move || {
-                        delete_each(sock, part, ignore, || seq.fetch_add(1, Ordering::Relaxed))
+                        let mut seqs = Ledger::new(1);
+                        delete_each(sock, part, ignore, &mut || seqs.register(Tag::Direct))
                     })
                 })
                 .collect();
+            let mine = self.with_seqs(|seq| delete_each(&self.sock, own, ignore, seq));
             threads
                 .into_iter()
                 .map(|t| t.join().expect("a group delete thread panicked"))
+                .chain(std::iter::once(mine))
                 .collect::<Result<Vec<()>, _>>()
                 .map(|_| ())
         })
     }
 
-    /// Sends one request alone with an ACK and waits for it (recovery of a request whose
-    /// reply an overrun dropped; only for idempotent requests).
-    pub(crate) fn resend(
-        &self,
-        message: netlink_packet_route::RouteNetlinkMessage,
-    ) -> io::Result<()> {
-        sock::request(&self.sock, message, self.next_seq())
-    }
-
     /// Deletes one device by ifindex (gc of a single orphaned host end; its veth peer goes
     /// with it).
     pub fn delete_link(&self, index: u32) -> io::Result<()> {
-        sock::request(&self.sock, link::delete_index(index), self.next_seq())
+        self.with_seqs(|seq| sock::request(&self.sock, link::delete_index(index), seq()))
     }
 }
 
@@ -295,7 +309,7 @@ fn delete_each(
     sock: &netlink_sys::Socket,
     groups: &[u32],
     ignore: &[i32],
-    next_seq: impl FnMut() -> u32,
+    next_seq: &mut dyn FnMut() -> u32,
 ) -> Result<(), (u32, io::Error)> {
     let messages = groups.iter().map(|&g| link::group_delete(g)).collect();
     let results = sock::requests(sock, messages, next_seq)

@@ -1,101 +1,33 @@
-//! internals: the engine's sans-IO steps (plan, batch, ACK parsing, reconcile) exposed for
-//! the criterion benches in bench/ and for fuzz targets. Feature `internals`; not stable.
+//! internals: the production [`Call`](crate::call) state machine, driven by hand, for the
+//! criterion benches in bench/ and the fuzz targets. Feature `internals`; not stable.
 //!
-//! Everything here calls the engine's own code paths: nothing is re-implemented, so a
-//! bench of these functions measures what `Engine::provision` spends outside the kernel.
-//! File descriptors are placeholders (-1): planning only records which socket a send
-//! goes to; nothing is sent.
+//! A [`CallSim`] is the very `Call` that `Engine::provision` drives; here the driver is
+//! the caller, who plays the kernel: it hands over namespaces, and for every send of a
+//! round the reply datagram (or a lost, truncated or refused one). Nothing is sent and
+//! no file descriptor exists: the fds encoded into requests are placeholders (-1).
+
+use std::net::IpAddr;
+use std::time::Duration;
 
 use netlink_packet_core::NLM_F_ACK;
 
-use crate::batch::{Flight, Limits};
+use crate::batch::{Limits, Sock};
+use crate::call::{Call, Choices, Groups, Kept, Next, Outcome};
 use crate::config::EngineConfig;
-use crate::plan::{self, GroupChange, HostEnds, PerDevice, PoolShape, TcFilter, WHOLE_BATCH};
-use crate::reconcile::{Ledger, Settled};
+use crate::hold::HoldBudget;
+use crate::plan::{PerDevice, PoolShape, SlotRoute, TcFilter};
+use crate::reconcile::Failure;
+use crate::seq::Ledger;
 use crate::slot::SlotSpec;
 use crate::sock;
 use crate::wire::ack;
 
-/// Placeholder socket for planned sends that are never sent.
+/// Placeholder fd for requests that carry one (never used: nothing is sent).
 const NO_FD: i32 = -1;
-/// First ifindex of the planned pool (any value above lo's works).
+/// First ifindex of the simulated pool (any value above lo's works).
 const IFINDEX_BASE: u32 = 2;
 
-/// The specs of slots `0..n` of a default pool (the standard slot).
-pub fn specs(n: u32) -> Vec<SlotSpec> {
-    let config = EngineConfig::default();
-    (0..n)
-        .map(|id| SlotSpec::derive(&config, id, IFINDEX_BASE))
-        .collect()
-}
-
-/// A planned batch: every send, encoded, with the ledger that knows each sequence number.
-pub struct Planned {
-    ledger: Ledger,
-    flights: Vec<Flight>,
-    /// The limits each flight was packed under, in flight order.
-    limits: Vec<Limits>,
-}
-
-/// Plans and encodes `specs` as one engine batch does: each slot's send on its own
-/// socket (default buffer limits), then the host addresses and the group change on the
-/// host socket (forced buffer limits), IPv6 off and no XDP as in the default config.
-pub fn plan(specs: &[SlotSpec]) -> Planned {
-    let (snd, rcv) = sock::default_buffers();
-    let slot_limits: Limits = sock::limits_from(snd, rcv);
-    let shape = PoolShape {
-        group: EngineConfig::default().group,
-        host_netns_fd: NO_FD,
-        ipv6_off: true,
-    };
-    let mut ledger = Ledger::new(1);
-    let mut flights = Vec::with_capacity(specs.len() + 1);
-    for (slot, spec) in specs.iter().enumerate() {
-        flights.extend(plan::slot_socket(
-            &mut ledger,
-            slot_limits,
-            slot,
-            spec,
-            NO_FD,
-            shape,
-            plan::SlotRoute::Default,
-        ));
-    }
-    flights.extend(plan::host_addresses(
-        &mut ledger,
-        sock::nominal_host_limits(),
-        NO_FD,
-        specs.iter().enumerate(),
-        HostEnds::default(),
-        &mut None,
-    ));
-    flights.extend(plan::group_changes(
-        &mut ledger,
-        sock::nominal_host_limits(),
-        NO_FD,
-        &[(
-            WHOLE_BATCH,
-            GroupChange {
-                group: shape.group,
-                xdp_fd: None,
-                ipv6_off: true,
-            },
-        )],
-        0,
-    ));
-    let limits = vec![slot_limits; specs.len()]
-        .into_iter()
-        .chain(std::iter::repeat(sock::nominal_host_limits()))
-        .take(flights.len())
-        .collect();
-    Planned {
-        ledger,
-        flights,
-        limits,
-    }
-}
-
-/// What a host end gets besides its address ([`PlanInput::per_device`]).
+/// What a host end gets besides its address ([`CallInput::per_device`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PerDeviceChoice {
     /// Nothing (counters, if any, ride the group change).
@@ -104,27 +36,29 @@ pub enum PerDeviceChoice {
     Xdp,
     /// A clsact qdisc on the pool's shared tc block per host end.
     Clsact,
+    /// The counters attached by the group changes (group attach).
+    Group,
 }
 
-/// Everything a fuzzer (or a test) may vary about one planned batch. Socket buffer sizes
-/// are the sizes `getsockopt` would report (already doubled by the kernel).
+/// Everything a fuzzer (or a bench) may vary about one call. Socket buffer sizes are the
+/// sizes `getsockopt` would report (already doubled by the kernel).
 #[derive(Debug, Clone)]
-pub struct PlanInput {
+pub struct CallInput {
     /// Name prefix of the pool.
     pub prefix: String,
     /// Device group (non-zero).
     pub group: u32,
     /// IPv4 pool, e.g. `100.64.0.0/16`.
     pub ipv4_pool: String,
-    /// Slot ids of the batch, in batch order.
+    /// Slot ids of the call, in call order.
     pub ids: Vec<u32>,
     /// MTU of both ends.
     pub mtu: u32,
     /// Keep IPv6 (false adds the IPv6-off requests).
     pub ipv6: bool,
-    /// The per-device request of each host end.
+    /// The counters' attachment.
     pub per_device: PerDeviceChoice,
-    /// With [`PerDeviceChoice::Clsact`]: the pool's first call, which sends its one filter.
+    /// With [`PerDeviceChoice::Clsact`]: the pool's first call, which sends its filter.
     pub tc_filter: bool,
     /// Fault injection: NLM_F_ACK on every host request.
     pub ack_every_host_request: bool,
@@ -132,115 +66,76 @@ pub struct PlanInput {
     pub slot_buffers: (usize, usize),
     /// SO_SNDBUF / SO_RCVBUF of the host socket.
     pub host_buffers: (usize, usize),
+    /// The RTNL hold budget (None: one group change per call).
+    pub max_rtnl_hold: Option<Duration>,
+    /// Host ends of the pool already up before the call.
+    pub host_ends_up: usize,
+    /// Most and fewest namespaces per chunk.
+    pub chunk: usize,
+    pub min_chunk: usize,
+    /// Whether the call pins its slots.
+    pub pin: bool,
+    /// Slots (by position) added without the default route, as a second attach into one
+    /// namespace is.
+    pub without_route: Vec<usize>,
 }
 
-/// Plans one batch as `plan` does, with every choice taken from `input`: the slot sends,
-/// the host sends (addresses and per-device requests) and the group change. Refuses, as the engine
-/// does, what `EngineConfig::check` refuses (ids checked as one range from the smallest
-/// to the largest).
-pub fn plan_with(input: &PlanInput) -> Result<Planned, String> {
-    let config = EngineConfig {
-        prefix: input.prefix.clone(),
-        group: input.group,
-        ipv4_pool: input.ipv4_pool.parse().map_err(|e| format!("{e}"))?,
-        mtu: input.mtu,
-        ipv6: input.ipv6,
-        ..EngineConfig::default()
-    };
-    let (Some(&lo), Some(&hi)) = (input.ids.iter().min(), input.ids.iter().max()) else {
-        return Err("no slots".into());
-    };
-    config
-        .check(lo, (hi - lo) as usize + 1)
-        .map_err(|e| e.to_string())?;
-    let specs: Vec<SlotSpec> = input
-        .ids
-        .iter()
-        .map(|&id| SlotSpec::derive(&config, id, IFINDEX_BASE))
-        .collect();
-    let slot_limits = sock::limits_from(input.slot_buffers.0, input.slot_buffers.1);
-    let host_limits = sock::limits_from(input.host_buffers.0, input.host_buffers.1);
-    let ipv6_off = !config.ipv6;
-    let shape = PoolShape {
-        group: config.group,
-        host_netns_fd: NO_FD,
-        ipv6_off,
-    };
-    let ack = if input.ack_every_host_request {
-        NLM_F_ACK
-    } else {
-        0
-    };
-    let mut ledger = Ledger::new(1);
-    let mut flights = Vec::new();
-    let mut limits = Vec::new();
-    let mut extend = |flights: &mut Vec<Flight>, more: Vec<Flight>, l: Limits| {
-        limits.extend(std::iter::repeat_n(l, more.len()));
-        flights.extend(more);
-    };
-    for (slot, spec) in specs.iter().enumerate() {
-        let more = plan::slot_socket(
-            &mut ledger,
-            slot_limits,
-            slot,
-            spec,
-            NO_FD,
-            shape,
-            plan::SlotRoute::Default,
-        );
-        extend(&mut flights, more, slot_limits);
+impl CallInput {
+    /// `n` standard slots of the default pool, as `netslot up` provisions them.
+    pub fn standard(n: u32) -> Self {
+        let (snd, rcv) = sock::default_buffers();
+        let host = sock::nominal_host_limits();
+        Self {
+            prefix: "ns".into(),
+            group: EngineConfig::default().group,
+            ipv4_pool: "100.64.0.0/16".into(),
+            ids: (0..n).collect(),
+            mtu: 1500,
+            ipv6: false,
+            per_device: PerDeviceChoice::Nothing,
+            tc_filter: false,
+            ack_every_host_request: false,
+            slot_buffers: (snd, rcv),
+            host_buffers: (host.max_bytes + 32, (host.max_requests + 1) * 2048),
+            max_rtnl_hold: Some(Duration::from_millis(5)),
+            host_ends_up: 0,
+            chunk: EngineConfig::default().chunk,
+            min_chunk: 32,
+            pin: false,
+            without_route: Vec::new(),
+        }
     }
-    let per_device = match input.per_device {
-        PerDeviceChoice::Nothing => PerDevice::Nothing,
-        PerDeviceChoice::Xdp => PerDevice::Xdp(NO_FD),
-        PerDeviceChoice::Clsact => PerDevice::Clsact {
-            block: config.tc_block_index(),
-        },
-    };
-    let mut filter =
-        (input.tc_filter && input.per_device == PerDeviceChoice::Clsact).then(|| TcFilter {
-            block: config.tc_block_index(),
-            prog_fd: NO_FD,
-            prog_name: netslot_bpf::Hook::Tc.prog_name(),
-        });
-    let more = plan::host_addresses(
-        &mut ledger,
-        host_limits,
-        NO_FD,
-        specs.iter().enumerate(),
-        HostEnds { per_device, ack },
-        &mut filter,
-    );
-    extend(&mut flights, more, host_limits);
-    let more = plan::group_changes(
-        &mut ledger,
-        host_limits,
-        NO_FD,
-        &[(
-            WHOLE_BATCH,
-            GroupChange {
-                group: config.group,
-                xdp_fd: None,
-                ipv6_off,
-            },
-        )],
-        ack,
-    );
-    extend(&mut flights, more, host_limits);
-    Ok(Planned {
-        ledger,
-        flights,
-        limits,
-    })
 }
 
-/// One planned send as a fuzz target checks it: its bytes, what it waits for, and the
-/// limits it was packed under.
+/// What the call asks of its driver next (the crate's `Next`, with plain data).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ask {
+    /// Namespaces for at least `min` and at most `max` more slots.
+    Namespaces { min: usize, max: usize },
+    /// One round of sends and receives ([`CallSim::round`]).
+    Exchange,
+    /// The host's address dump ([`CallSim::host_addresses`]).
+    HostAddresses,
+    /// `disable_ipv6` writes for this many host ends ([`CallSim::ipv6_disabled`]).
+    DisableIpv6(usize),
+    /// Pins for these slots ([`CallSim::pinned`]).
+    Pin(Vec<usize>),
+    /// These slots' namespaces are to be closed.
+    Close(Vec<usize>),
+    /// The call is over ([`CallSim::finish`]).
+    Done,
+}
+
+/// One send of a round, as the kernel would get it.
 #[derive(Debug, Clone, Copy)]
 pub struct SendView<'a> {
-    /// The encoded requests and end marker, exactly as sendmsg would get them.
-    pub bytes: &'a [u8],
-    /// Sequence numbers of the requests, in send order.
+    /// Index to hand its outcome back with.
+    pub index: usize,
+    /// Slot whose own socket it goes to; None for the host socket.
+    pub slot: Option<usize>,
+    /// The encoded requests and end marker (first round only; later rounds only read).
+    pub bytes: Option<&'a [u8]>,
+    /// Sequence numbers still awaited, in send order.
     pub requests: &'a [u32],
     /// Sequence number of the end marker.
     pub marker: u32,
@@ -250,98 +145,293 @@ pub struct SendView<'a> {
     pub max_requests: usize,
 }
 
-impl Planned {
-    /// Number of sendmsg calls the batch needs.
-    pub fn sends(&self) -> usize {
-        self.flights.len()
+/// The production call, driven by hand.
+#[derive(Debug)]
+pub struct CallSim {
+    call: Call,
+    host: Ledger,
+    host_limits: Limits,
+    slot_limits: Limits,
+}
+
+/// How a finished call ended, per slot and in total.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallEnd {
+    /// Per slot: None if provisioned, else the failed op's name and errno.
+    pub slots: Vec<Option<(&'static str, i32)>>,
+    /// Per slot: pinned.
+    pub pinned: Vec<bool>,
+    /// Requests the call sent (end markers not counted).
+    pub requests: u64,
+    /// Group changes sent.
+    pub group_changes: usize,
+    /// Requests settled from kernel state after an overrun.
+    pub recovered: u64,
+    /// Sequence numbers of the host socket still in flight (0 when the call settled all).
+    pub host_in_flight: usize,
+    /// Host ends up once the call is over.
+    pub host_ends_up: usize,
+}
+
+impl CallSim {
+    /// A provisioning call as the engine starts one, with every choice from `input`.
+    /// Refuses, as the engine does, what `EngineConfig::check` refuses.
+    pub fn new(input: &CallInput) -> Result<Self, String> {
+        let config = EngineConfig {
+            prefix: input.prefix.clone(),
+            group: input.group,
+            ipv4_pool: input.ipv4_pool.parse().map_err(|e| format!("{e}"))?,
+            mtu: input.mtu,
+            ipv6: input.ipv6,
+            ..EngineConfig::default()
+        };
+        let (Some(&lo), Some(&hi)) = (input.ids.iter().min(), input.ids.iter().max()) else {
+            return Err("no slots".into());
+        };
+        config
+            .check(lo, (hi - lo) as usize + 1)
+            .map_err(|e| e.to_string())?;
+        let specs: Vec<SlotSpec> = input
+            .ids
+            .iter()
+            .map(|&id| SlotSpec::derive(&config, id, IFINDEX_BASE))
+            .collect();
+        let routes = (0..specs.len())
+            .map(|i| {
+                if input.without_route.contains(&i) {
+                    SlotRoute::None
+                } else {
+                    SlotRoute::Default
+                }
+            })
+            .collect();
+        let slot_limits = sock::limits_from(input.slot_buffers.0, input.slot_buffers.1);
+        let host_limits = sock::limits_from(input.host_buffers.0, input.host_buffers.1);
+        let block = config.tc_block_index();
+        let (group_xdp, per_device) = match input.per_device {
+            PerDeviceChoice::Nothing => (None, PerDevice::Nothing),
+            PerDeviceChoice::Xdp => (None, PerDevice::Xdp(NO_FD)),
+            PerDeviceChoice::Clsact => (None, PerDevice::Clsact { block }),
+            PerDeviceChoice::Group => (Some(NO_FD), PerDevice::Nothing),
+        };
+        let budget = HoldBudget::new(input.max_rtnl_hold);
+        let choices = Choices {
+            shape: PoolShape {
+                group: config.group,
+                host_netns_fd: NO_FD,
+                ipv6_off: !config.ipv6,
+            },
+            group_xdp,
+            per_device,
+            ack: if input.ack_every_host_request {
+                NLM_F_ACK
+            } else {
+                0
+            },
+            tc_filter: (input.tc_filter && input.per_device == PerDeviceChoice::Clsact).then(
+                || TcFilter {
+                    block,
+                    prog_fd: NO_FD,
+                    prog_name: netslot_bpf::Hook::Tc.prog_name(),
+                },
+            ),
+            first_attach_alone: budget.is_bounded() && input.per_device == PerDeviceChoice::Group,
+            chunk: input.chunk.max(1),
+            min_chunk: input.min_chunk.max(1),
+            host_limits,
+            slot_limits,
+            pin: input.pin,
+        };
+        let kept = Kept {
+            budget,
+            groups: Groups::new(config.group, Default::default()),
+            host_ends: input.host_ends_up,
+            tc_filter_made: false,
+            recovered: 0,
+        };
+        Ok(Self {
+            call: Call::provision(specs, routes, choices, kept),
+            host: Ledger::new(1),
+            host_limits,
+            slot_limits,
+        })
     }
 
-    /// Every send, in send order (before any reconcile: settled requests leave `requests`).
-    pub fn send_views(&self) -> Vec<SendView<'_>> {
-        self.flights
+    /// Slots of the call.
+    pub fn len(&self) -> usize {
+        self.call.len()
+    }
+
+    /// Whether the call has no slots (never: `new` refuses that).
+    pub fn is_empty(&self) -> bool {
+        self.call.len() == 0
+    }
+
+    /// Slot `i`'s host end: its ifindex and host address, as an address dump shows it.
+    pub fn host_address_of(&self, i: usize) -> (u32, IpAddr) {
+        let s = &self.call.specs()[i];
+        (s.ifindex, IpAddr::V4(s.host_ip))
+    }
+
+    /// Slot `i`'s ifindex (both ends).
+    pub fn ifindex_of(&self, i: usize) -> u32 {
+        self.call.specs()[i].ifindex
+    }
+
+    /// What the call asks next.
+    pub fn ask(&mut self) -> Ask {
+        match self.call.next(&mut self.host) {
+            Next::Namespaces { min, max } => Ask::Namespaces { min, max },
+            Next::Exchange => Ask::Exchange,
+            Next::HostAddresses => Ask::HostAddresses,
+            Next::DisableIpv6(names) => Ask::DisableIpv6(names.len()),
+            Next::Pin(slots) => Ask::Pin(slots),
+            Next::Close(slots) => Ask::Close(slots),
+            Next::Done => Ask::Done,
+        }
+    }
+
+    /// Namespaces for the next slots, in order: Ok, or the errno of their creation.
+    pub fn namespaces(&mut self, made: &[Result<(), i32>]) {
+        let got = made
             .iter()
-            .zip(&self.limits)
-            .map(|(f, l)| SendView {
-                bytes: &f.bytes,
-                requests: &f.pending.requests,
-                marker: f.pending.marker,
-                max_bytes: l.max_bytes,
-                max_requests: l.max_requests,
+            .map(|r| {
+                r.map_err(|errno| Failure {
+                    errno,
+                    ext_ack: None,
+                    detail: Some("creating the namespace".into()),
+                })
+            })
+            .collect();
+        self.call.namespaces(got, Duration::ZERO);
+    }
+
+    /// The sends of the current round.
+    pub fn round(&self) -> Vec<SendView<'_>> {
+        self.call
+            .round()
+            .into_iter()
+            .map(|s| {
+                let (slot, l) = match s.to {
+                    Sock::Host => (None, self.host_limits),
+                    Sock::Slot(i) => (Some(i), self.slot_limits),
+                };
+                SendView {
+                    index: s.index,
+                    slot,
+                    bytes: s.bytes,
+                    requests: s.requests,
+                    marker: s.marker,
+                    max_bytes: l.max_bytes,
+                    max_requests: l.max_requests,
+                }
             })
             .collect()
     }
 
-    /// Encoded bytes of every send together.
-    pub fn bytes(&self) -> usize {
-        self.flights.iter().map(|f| f.bytes.len()).sum()
+    /// What send `index` got in this round: sendmsg's result (bytes, or -errno; first
+    /// round only) and one datagram or the receive's errno. Returns the requests of the
+    /// step settled (done, failed) so far.
+    pub fn settle(&mut self, index: usize, sent: i32, reply: Result<&[u8], i32>) -> (usize, usize) {
+        self.call
+            .settle(&mut self.host, index, Outcome { sent, reply });
+        self.call.settled_counts()
     }
 
-    /// The replies the kernel sends when every request succeeds: one capped ACK of each
-    /// send's end marker (requests carry no NLM_F_ACK), one datagram per send.
-    pub fn success_replies(&self) -> Vec<Vec<u8>> {
-        self.flights
-            .iter()
-            .map(|f| ack::reply(f.pending.marker, 0, &echoed(f.pending.marker), true, None))
-            .collect()
+    /// Ends the round; `took` is what the budget learns from for group changes.
+    pub fn end_round(&mut self, took: Duration) {
+        self.call.end_round(took);
     }
 
-    /// The replies when the first request of every send is refused with EEXIST and the
-    /// kernel's extended-ACK text, then the marker's ACK: the error path of reconcile.
-    pub fn first_request_refused_replies(&self) -> Vec<Vec<u8>> {
-        self.flights
-            .iter()
-            .map(|f| {
-                let mut d = Vec::new();
-                if let Some(&seq) = f.pending.requests.first() {
-                    d.extend(ack::reply(
-                        seq,
-                        -libc::EEXIST,
-                        &echoed(seq),
-                        true,
-                        Some("File exists"),
-                    ));
-                }
-                d.extend(ack::reply(
-                    f.pending.marker,
-                    0,
-                    &echoed(f.pending.marker),
-                    true,
-                    None,
-                ));
-                d
+    /// The address dump after an overrun: (ifindex, address) pairs, or why it failed.
+    pub fn host_addresses(&mut self, dump: Result<Vec<(u32, IpAddr)>, String>) {
+        self.call
+            .host_addresses(dump.as_deref().map_err(Clone::clone));
+    }
+
+    /// Per host end of [`Ask::DisableIpv6`]: written, or the errno.
+    pub fn ipv6_disabled(&mut self, each: Vec<Result<(), i32>>) {
+        self.call.ipv6_disabled(each, Duration::ZERO);
+    }
+
+    /// Per slot of [`Ask::Pin`]: pinned, or the errno.
+    pub fn pinned(&mut self, results: Vec<(usize, Result<(), i32>)>) {
+        let results = results
+            .into_iter()
+            .map(|(i, r)| {
+                (
+                    i,
+                    r.map_err(|errno| Failure {
+                        errno,
+                        ext_ack: None,
+                        detail: Some("bind-mounting".into()),
+                    }),
+                )
             })
-            .collect()
+            .collect();
+        self.call.pinned(results, Duration::ZERO);
     }
 
-    /// Feeds `replies` (one datagram per send, in send order) to reconcile; returns how
-    /// many requests settled done and how many failed.
-    pub fn reconcile(&mut self, replies: &[Vec<u8>]) -> (usize, usize) {
-        let (mut done, mut failed) = (0, 0);
-        for (flight, reply) in self.flights.iter_mut().zip(replies) {
-            for s in flight.pending.on_reply(&mut self.ledger, reply) {
-                match s {
-                    Settled::Done { .. } => done += 1,
-                    Settled::Failed { .. } => failed += 1,
+    /// The call's end.
+    pub fn finish(self) -> CallEnd {
+        let host_in_flight = self.host.in_flight();
+        let f = self.call.finish();
+        CallEnd {
+            slots: f
+                .slots
+                .errors
+                .iter()
+                .map(|e| e.as_ref().map(|e| (e.op.as_str(), e.errno)))
+                .collect(),
+            pinned: f.slots.pinned,
+            requests: f.tally.requests,
+            group_changes: f.tally.group_changes,
+            recovered: f.tally.recovered,
+            host_in_flight,
+            host_ends_up: f.kept.host_ends,
+        }
+    }
+
+    /// Drives the call to its end as a kernel that accepts everything does: every
+    /// namespace made, one success ACK of each send's end marker, every sysctl write and
+    /// pin done. Returns the end and the sends made.
+    pub fn run_accepting(mut self) -> (CallEnd, usize) {
+        let mut sends = 0;
+        loop {
+            match self.ask() {
+                Ask::Namespaces { max, .. } => self.namespaces(&vec![Ok(()); max]),
+                Ask::Exchange => {
+                    let replies: Vec<(usize, bool, Vec<u8>)> = self
+                        .round()
+                        .iter()
+                        .map(|s| (s.index, s.bytes.is_some(), success_reply(s.marker)))
+                        .collect();
+                    for (index, first, reply) in replies {
+                        sends += usize::from(first);
+                        self.settle(index, 1, Ok(&reply));
+                    }
+                    self.end_round(Duration::from_micros(100));
                 }
+                Ask::HostAddresses => self.host_addresses(Ok(Vec::new())),
+                Ask::DisableIpv6(n) => self.ipv6_disabled(vec![Ok(()); n]),
+                Ask::Pin(slots) => self.pinned(slots.into_iter().map(|i| (i, Ok(()))).collect()),
+                Ask::Close(_) => {}
+                Ask::Done => return (self.finish(), sends),
             }
         }
-        (done, failed)
     }
+}
 
-    /// Feeds one received datagram `reply` (any bytes) to send `index`'s reconcile; returns
-    /// how many of its requests settled done and how many failed. Panics if `index` is
-    /// not a send of the batch.
-    pub fn reconcile_send(&mut self, index: usize, reply: &[u8]) -> (usize, usize) {
-        let flight = &mut self.flights[index];
-        let (mut done, mut failed) = (0, 0);
-        for s in flight.pending.on_reply(&mut self.ledger, reply) {
-            match s {
-                Settled::Done { .. } => done += 1,
-                Settled::Failed { .. } => failed += 1,
-            }
-        }
-        (done, failed)
-    }
+/// The kernel's reply to a send whose every request succeeded: one capped ACK of its end
+/// marker (requests carry no NLM_F_ACK).
+pub fn success_reply(marker: u32) -> Vec<u8> {
+    ack::reply(marker, 0, &echoed(marker), true, None)
+}
+
+/// A capped error reply to request `seq` with `errno` (positive) and the kernel's
+/// extended-ACK text.
+pub fn error_reply(seq: u32, errno: i32, text: Option<&str>) -> Vec<u8> {
+    ack::reply(seq, -errno, &echoed(seq), true, text)
 }
 
 /// One reply as the ACK parser read it.
@@ -383,15 +473,9 @@ pub fn reply_buffer(n: u32) -> Vec<u8> {
     let mut out = Vec::new();
     for seq in 1..=n {
         if seq % 10 == 0 {
-            out.extend(ack::reply(
-                seq,
-                -libc::EEXIST,
-                &echoed(seq),
-                true,
-                Some("File exists"),
-            ));
+            out.extend(error_reply(seq, libc::EEXIST, Some("File exists")));
         } else {
-            out.extend(ack::reply(seq, 0, &echoed(seq), true, None));
+            out.extend(success_reply(seq));
         }
     }
     out
@@ -412,114 +496,57 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_planned_batch_settles_fully_on_its_success_replies() {
-        let specs = specs(100);
-        let mut p = plan(&specs);
-        assert_eq!(
-            p.sends(),
-            102,
-            "one send per slot, the host addresses, the group change"
-        );
-        let replies = p.success_replies();
-        // lo up, veth, ipv6 off, address, route per slot; host address per slot; 2 group.
-        assert_eq!(p.reconcile(&replies), (100 * 5 + 100 + 2, 0));
+    fn an_accepted_call_provisions_every_slot() {
+        let (end, sends) = CallSim::new(&CallInput::standard(100))
+            .unwrap()
+            .run_accepting();
+        assert!(end.slots.iter().all(Option::is_none), "{:?}", end.slots);
+        // lo up, veth, IPv6 off, address, route per slot; a host address per slot; IPv6
+        // goes off by sysctl, so each group change is one request.
+        assert_eq!(end.requests, 100 * 5 + 100 + end.group_changes as u64);
+        assert!(end.group_changes >= 1);
+        assert_eq!(end.host_in_flight, 0);
+        assert_eq!(end.host_ends_up, 100);
+        // One send per slot socket, and few on the host socket.
+        assert!(sends > 100 && sends < 110, "{sends} sends");
     }
 
     #[test]
-    fn refusals_fail_exactly_their_requests() {
-        let mut p = plan(&specs(10));
-        let replies = p.first_request_refused_replies();
-        assert_eq!(p.reconcile(&replies), (10 * 4 + 10 + 2 - 2, 12));
-    }
-
-    fn input(ids: Vec<u32>) -> PlanInput {
-        PlanInput {
-            prefix: "ns".into(),
-            group: 7600,
-            ipv4_pool: "100.64.0.0/16".into(),
-            ids,
-            mtu: 1500,
-            ipv6: false,
-            per_device: PerDeviceChoice::Nothing,
-            tc_filter: false,
-            ack_every_host_request: false,
-            slot_buffers: (212_992, 212_992),
-            host_buffers: (8 << 20, 32 << 20),
+    fn a_refused_veth_fails_its_slot_alone_and_rolls_nothing_back() {
+        let mut sim = CallSim::new(&CallInput::standard(3)).unwrap();
+        let mut closed = Vec::new();
+        loop {
+            match sim.ask() {
+                Ask::Namespaces { max, .. } => sim.namespaces(&vec![Ok(()); max]),
+                Ask::Exchange => {
+                    let replies: Vec<(usize, Vec<u8>)> = sim
+                        .round()
+                        .iter()
+                        .map(|s| {
+                            let mut r = Vec::new();
+                            if s.slot == Some(1) && s.bytes.is_some() {
+                                r.extend(error_reply(s.requests[1], libc::EEXIST, Some("x")));
+                            }
+                            r.extend(success_reply(s.marker));
+                            (s.index, r)
+                        })
+                        .collect();
+                    for (i, r) in replies {
+                        sim.settle(i, 1, Ok(&r));
+                    }
+                    sim.end_round(Duration::ZERO);
+                }
+                Ask::DisableIpv6(n) => sim.ipv6_disabled(vec![Ok(()); n]),
+                Ask::Close(s) => closed.extend(s),
+                Ask::Done => break,
+                other => panic!("unexpected {other:?}"),
+            }
         }
-    }
-
-    #[test]
-    fn plan_with_defaults_is_plan() {
-        let p = plan_with(&input((0..100).collect())).unwrap();
-        let q = plan(&specs(100));
-        assert_eq!((p.sends(), p.bytes()), (q.sends(), q.bytes()));
-    }
-
-    #[test]
-    fn plan_with_refuses_what_the_engine_refuses() {
-        let mut i = input(vec![0, 1]);
-        i.mtu = 10;
-        assert!(plan_with(&i).is_err());
-        assert!(plan_with(&input(vec![])).is_err());
-    }
-
-    #[test]
-    fn plan_with_tc_block_settles_on_success() {
-        let mut i = input((0..10).collect());
-        i.per_device = PerDeviceChoice::Clsact;
-        i.tc_filter = true;
-        let mut p = plan_with(&i).unwrap();
-        let requests: usize = p.send_views().iter().map(|s| s.requests.len()).sum();
-        // Slot sends: 5 each. Host: address and qdisc each; one filter; group IPv6 off
-        // and group up.
-        assert_eq!(requests, 10 * 5 + 10 * 2 + 1 + 2);
-        let replies = p.success_replies();
-        assert_eq!(p.reconcile(&replies), (requests, 0));
-    }
-
-    #[test]
-    fn a_cut_success_reply_settles_nothing() {
-        let mut p = plan(&specs(1));
-        let reply = p.success_replies().remove(0);
-        assert_eq!(p.reconcile_send(0, &reply[..reply.len() - 1]), (0, 5));
-    }
-
-    /// Writes the committed seed corpus of fuzz/ (real replies of a planned batch). Run
-    /// `NETSLOT_WRITE_SEEDS=1 cargo test -p netslot --features internals --lib
-    /// write_fuzz_seeds -- --ignored` to regenerate it.
-    #[test]
-    #[ignore = "writes fuzz/corpus; run by hand"]
-    fn write_fuzz_seeds() {
-        if std::env::var_os("NETSLOT_WRITE_SEEDS").is_none() {
-            return;
-        }
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
-        let ack = root.join("ack_parser");
-        std::fs::create_dir_all(&ack).unwrap();
-        let p = plan(&specs(2));
-        let success = p.success_replies();
-        let refused = p.first_request_refused_replies();
-        // The target's first byte picks the mode (low 2 bits) and the send (the rest).
-        let with_mode = |mode: u8, body: &[u8]| [&[mode][..], body].concat();
-        let seeds: [(&str, Vec<u8>); 6] = [
-            ("raw-success", with_mode(0, &success[0])),
-            ("raw-refused", with_mode(0, &refused[0])),
-            ("raw-reply-buffer-12", with_mode(0, &reply_buffer(12))),
-            ("cut-success", with_mode(1 | 4, &[7, 0])),
-            ("cut-refused", with_mode(2, &[40, 0])),
-            ("xor-none", with_mode(3 | 8, &[0; 4])),
-        ];
-        for (name, bytes) in seeds {
-            std::fs::write(ack.join(name), bytes).unwrap();
-        }
-        let plan = root.join("plan_roundtrip");
-        std::fs::create_dir_all(&plan).unwrap();
-        std::fs::write(plan.join("zeros"), [0u8; 64]).unwrap();
-        std::fs::write(plan.join("ones"), [0xffu8; 64]).unwrap();
-        let ramp: Vec<u8> = (0..64u8)
-            .map(|i| i.wrapping_mul(37).wrapping_add(11))
-            .collect();
-        std::fs::write(plan.join("ramp"), ramp).unwrap();
+        assert_eq!(closed, vec![1]);
+        let end = sim.finish();
+        assert_eq!(end.slots[1], Some(("veth", libc::EEXIST)));
+        assert!(end.slots[0].is_none() && end.slots[2].is_none());
+        assert_eq!(end.host_ends_up, 2);
     }
 
     #[test]

@@ -6,16 +6,22 @@
 //!
 //! ```text
 //!  pool ──> plan ──> batch ──> ring ──> reconcile ──> result
-//!  namespaces   requests   send buffers   io_uring   seq -> (slot, op)   Slot / SlotError
+//!  namespaces   requests   send buffers   io_uring   seq -> (owner, op)   Slot / SlotError
 //!  (own thread) per socket  + end marker  enter
 //! ```
 //!
 //! - [`pool`](crate::pool): a thread makes namespaces ahead of demand (unshare, socket).
 //! - `plan`: each slot's requests, on its own socket and on the host socket.
 //! - `batch`: NLMSG_ALIGNed send buffers, split at the send/receive buffer limits.
-//! - `ring`: every send of a chunk in one io_uring_enter, each linked to its receive.
-//! - `reconcile`: replies matched by sequence number; end markers settle the rest.
+//! - `ring`: every send of a step in one io_uring_enter, each linked to its receive.
+//! - `reconcile`: replies matched by sequence number (`seq`: one ledger per socket) to
+//!   their `owner` (a slot, a sub-batch, the pool); end markers settle the rest.
 //! - `result`: slots, per-slot errors with errno and extended-ACK text, the report.
+//!
+//! `call` decides one provisioning call from end to end (chunks, carry-over of host
+//! addresses, sub-batches, recovery, rollback) as a sans-IO state machine; `drive` is
+//! the engine's driver of it, and the benches and fuzzers drive the same `Call` through
+//! `internals`. [`Engine`] (`engine`, `attach`, `pin`) owns what outlives a call.
 //!
 //! Beside them: `wire` (netlink encoding via netlink-packet-route), `sock`, `netns` and
 //! `ring` (the only unsafe code), `host` (the host namespace and kernel read-back),
@@ -32,7 +38,9 @@
 //! that N slots run into and judges each (`netslot doctor`).
 #![deny(unsafe_code)]
 
+mod attach;
 mod batch;
+mod call;
 mod claim;
 pub mod client;
 pub mod cni_conf;
@@ -40,6 +48,7 @@ pub mod cni_reply;
 pub mod cni_result;
 pub mod config;
 pub mod doctor;
+mod drive;
 mod engine;
 pub mod features;
 pub mod gc;
@@ -52,7 +61,9 @@ pub mod internals;
 pub mod limits;
 mod netns;
 mod op;
+mod owner;
 pub mod ownership;
+mod pin;
 mod plan;
 mod pool;
 pub mod protocol;
@@ -60,6 +71,7 @@ mod reconcile;
 pub mod record;
 mod result;
 mod ring;
+mod seq;
 mod slot;
 mod sock;
 mod sysctl;

@@ -11,18 +11,18 @@
 
 use std::os::fd::RawFd;
 
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_route::RouteNetlinkMessage;
 
-use crate::batch::{Batcher, Flight, Limits};
+use crate::batch::{Batcher, Flight, Limits, Sock};
 use crate::op::Op;
-use crate::reconcile::Ledger;
+use crate::owner::Owner;
+use crate::seq::Ledger;
 use crate::slot::SlotSpec;
 use crate::wire::{addr, link, route, tc};
 
 /// ifindex of `lo` in every network namespace (LOOPBACK_IFINDEX).
 const LOOPBACK_IFINDEX: u32 = 1;
-/// Slot index used for requests that belong to the whole batch (the group change).
-pub(crate) const WHOLE_BATCH: usize = usize::MAX;
 
 /// What every slot of a pool shares.
 #[derive(Debug, Clone, Copy)]
@@ -43,18 +43,18 @@ pub(crate) enum SlotRoute {
     None,
 }
 
-/// The one send on slot `slot`'s own socket `sock`.
+/// The one send on slot `slot`'s own socket.
 pub(crate) fn slot_socket(
     ledger: &mut Ledger,
     limits: Limits,
     slot: usize,
     spec: &SlotSpec,
-    sock: RawFd,
     shape: PoolShape,
     slot_route: SlotRoute,
 ) -> Vec<Flight> {
     let create = NLM_F_CREATE | NLM_F_EXCL;
-    let mut b = Batcher::new(sock, limits);
+    let mut b = Batcher::new(Sock::Slot(slot), limits);
+    let slot = Owner::Slot(slot);
     b.push(ledger, slot, Op::LoUp, link::set_up(LOOPBACK_IFINDEX), 0);
     let pair = link::VethPair {
         ifindex: spec.ifindex,
@@ -153,14 +153,14 @@ impl Default for HostEnds {
 pub(crate) fn host_addresses<'a>(
     ledger: &mut Ledger,
     limits: Limits,
-    host_sock: RawFd,
     slots: impl IntoIterator<Item = (usize, &'a SlotSpec)>,
     each: HostEnds,
     filter: &mut Option<TcFilter>,
 ) -> Vec<Flight> {
     let HostEnds { per_device, ack } = each;
-    let mut b = Batcher::new(host_sock, limits);
+    let mut b = Batcher::new(Sock::Host, limits);
     for (slot, spec) in slots {
+        let slot = Owner::Slot(slot);
         b.push(
             ledger,
             slot,
@@ -190,7 +190,7 @@ pub(crate) fn host_addresses<'a>(
                 if let Some(f) = filter.take() {
                     b.push(
                         ledger,
-                        WHOLE_BATCH,
+                        Owner::Pool,
                         Op::TcFilter,
                         tc::bpf_filter_on_block(f.block, f.prog_fd, f.prog_name),
                         NLM_F_CREATE | NLM_F_EXCL | ack,
@@ -202,20 +202,20 @@ pub(crate) fn host_addresses<'a>(
     b.finish(ledger)
 }
 
-/// The group changes of `changes`, in order, each filed under its key (the slot that
-/// stands for its sub-batch, or WHOLE_BATCH): per group, IPv6 address generation off when
-/// asked, then every host end of the group up (attaching `xdp_fd`). Each request is its
-/// own RTNL acquisition, bounded by its group. Sent after the groups' host addresses,
-/// apart from other requests, so the engine can time them (see `hold`).
+/// The group changes of `changes`, in order, each filed under its sub-batch (an index
+/// into the call's sub-batches): per group, IPv6 address generation off when asked, then
+/// every host end of the group up (attaching `xdp_fd`). Each request is its own RTNL
+/// acquisition, bounded by its group. Sent after the groups' host addresses, apart from
+/// other requests, so the call can time them (see `hold`).
 pub(crate) fn group_changes(
     ledger: &mut Ledger,
     limits: Limits,
-    host_sock: RawFd,
     changes: &[(usize, GroupChange)],
     ack: u16,
 ) -> Vec<Flight> {
-    let mut b = Batcher::new(host_sock, limits);
-    for &(key, g) in changes {
+    let mut b = Batcher::new(Sock::Host, limits);
+    for &(k, g) in changes {
+        let key = Owner::SubBatch(k);
         if g.ipv6_off {
             b.push(
                 ledger,
@@ -241,13 +241,32 @@ pub(crate) fn group_changes(
 pub(crate) fn delete_host_ends<'a>(
     ledger: &mut Ledger,
     limits: Limits,
-    host_sock: RawFd,
     slots: impl IntoIterator<Item = (usize, &'a SlotSpec)>,
     op: Op,
 ) -> Vec<Flight> {
-    let mut b = Batcher::new(host_sock, limits);
+    let mut b = Batcher::new(Sock::Host, limits);
     for (slot, spec) in slots {
-        b.push(ledger, slot, op, link::delete_index(spec.ifindex), 0);
+        b.push(
+            ledger,
+            Owner::Slot(slot),
+            op,
+            link::delete_index(spec.ifindex),
+            0,
+        );
+    }
+    b.finish(ledger)
+}
+
+/// Host requests sent again after a receive-buffer overrun dropped their replies, each
+/// asking for its own ACK so that its fate is known whatever else is lost.
+pub(crate) fn again(
+    ledger: &mut Ledger,
+    limits: Limits,
+    requests: Vec<(Owner, Op, RouteNetlinkMessage)>,
+) -> Vec<Flight> {
+    let mut b = Batcher::new(Sock::Host, limits);
+    for (owner, op, message) in requests {
+        b.push(ledger, owner, op, message, NLM_F_ACK);
     }
     b.finish(ledger)
 }
@@ -275,7 +294,7 @@ mod tests {
         max_requests: 64,
     };
 
-    /// Slot 3's one send on its socket (fd 9), planned with `route`.
+    /// Slot 3's one send on its socket, planned with `route`.
     fn plan_slot(route: SlotRoute) -> (Vec<Flight>, Ledger) {
         let spec = SlotSpec::derive(&EngineConfig::default(), 3, 500);
         let shape = PoolShape {
@@ -284,7 +303,7 @@ mod tests {
             ipv6_off: true,
         };
         let mut ledger = Ledger::new(1);
-        let flights = slot_socket(&mut ledger, LIMITS, 0, &spec, 9, shape, route);
+        let flights = slot_socket(&mut ledger, LIMITS, 0, &spec, shape, route);
         (flights, ledger)
     }
 
@@ -375,7 +394,6 @@ mod tests {
         let flights = host_addresses(
             &mut ledger,
             LIMITS,
-            4,
             specs.iter().enumerate(),
             HostEnds::default(),
             &mut None,
@@ -398,7 +416,6 @@ mod tests {
         let flights = host_addresses(
             &mut ledger,
             LIMITS,
-            4,
             [(0, &spec)],
             HostEnds {
                 per_device: PerDevice::Xdp(7),
@@ -428,7 +445,7 @@ mod tests {
             xdp_fd: None,
             ipv6_off: true,
         };
-        let flights = group_changes(&mut ledger, LIMITS, 4, &[(WHOLE_BATCH, g)], 0);
+        let flights = group_changes(&mut ledger, LIMITS, &[(0, g)], 0);
         assert_eq!(flights.len(), 1);
         assert_eq!(
             kinds(&flights[0].bytes),
@@ -449,7 +466,6 @@ mod tests {
         let flights = host_addresses(
             &mut ledger,
             LIMITS,
-            4,
             specs.iter().enumerate(),
             HostEnds {
                 per_device: PerDevice::Clsact { block: 7600 },

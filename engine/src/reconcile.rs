@@ -7,9 +7,9 @@
 //! whose marker never comes (a malformed length drops the rest of the skb; an overrun
 //! drops ACKs) leaves its unsettled requests failed as "lost", never silently done.
 
-use slab::Slab;
-
 use crate::op::Op;
+use crate::owner::Owner;
+use crate::seq::{Ledger, Tag};
 use crate::wire::ack;
 
 /// Detail of an op whose reply may have been dropped by a receive-buffer overrun.
@@ -20,50 +20,8 @@ pub(crate) const LOST_TO_OVERRUN: &str =
 pub(crate) const REFUSED_MARKER: &str =
     "the send's end marker was refused, so no request before it is known to have succeeded";
 
-/// Who a sequence number belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Tag {
-    /// A request of slot `slot` (an index into the caller's batch).
-    Request { slot: usize, op: Op },
-    /// The end marker of a send.
-    Marker,
-}
-
-/// Sequence numbers in flight: seq = base + slab key (wrapping), so lookup is O(1) and a
-/// number is never reused while its request is unsettled.
-#[derive(Debug)]
-pub(crate) struct Ledger {
-    entries: Slab<Tag>,
-    base: u32,
-}
-
-impl Ledger {
-    pub fn new(base: u32) -> Self {
-        Self {
-            entries: Slab::new(),
-            base,
-        }
-    }
-
-    /// Registers a request and returns its sequence number.
-    pub fn register(&mut self, tag: Tag) -> u32 {
-        let key = self.entries.insert(tag);
-        self.base
-            .wrapping_add(u32::try_from(key).expect("fewer than 2^32 requests in flight"))
-    }
-
-    /// Removes and returns the owner of `seq`, if it is in flight.
-    pub fn settle(&mut self, seq: u32) -> Option<Tag> {
-        let key = seq.wrapping_sub(self.base) as usize;
-        self.entries.try_remove(key)
-    }
-
-    /// Requests still in flight.
-    #[cfg(test)]
-    pub fn in_flight(&self) -> usize {
-        self.entries.len()
-    }
-}
+/// Detail of every request of a send that sendmsg refused whole.
+pub(crate) const NOT_SENT: &str = "sendmsg refused the whole send; nothing of it was processed";
 
 /// Why an op failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,11 +31,20 @@ pub(crate) struct Failure {
     pub detail: Option<String>,
 }
 
+impl Failure {
+    /// Whether the kernel is known not to have done the request: it answered the request
+    /// itself with an error, or sendmsg refused the whole send. Any other failure (a
+    /// refused end marker, a lost or unreadable reply) leaves it possibly done.
+    pub fn known_undone(&self) -> bool {
+        self.detail.is_none() || self.detail.as_deref() == Some(NOT_SENT)
+    }
+}
+
 /// The settled fate of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Settled {
-    Done { slot: usize, op: Op },
-    Failed { slot: usize, op: Op, why: Failure },
+    Done { owner: Owner, op: Op },
+    Failed { owner: Owner, op: Op, why: Failure },
 }
 
 /// The requests of one sendmsg, as far as they are unsettled.
@@ -140,8 +107,8 @@ impl Pending {
             ledger.settle(a.seq);
             self.complete = true;
             for seq in self.requests.drain(..) {
-                if let Some(Tag::Request { slot, op }) = ledger.settle(seq) {
-                    out.push(Settled::Done { slot, op });
+                if let Some(Tag::Request { owner, op }) = ledger.settle(seq) {
+                    out.push(Settled::Done { owner, op });
                 }
             }
             return;
@@ -152,8 +119,8 @@ impl Pending {
         };
         self.requests.remove(pos);
         match ledger.settle(a.seq) {
-            Some(Tag::Request { slot, op }) if a.errno != 0 => out.push(Settled::Failed {
-                slot,
+            Some(Tag::Request { owner, op }) if a.errno != 0 => out.push(Settled::Failed {
+                owner,
                 op,
                 why: Failure {
                     errno: a.errno,
@@ -162,8 +129,8 @@ impl Pending {
                 },
             }),
             // An explicit success ACK (only when a request asked for one).
-            Some(Tag::Request { slot, op }) => out.push(Settled::Done { slot, op }),
-            Some(Tag::Marker) | None => self.strays += 1,
+            Some(Tag::Request { owner, op }) => out.push(Settled::Done { owner, op }),
+            Some(Tag::Marker | Tag::Direct) | None => self.strays += 1,
         }
     }
 
@@ -174,8 +141,8 @@ impl Pending {
         self.requests
             .drain(..)
             .filter_map(|seq| match ledger.settle(seq) {
-                Some(Tag::Request { slot, op }) => Some(Settled::Failed {
-                    slot,
+                Some(Tag::Request { owner, op }) => Some(Settled::Failed {
+                    owner,
                     op,
                     why: Failure {
                         errno,
@@ -209,7 +176,12 @@ mod tests {
         let ops = [Op::LoUp, Op::Veth, Op::SlotAddr, Op::Route];
         let seqs = ops
             .iter()
-            .map(|&op| ledger.register(Tag::Request { slot, op }))
+            .map(|&op| {
+                ledger.register(Tag::Request {
+                    owner: Owner::Slot(slot),
+                    op,
+                })
+            })
             .collect();
         let marker = ledger.register(Tag::Marker);
         Pending::new(seqs, marker)
@@ -222,9 +194,13 @@ mod tests {
         let out = p.on_reply(&mut ledger, &reply(p.marker, 0));
         assert!(p.complete);
         assert_eq!(out.len(), 4);
-        assert!(out
-            .iter()
-            .all(|s| matches!(s, Settled::Done { slot: 3, .. })));
+        assert!(out.iter().all(|s| matches!(
+            s,
+            Settled::Done {
+                owner: Owner::Slot(3),
+                ..
+            }
+        )));
         assert_eq!(ledger.in_flight(), 0);
     }
 
@@ -237,7 +213,7 @@ mod tests {
         assert_eq!(
             out,
             vec![Settled::Failed {
-                slot: 0,
+                owner: Owner::Slot(0),
                 op: Op::Veth,
                 why: Failure {
                     errno: 17,
@@ -291,7 +267,7 @@ mod tests {
         assert_eq!(out.len(), 4);
         assert!(out.iter().all(|s| matches!(
             s,
-            Settled::Failed { slot: 5, why, .. } if why.detail.as_deref().unwrap().contains("truncated")
+            Settled::Failed { owner: Owner::Slot(5), why, .. } if why.detail.as_deref().unwrap().contains("truncated")
         )));
         assert_eq!(ledger.in_flight(), 0);
     }
@@ -317,7 +293,7 @@ mod tests {
         assert_eq!(out.len(), 4);
         assert!(out.iter().all(|s| matches!(
             s,
-            Settled::Failed { slot: 4, why, .. } if why.errno == libc::ENOBUFS
+            Settled::Failed { owner: Owner::Slot(4), why, .. } if why.errno == libc::ENOBUFS
         )));
         assert_eq!(ledger.in_flight(), 0);
     }
@@ -333,22 +309,9 @@ mod tests {
         assert_eq!(out.len(), 4);
         assert!(out.iter().all(|s| matches!(
             s,
-            Settled::Failed { slot: 6, why, .. }
+            Settled::Failed { owner: Owner::Slot(6), why, .. }
                 if why.errno == 22 && why.detail.as_deref() == Some(REFUSED_MARKER)
         )));
         assert_eq!(ledger.in_flight(), 0);
-    }
-
-    #[test]
-    fn keys_are_reused_only_after_settling() {
-        let mut ledger = Ledger::new(10);
-        let a = ledger.register(Tag::Marker);
-        let b = ledger.register(Tag::Marker);
-        assert_ne!(a, b);
-        ledger.settle(a);
-        let c = ledger.register(Tag::Marker);
-        assert_eq!(c, a);
-        assert_eq!(ledger.settle(b), Some(Tag::Marker));
-        assert_eq!(ledger.settle(b), None);
     }
 }

@@ -215,7 +215,7 @@ const REQUESTS_PER_SEND: usize = 64;
 pub(crate) fn requests(
     sock: &Socket,
     messages: Vec<RouteNetlinkMessage>,
-    mut next_seq: impl FnMut() -> u32,
+    next_seq: &mut dyn FnMut() -> u32,
 ) -> io::Result<Vec<io::Result<()>>> {
     let per_send = limits(sock)?.max_requests.min(REQUESTS_PER_SEND);
     let mut results = Vec::with_capacity(messages.len());
@@ -271,11 +271,11 @@ const DUMP_ATTEMPTS: u32 = 10;
 pub(crate) fn dump(
     sock: &Socket,
     message: RouteNetlinkMessage,
-    seq: u32,
+    next_seq: &mut dyn FnMut() -> u32,
 ) -> io::Result<Vec<Vec<u8>>> {
-    for attempt in 0..DUMP_ATTEMPTS {
-        let seq = seq.wrapping_add(attempt.wrapping_mul(0x1000_0000));
-        match dump_once(sock, message.clone(), seq)? {
+    for _ in 0..DUMP_ATTEMPTS {
+        // A fresh number per attempt: a late reply of an interrupted one matches nothing.
+        match dump_once(sock, message.clone(), next_seq())? {
             (messages, false) => return Ok(messages),
             (_, true) => continue,
         }

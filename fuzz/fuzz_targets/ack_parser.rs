@@ -1,5 +1,5 @@
-//! ack_parser: arbitrary bytes into the engine's ACK parser and into reconcile of a small
-//! planned batch (docs/reliability.md, "Fuzzing").
+//! ack_parser: arbitrary bytes into the engine's ACK parser and into the settling of one
+//! send of a small production call (docs/reliability.md, "Fuzzing").
 //!
 //! Properties: nothing panics; the two parser entry points agree; a send settles a request
 //! done only on evidence (its marker's success ACK, or the request's own success ACK);
@@ -7,35 +7,51 @@
 //! strict prefix of a real reply (a truncated datagram) settles anything done.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use netslot::internals::{self, PerDeviceChoice, PlanInput, Planned};
+use std::time::Duration;
 
-/// Two slots, default pool, every host request acked so explicit ACKs are in play.
-fn small_batch() -> Planned {
-    internals::plan_with(&PlanInput {
-        prefix: "ns".into(),
-        group: 7600,
-        ipv4_pool: "100.64.0.0/16".into(),
-        ids: vec![0, 1],
-        mtu: 1500,
-        ipv6: false,
-        per_device: PerDeviceChoice::Nothing,
-        tc_filter: false,
-        ack_every_host_request: true,
-        slot_buffers: (212_992, 212_992),
-        host_buffers: (8 << 20, 32 << 20),
-    })
-    .expect("a valid batch")
+use libfuzzer_sys::fuzz_target;
+use netslot::internals::{self, Ask, CallInput, CallSim};
+
+/// A two-slot call with every host request acked (so explicit ACKs are in play), driven
+/// to its first exchange (the slot sends) or, with `host`, to its second (the host
+/// addresses, after every slot send succeeded).
+fn small_call(host: bool) -> CallSim {
+    let mut input = CallInput::standard(2);
+    input.ack_every_host_request = true;
+    let mut sim = CallSim::new(&input).expect("a valid call");
+    assert!(matches!(sim.ask(), Ask::Namespaces { .. }));
+    sim.namespaces(&[Ok(()), Ok(())]);
+    assert_eq!(sim.ask(), Ask::Exchange);
+    if host {
+        let markers: Vec<(usize, u32)> = sim.round().iter().map(|s| (s.index, s.marker)).collect();
+        for (index, marker) in markers {
+            sim.settle(index, 1, Ok(&internals::success_reply(marker)));
+        }
+        sim.end_round(Duration::ZERO);
+        assert_eq!(sim.ask(), Ask::Exchange);
+    }
+    sim
+}
+
+/// The success reply of send `index`, or its first request refused then its marker.
+fn real_reply(sim: &CallSim, index: usize, refused: bool) -> Vec<u8> {
+    let v = sim.round()[index];
+    let mut out = Vec::new();
+    if refused {
+        out.extend(internals::error_reply(v.requests[0], 17, Some("File exists")));
+    }
+    out.extend(internals::success_reply(v.marker));
+    out
 }
 
 /// Feeds `reply` to send `index` and checks what reconcile settled against what the
 /// parser read.
-fn check_reconcile(p: &mut Planned, index: usize, reply: &[u8]) -> (usize, usize) {
-    let (requests, marker) = {
-        let v = p.send_views()[index];
-        (v.requests.to_vec(), v.marker)
+fn check_reconcile(sim: &mut CallSim, index: usize, reply: &[u8]) -> (usize, usize) {
+    let (requests, marker, send) = {
+        let v = sim.round()[index];
+        (v.requests.to_vec(), v.marker, v.index)
     };
-    let (done, failed) = p.reconcile_send(index, reply);
+    let (done, failed) = sim.settle(send, 1, Ok(reply));
     assert!(
         done + failed <= requests.len(),
         "settled {done}+{failed} of {} requests",
@@ -79,9 +95,9 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    let mut p = small_batch();
-    let sends = p.sends();
-    let index = usize::from(mode >> 2) % sends;
+    let mut p = small_call(mode & 4 != 0);
+    let sends = p.round().len();
+    let index = usize::from(mode >> 3) % sends;
     match mode & 3 {
         // Arbitrary bytes as the send's reply.
         0 => {
@@ -89,11 +105,7 @@ fuzz_target!(|data: &[u8]| {
         }
         // A real reply (success, or a refusal then the marker), cut short.
         1 | 2 => {
-            let reply = if mode & 3 == 1 {
-                p.success_replies().swap_remove(index)
-            } else {
-                p.first_request_refused_replies().swap_remove(index)
-            };
+            let reply = real_reply(&p, index, mode & 3 == 2);
             let cut = rest
                 .get(..2)
                 .map_or(0, |b| usize::from(u16::from_le_bytes([b[0], b[1]])))
@@ -109,7 +121,7 @@ fuzz_target!(|data: &[u8]| {
         // A real success reply with fuzzer bytes XORed over its start, then the rest of
         // the input appended (a corrupted or padded datagram).
         _ => {
-            let mut reply = p.success_replies().swap_remove(index);
+            let mut reply = real_reply(&p, index, false);
             for (r, x) in reply.iter_mut().zip(rest) {
                 *r ^= x;
             }
