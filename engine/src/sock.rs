@@ -53,7 +53,7 @@ pub(crate) fn host_socket() -> io::Result<Socket> {
 
 /// The host socket's limits as the kernel grants HOST_SNDBUF/HOST_RCVBUF (sock_setsockopt
 /// doubles a forced size), without opening it: for the benches of `internals`.
-#[cfg(feature = "internals")]
+#[cfg(any(test, feature = "internals"))]
 pub(crate) fn nominal_host_limits() -> Limits {
     limits_from(2 * HOST_SNDBUF, 2 * HOST_RCVBUF)
 }

@@ -27,6 +27,8 @@ mod recover;
 mod slots;
 mod step;
 mod sub_batch;
+#[cfg(test)]
+mod tests;
 
 use std::ops::Range;
 use std::os::fd::RawFd;
