@@ -395,7 +395,7 @@ fn per_device_xdp_attach_reaches_every_host_end_too() {
     in_private_netns(|| {
         let mut e = Engine::new(EngineConfig {
             prefix: "pd".into(),
-            xdp_attach: netslot::XdpAttach::PerDevice,
+            xdp_attach: netslot::CountersAttach::PerDevice,
             ..Default::default()
         })
         .unwrap();

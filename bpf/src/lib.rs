@@ -14,7 +14,7 @@
 //! - `build.rs`: `vmlinux.h` and one libbpf-cargo skeleton per program, into `OUT_DIR`.
 //! - `skel.rs`: includes the skeletons; [`MAX_DEVICES`] is read from their BTF types.
 //! - `program.rs`: [`Counters`] (load for a [`Hook`], fd and id for the
-//!   engine, per-device XDP attach). [`XdpCounters`] is its earlier name.
+//!   engine, per-device XDP attach).
 //! - `pin.rs`: [`Counters::pin`], [`PinnedCounters`], [`unpin`].
 //! - `bpffs.rs`: bpffs check and mount at `/sys/fs/bpf` (the only unsafe code).
 //! - `counters.rs`: reading and summing the per-CPU values, [`DeviceCounters`].
@@ -24,9 +24,9 @@
 //! Ifindexes are sparse and keep growing over a host's life (a host that has
 //! created a million slots has ifindexes past a million), so an array indexed by
 //! ifindex would be huge or wrap; the hash holds only live devices. Per-CPU
-//! values need no atomics in the program; [`XdpCounters::read_all`] sums them.
+//! values need no atomics in the program; [`Counters::read_all`] sums them.
 //! When the map is full new devices pass uncounted: call
-//! [`XdpCounters::forget`] when a slot is torn down.
+//! [`Counters::forget`] when a slot is torn down.
 //!
 //! # How the build finds `vmlinux.h`
 //! `build.rs` runs `bpftool btf dump file /sys/kernel/btf/vmlinux format c`
@@ -62,5 +62,5 @@ pub use bpffs::BPFFS_ROOT;
 pub use counters::DeviceCounters;
 pub use error::{BpfError, BpfOp, Result};
 pub use pin::{unpin, PinnedCounters, MAP_PIN, PROG_PIN};
-pub use program::{Counters, Hook, XdpCounters};
+pub use program::{Counters, Hook};
 pub use skel::MAX_DEVICES;

@@ -64,10 +64,6 @@ pub struct Counters {
     map: CountersMap,
 }
 
-/// The earlier name of [`Counters`], from when XDP was the only hook; kept so
-/// existing callers build unchanged. [`Counters::load`] still loads XDP.
-pub type XdpCounters = Counters;
-
 impl Counters {
     /// Opens and loads the XDP skeleton (BPF_PROG_LOAD, BPF_MAP_CREATE; needs CAP_BPF or root).
     pub fn load() -> Result<Self> {

@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 
 use common::{in_private, ip, make_mounts_private, privileged, unique_tag, xdp_prog_id};
-use netslot_bpf::{unpin, XdpCounters, BPFFS_ROOT, PROG_PIN};
+use netslot_bpf::{unpin, Counters, BPFFS_ROOT, PROG_PIN};
 
 /// Any group but 0 (0 is every default device, lo included).
 const GROUP: &str = "4077";
@@ -22,7 +22,7 @@ fn one_group_change_attaches_every_host_end() {
         make_mounts_private();
         let tag = unique_tag();
         let dir = Path::new(BPFFS_ROOT).join(format!("netslot-bpf-test-{tag}"));
-        let counters = XdpCounters::load().expect("load");
+        let counters = Counters::load().expect("load");
         counters.pin(&dir).expect("pin");
 
         let hosts: Vec<String> = (0..3).map(|i| format!("nbg{i}{tag}")).collect();

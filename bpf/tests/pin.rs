@@ -5,9 +5,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{in_private, make_mounts_private, privileged, run, unique_tag};
-use netslot_bpf::{
-    unpin, BpfError, Hook, PinnedCounters, XdpCounters, BPFFS_ROOT, MAP_PIN, PROG_PIN,
-};
+use netslot_bpf::{unpin, BpfError, Counters, Hook, PinnedCounters, BPFFS_ROOT, MAP_PIN, PROG_PIN};
 
 const PREFIX: &str = "netslot-bpf-test-";
 
@@ -40,7 +38,7 @@ fn pin_reopen_unpin_leaves_nothing() {
         let group = format!("{PREFIX}{}", unique_tag());
         let dir = Path::new(BPFFS_ROOT).join(&group).join("g7");
 
-        let counters = XdpCounters::load().expect("load");
+        let counters = Counters::load().expect("load");
         counters.pin(&dir).expect("pin");
         assert_eq!(
             run("stat", &["-f", "-c", "%T", BPFFS_ROOT]).trim(),
@@ -105,7 +103,7 @@ fn pin_outside_bpffs_is_refused() {
     if !privileged("pin_outside_bpffs_is_refused") {
         return;
     }
-    let counters = XdpCounters::load().expect("load");
+    let counters = Counters::load().expect("load");
     let dir = std::env::temp_dir().join(format!("{PREFIX}{}", unique_tag()));
     match counters.pin(&dir) {
         Err(BpfError::NotBpffs { .. }) => {}

@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use common::{ifindex, in_private, ip, privileged, unique_tag, xdp_prog_id, NetnsWorker};
-use netslot_bpf::{BpfError, XdpCounters};
+use netslot_bpf::{BpfError, Counters};
 
 /// RFC 2544 benchmarking range: only ever inside these private namespaces.
 const HOST_ADDR: &str = "198.18.7.1";
@@ -38,7 +38,7 @@ fn counts_only_the_device_that_saw_traffic() {
         ip(&["link", "set", &h1, "up"]);
         let (i0, i1) = (ifindex(&h0), ifindex(&h1));
 
-        let counters = XdpCounters::load().expect("load");
+        let counters = Counters::load().expect("load");
         assert_eq!(xdp_prog_id(&h0), None);
         counters.attach_per_device(i0).expect("attach h0");
         counters.attach_per_device(i1).expect("attach h1");

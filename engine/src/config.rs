@@ -7,6 +7,9 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+/// Largest slot id a MAC can carry: the last three octets (see `slot::host_end_mac`).
+pub const MAX_SLOT_ID: u32 = (1 << 24) - 1;
+
 /// Longest interface name the kernel accepts (IFNAMSIZ - 1).
 pub const MAX_IFNAME_LEN: usize = 15;
 /// Name of the slot end of every veth pair, inside the slot's namespace.
@@ -155,9 +158,6 @@ pub enum CountersAttach {
     /// program sees an skb) or want to move counting to egress.
     TcBlock,
 }
-
-/// The earlier name of [`CountersAttach`], from when every choice was XDP.
-pub type XdpAttach = CountersAttach;
 
 impl CountersAttach {
     /// The name the CLI uses (`--attach`).
@@ -323,7 +323,7 @@ impl EngineConfig {
                 wanted: last + 1,
             });
         }
-        if last > u64::from(crate::slot::MAX_SLOT_ID) {
+        if last > u64::from(MAX_SLOT_ID) {
             return Err(ConfigError::TooManySlots { wanted: last + 1 });
         }
         self.check_slot_mtu(self.mtu)?;

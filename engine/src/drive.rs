@@ -11,12 +11,13 @@ use crate::batch::Sock;
 use crate::call::{Call, Choices, Next, Outcome, REPLY_BUF};
 use crate::config::CountersAttach;
 use crate::engine::Engine;
+use crate::netns::PooledNs;
 use crate::op::Op;
 use crate::pin::io_failure;
 use crate::plan::{self, PerDevice, PoolShape, SlotRoute};
 use crate::result::{EngineError, PhaseTimes, ProvisionReport, Provisioned, SlotError};
 use crate::ring::Exchange;
-use crate::slot::{PooledNs, Slot, SlotSpec};
+use crate::slot::{Slot, SlotSpec};
 
 /// Fewest namespaces a chunk waits for: enough to keep io_uring_enter and host sendmsg
 /// counts far below one per slot, few enough that link work starts while the pool thread
@@ -34,9 +35,42 @@ pub(crate) enum NsSource {
 }
 
 impl Engine {
+    /// Provisions `count` standard slots. See [`Engine::provision_with`].
+    pub fn provision(&mut self, count: usize) -> Result<Provisioned, EngineError> {
+        self.provision_with(count, |_, _| {})
+    }
+
+    /// Provisions `count` standard slots, calling `progress(done, count)` after each chunk.
+    ///
+    /// A slot that fails is rolled back completely and returned as its error; the others
+    /// stand. `Err` is returned only for bad input (before any kernel call) or when the
+    /// engine itself cannot go on (the ring fails).
+    pub fn provision_with(
+        &mut self,
+        count: usize,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Provisioned, EngineError> {
+        self.check_fd_budget(count)?;
+        let ids = self.take_ids(count)?;
+        let specs: Vec<SlotSpec> = ids
+            .iter()
+            .map(|&id| SlotSpec::derive(&self.config, id, self.ifindex_base))
+            .collect();
+        self.pool.demand(count);
+        let pin_dir = self.config.pin_dir.clone();
+        let routes = vec![SlotRoute::Default; specs.len()];
+        self.run(
+            specs,
+            routes,
+            NsSource::Pool,
+            pin_dir.as_deref(),
+            &mut progress,
+        )
+    }
+
     /// The choices every slot of a call shares, from the configuration and the counters.
     pub(crate) fn choices(&self, pin: bool) -> Choices {
-        let prog_fd = self.xdp.as_ref().map(|x| x.prog_fd().as_raw_fd());
+        let prog_fd = self.counters.as_ref().map(|x| x.prog_fd().as_raw_fd());
         let block = self.config.tc_block_index();
         let attach = self.config.xdp_attach;
         let (group_xdp, per_device) = match (attach, prog_fd) {
@@ -70,7 +104,7 @@ impl Engine {
             },
             tc_filter,
             first_attach_alone: kept.budget.is_bounded()
-                && self.xdp.is_some()
+                && self.counters.is_some()
                 && attach == CountersAttach::Group,
             chunk: self.config.chunk,
             min_chunk: MIN_CHUNK,

@@ -10,20 +10,15 @@ use std::collections::BTreeSet;
 use crate::call::{Groups, Kept};
 use crate::claim;
 use crate::config::EngineConfig;
-use crate::drive::NsSource;
 use crate::gc::GcReport;
 use crate::hold::HoldBudget;
 use crate::host::HostNs;
-use crate::plan::SlotRoute;
 use crate::pool::NsPool;
 use crate::record::{AttachmentRecord, PoolLock, PoolPhase};
-use crate::result::{EngineError, Provisioned};
+use crate::result::EngineError;
 use crate::ring::Ring;
 use crate::slot::{Slot, SlotSpec};
 use crate::sock;
-
-pub use crate::attach::{AttachTarget, Attached};
-pub use crate::pin::release;
 
 /// Provisions standard slots. Use it from one thread at a time; it is `Send`.
 #[derive(Debug)]
@@ -40,7 +35,7 @@ pub struct Engine {
     /// addresses of a long-running engine stay inside the configured pool.
     pub(crate) free_ids: BTreeSet<u32>,
     /// The counters program (XDP or tc, per `config.xdp_attach`) and its map.
-    pub(crate) xdp: Option<netslot_bpf::Counters>,
+    pub(crate) counters: Option<netslot_bpf::Counters>,
     /// What calls hand on to the next one (hold budget, groups, host ends up, ...);
     /// None only while a call has it.
     pub(crate) kept: Option<Kept>,
@@ -156,7 +151,7 @@ impl Engine {
             ifindex_base,
             next_id,
             free_ids,
-            xdp,
+            counters: xdp,
             kept: Some(kept),
             lock,
             reclaimed,
@@ -258,13 +253,13 @@ impl Engine {
     /// Id of the counters program attached to the host ends (the XDP program, or the tc
     /// one for [`CountersAttach::TcBlock`]), when the counters are on.
     pub fn xdp_prog_id(&self) -> Option<u32> {
-        self.xdp.as_ref().map(netslot_bpf::XdpCounters::prog_id)
+        self.counters.as_ref().map(netslot_bpf::Counters::prog_id)
     }
 
     /// Per-slot packets and bytes counted by the counters program, for every slot of this
     /// engine that has seen traffic. Empty when the counters are off.
     pub fn counters(&self) -> Result<Vec<crate::result::SlotCounters>, EngineError> {
-        let Some(xdp) = &self.xdp else {
+        let Some(xdp) = &self.counters else {
             return Ok(Vec::new());
         };
         let all = xdp.read_all().map_err(|source| EngineError::Bpf {
@@ -285,39 +280,6 @@ impl Engine {
             .collect())
     }
 
-    /// Provisions `count` standard slots. See [`Engine::provision_with`].
-    pub fn provision(&mut self, count: usize) -> Result<Provisioned, EngineError> {
-        self.provision_with(count, |_, _| {})
-    }
-
-    /// Provisions `count` standard slots, calling `progress(done, count)` after each chunk.
-    ///
-    /// A slot that fails is rolled back completely and returned as its error; the others
-    /// stand. `Err` is returned only for bad input (before any kernel call) or when the
-    /// engine itself cannot go on (the ring fails).
-    pub fn provision_with(
-        &mut self,
-        count: usize,
-        mut progress: impl FnMut(usize, usize),
-    ) -> Result<Provisioned, EngineError> {
-        self.check_fd_budget(count)?;
-        let ids = self.take_ids(count)?;
-        let specs: Vec<SlotSpec> = ids
-            .iter()
-            .map(|&id| SlotSpec::derive(&self.config, id, self.ifindex_base))
-            .collect();
-        self.pool.demand(count);
-        let pin_dir = self.config.pin_dir.clone();
-        let routes = vec![SlotRoute::Default; specs.len()];
-        self.run(
-            specs,
-            routes,
-            NsSource::Pool,
-            pin_dir.as_deref(),
-            &mut progress,
-        )
-    }
-
     /// Fds each slot of a call holds once handed back: one, the netlink socket made inside
     /// its namespace (it keeps the namespace alive; [`Slot::netns_fd`] opens an nsfs fd on
     /// demand). A pinned slot's nsfs fd, opened to bind-mount it, is closed once it is
@@ -328,7 +290,7 @@ impl Engine {
 
     /// Refuses, before any kernel call, `count` slots that would not fit the process's
     /// open-file limit (see `limits`).
-    fn check_fd_budget(&self, count: usize) -> Result<(), EngineError> {
+    pub(crate) fn check_fd_budget(&self, count: usize) -> Result<(), EngineError> {
         if self.config.faults.ignore_fd_limit {
             return Ok(());
         }

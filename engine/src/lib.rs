@@ -78,13 +78,15 @@ mod sysctl;
 pub mod target;
 mod wire;
 
-pub use config::{ConfigError, CountersAttach, EngineConfig, FaultInjection, Ipv4Cidr, XdpAttach};
-pub use engine::{release, AttachTarget, Attached, Engine};
+pub use attach::{AttachTarget, Attached};
+pub use config::{ConfigError, CountersAttach, EngineConfig, FaultInjection, Ipv4Cidr};
+pub use engine::Engine;
 pub use host::{AddrRecord, HostNs, LinkRecord};
 pub use netns::open_network_namespace;
 /// The XDP counters program (crate `netslot-bpf`), for reading pinned counters.
 pub use netslot_bpf as bpf;
 pub use op::Op;
+pub use pin::release;
 pub use result::{
     EngineError, PhaseTimes, ProvisionReport, Provisioned, SlotCounters, SlotError, SlotResult,
 };

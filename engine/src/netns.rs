@@ -10,7 +10,26 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use crate::slot::PooledNs;
+use std::sync::OnceLock;
+
+/// A namespace from the pool: the NETLINK_ROUTE socket opened inside it (which also keeps
+/// it alive) and, when asked for, an nsfs fd.
+#[derive(Debug)]
+pub(crate) struct PooledNs {
+    pub sock: netlink_sys::Socket,
+    pub nsfd: OnceLock<OwnedFd>,
+}
+
+impl PooledNs {
+    /// The namespace's fd, opened from the socket (SIOCGSKNETNS) on first use.
+    pub fn nsfd(&self) -> std::io::Result<BorrowedFd<'_>> {
+        if let Some(fd) = self.nsfd.get() {
+            return Ok(fd.as_fd());
+        }
+        let fd = from_socket(self.sock.as_fd())?;
+        Ok(self.nsfd.get_or_init(|| fd).as_fd())
+    }
+}
 
 /// ioctl that returns an fd of a socket's network namespace (include/uapi/linux/sockios.h).
 const SIOCGSKNETNS: libc::c_ulong = 0x894C;

@@ -8,10 +8,11 @@ use std::path::Path;
 
 use crate::engine::Engine;
 use crate::netns;
+use crate::netns::PooledNs;
 use crate::reconcile::Failure;
 use crate::record::PinRecord;
 use crate::result::EngineError;
-use crate::slot::{PooledNs, Slot, SlotSpec};
+use crate::slot::{Slot, SlotSpec};
 use crate::sock;
 
 /// Namespace fds opened for pinning that are closed together (one io_uring_enter).

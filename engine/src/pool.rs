@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::netns;
-use crate::slot::PooledNs;
+use crate::netns::PooledNs;
 use crate::sock;
 
 #[derive(Debug, Default)]

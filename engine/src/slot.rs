@@ -2,14 +2,13 @@
 //! No kernel calls except opening a namespace fd on request; provisioning lives in `engine`.
 
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use serde::Serialize;
 
 use crate::config::{EngineConfig, SLOT_IFNAME};
-use crate::netns;
+use crate::netns::PooledNs;
 
 /// Every deterministic fact of slot `id`: names, ifindex, MACs, addresses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -44,8 +43,6 @@ const HOST_END_OCTET: u8 = 0x02;
 /// First octet of slot-end MACs: also locally administered unicast, told apart from host
 /// ends at a glance.
 const SLOT_END_OCTET: u8 = 0x06;
-/// Largest slot id a MAC can carry: the last three octets.
-pub const MAX_SLOT_ID: u32 = (1 << 24) - 1;
 
 /// The MAC of slot `id`'s end in a pool with base group `group`: first octet `end`, then
 /// the base group (16 bits), then the id (24 bits). It is set in the creating message at
@@ -124,25 +121,6 @@ pub fn is_unicast_mac(mac: &[u8; 6]) -> bool {
 
 fn mac_text<S: serde::Serializer>(mac: &[u8; 6], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&mac_to_string(mac))
-}
-
-/// A namespace from the pool: the NETLINK_ROUTE socket opened inside it (which also keeps
-/// it alive) and, when asked for, an nsfs fd.
-#[derive(Debug)]
-pub(crate) struct PooledNs {
-    pub sock: netlink_sys::Socket,
-    pub nsfd: OnceLock<OwnedFd>,
-}
-
-impl PooledNs {
-    /// The namespace's fd, opened from the socket (SIOCGSKNETNS) on first use.
-    pub fn nsfd(&self) -> std::io::Result<BorrowedFd<'_>> {
-        if let Some(fd) = self.nsfd.get() {
-            return Ok(fd.as_fd());
-        }
-        let fd = netns::from_socket(self.sock.as_fd())?;
-        Ok(self.nsfd.get_or_init(|| fd).as_fd())
-    }
 }
 
 /// A provisioned standard slot. Dropping it closes its namespace: the kernel then destroys
