@@ -7,55 +7,34 @@
 //! Run: `cargo bench -p netslot-bench --bench hot_path`.
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use netslot::internals::{self, Ask, CallInput, CallSim};
+use netslot::internals::{self, CallInput, CallSim};
 
 const SLOTS: u32 = 1000;
 
 /// Drives a call of `input` to its end, refusing the first request of every slot send
-/// with EEXIST when `refuse` (the error and rollback path).
+/// with EEXIST when `refuse` (the error and rollback path); returns the slots closed.
 fn run(input: &CallInput, refuse: bool) -> usize {
-    let mut sim = CallSim::new(input).expect("a valid call");
-    let mut closed = 0;
-    loop {
-        match sim.ask() {
-            Ask::Namespaces { max, .. } => sim.namespaces(&vec![Ok(()); max]),
-            Ask::Exchange => {
-                let replies: Vec<(usize, Vec<u8>)> = sim
-                    .round()
-                    .iter()
-                    .map(|s| {
-                        let mut r = Vec::new();
-                        if refuse && s.slot.is_some() && s.bytes.is_some() {
-                            r.extend(internals::error_reply(
-                                s.requests[0],
-                                libc_eexist(),
-                                Some("File exists"),
-                            ));
-                        }
-                        r.extend(internals::success_reply(s.marker));
-                        (s.index, r)
-                    })
-                    .collect();
-                for (index, reply) in replies {
-                    sim.settle(index, 1, Ok(&reply));
-                }
-                sim.end_round(Duration::from_micros(100));
-            }
-            Ask::HostAddresses => sim.host_addresses(Ok(Vec::new())),
-            Ask::DisableIpv6(n) => sim.ipv6_disabled(vec![Ok(()); n]),
-            Ask::Pin(slots) => sim.pinned(slots.into_iter().map(|i| (i, Ok(()))).collect()),
-            Ask::Close(s) => closed += s.len(),
-            Ask::Done => return closed + black_box(sim.finish()).slots.len(),
+    let sim = CallSim::new(input).expect("a valid call");
+    let driven = sim.run_with(|s| {
+        let mut r = Vec::new();
+        if refuse && s.slot.is_some() && s.bytes.is_some() {
+            r.extend(internals::error_reply(
+                s.requests[0],
+                EEXIST,
+                Some("File exists"),
+            ));
         }
-    }
+        r.extend(internals::success_reply(s.marker));
+        r
+    });
+    black_box(driven.end);
+    driven.closed.len()
 }
 
-fn libc_eexist() -> i32 {
-    17
-}
+/// EEXIST, as the kernel refuses a device or address that exists.
+const EEXIST: i32 = 17;
 
 fn call(c: &mut Criterion) {
     let input = CallInput::standard(SLOTS);

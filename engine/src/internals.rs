@@ -394,20 +394,28 @@ impl CallSim {
 
     /// Drives the call to its end as a kernel that accepts everything does: every
     /// namespace made, one success ACK of each send's end marker, every sysctl write and
-    /// pin done. Returns the end and the sends made.
-    pub fn run_accepting(mut self) -> (CallEnd, usize) {
-        let mut sends = 0;
+    /// pin done.
+    pub fn run_accepting(self) -> Driven {
+        self.run_with(|s| success_reply(s.marker))
+    }
+
+    /// Drives the call to its end with every namespace made, every sysctl write and pin
+    /// done, and `kernel`'s one datagram for each send of each round.
+    pub fn run_with(mut self, mut kernel: impl FnMut(&SendView<'_>) -> Vec<u8>) -> Driven {
+        let (mut sends, mut closed) = (0, Vec::new());
         loop {
             match self.ask() {
                 Ask::Namespaces { max, .. } => self.namespaces(&vec![Ok(()); max]),
                 Ask::Exchange => {
-                    let replies: Vec<(usize, bool, Vec<u8>)> = self
+                    let replies: Vec<(usize, Vec<u8>)> = self
                         .round()
                         .iter()
-                        .map(|s| (s.index, s.bytes.is_some(), success_reply(s.marker)))
+                        .map(|s| {
+                            sends += usize::from(s.bytes.is_some());
+                            (s.index, kernel(s))
+                        })
                         .collect();
-                    for (index, first, reply) in replies {
-                        sends += usize::from(first);
+                    for (index, reply) in replies {
                         self.settle(index, 1, Ok(&reply));
                     }
                     self.end_round(Duration::from_micros(100));
@@ -415,11 +423,28 @@ impl CallSim {
                 Ask::HostAddresses => self.host_addresses(Ok(Vec::new())),
                 Ask::DisableIpv6(n) => self.ipv6_disabled(vec![Ok(()); n]),
                 Ask::Pin(slots) => self.pinned(slots.into_iter().map(|i| (i, Ok(()))).collect()),
-                Ask::Close(_) => {}
-                Ask::Done => return (self.finish(), sends),
+                Ask::Close(slots) => closed.extend(slots),
+                Ask::Done => {
+                    return Driven {
+                        end: self.finish(),
+                        sends,
+                        closed,
+                    }
+                }
             }
         }
     }
+}
+
+/// What [`CallSim::run_with`] saw.
+#[derive(Debug)]
+pub struct Driven {
+    /// How the call ended.
+    pub end: CallEnd,
+    /// Sends made (sendmsg calls).
+    pub sends: usize,
+    /// Slots whose namespaces the call closed (rolled back), in order.
+    pub closed: Vec<usize>,
 }
 
 /// The kernel's reply to a send whose every request succeeded: one capped ACK of its end
@@ -497,7 +522,7 @@ mod tests {
 
     #[test]
     fn an_accepted_call_provisions_every_slot() {
-        let (end, sends) = CallSim::new(&CallInput::standard(100))
+        let Driven { end, sends, .. } = CallSim::new(&CallInput::standard(100))
             .unwrap()
             .run_accepting();
         assert!(end.slots.iter().all(Option::is_none), "{:?}", end.slots);
@@ -513,37 +538,17 @@ mod tests {
 
     #[test]
     fn a_refused_veth_fails_its_slot_alone_and_rolls_nothing_back() {
-        let mut sim = CallSim::new(&CallInput::standard(3)).unwrap();
-        let mut closed = Vec::new();
-        loop {
-            match sim.ask() {
-                Ask::Namespaces { max, .. } => sim.namespaces(&vec![Ok(()); max]),
-                Ask::Exchange => {
-                    let replies: Vec<(usize, Vec<u8>)> = sim
-                        .round()
-                        .iter()
-                        .map(|s| {
-                            let mut r = Vec::new();
-                            if s.slot == Some(1) && s.bytes.is_some() {
-                                r.extend(error_reply(s.requests[1], libc::EEXIST, Some("x")));
-                            }
-                            r.extend(success_reply(s.marker));
-                            (s.index, r)
-                        })
-                        .collect();
-                    for (i, r) in replies {
-                        sim.settle(i, 1, Ok(&r));
-                    }
-                    sim.end_round(Duration::ZERO);
-                }
-                Ask::DisableIpv6(n) => sim.ipv6_disabled(vec![Ok(()); n]),
-                Ask::Close(s) => closed.extend(s),
-                Ask::Done => break,
-                other => panic!("unexpected {other:?}"),
+        let sim = CallSim::new(&CallInput::standard(3)).unwrap();
+        let driven = sim.run_with(|s| {
+            let mut r = Vec::new();
+            if s.slot == Some(1) && s.bytes.is_some() {
+                r.extend(error_reply(s.requests[1], libc::EEXIST, Some("x")));
             }
-        }
-        assert_eq!(closed, vec![1]);
-        let end = sim.finish();
+            r.extend(success_reply(s.marker));
+            r
+        });
+        assert_eq!(driven.closed, vec![1]);
+        let end = driven.end;
         assert_eq!(end.slots[1], Some(("veth", libc::EEXIST)));
         assert!(end.slots[0].is_none() && end.slots[2].is_none());
         assert_eq!(end.host_ends_up, 2);
