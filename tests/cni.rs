@@ -1498,6 +1498,7 @@ fn attach_op(id: &str, netns: &str, by_fd: bool) -> Op {
         netns_fd: by_fd,
         mtu: None,
         mac: None,
+        ipv4: None,
     }
 }
 
@@ -2202,6 +2203,7 @@ fn the_daemon_refuses_every_unusable_namespace_path_as_netns() {
                 netns_fd: false,
                 mtu: None,
                 mac: None,
+                ipv4: None,
             };
             let r = netslot::client::call(Path::new(SOCKET), op).expect("an answer");
             assert!(!r.ok, "{p}: attached");

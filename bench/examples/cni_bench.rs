@@ -298,6 +298,7 @@ fn attach(c: &str) -> netslot::protocol::Op {
         netns_fd: false,
         mtu: None,
         mac: None,
+        ipv4: None,
     }
 }
 

@@ -215,7 +215,8 @@ impl Engine {
     }
 
     /// Takes the attachments kept in place at start (`EngineConfig::adopt`), each with
-    /// the spec its slot has now: the recorded ifindex and slot-end name, the rest derived
+    /// the spec its slot has now: the recorded ifindex, slot-end name, MTU, MAC and IPAM
+    /// lease, the rest derived
     /// from the configuration as for a new slot. [`Engine::detach`] and
     /// [`Engine::teardown`] remove them like the engine's own. Empty on a second call.
     pub fn adopted(&mut self) -> Vec<(AttachmentRecord, SlotSpec)> {
@@ -230,6 +231,9 @@ impl Engine {
                 }
                 if let Some(mac) = a.mac.as_deref().and_then(crate::slot::parse_mac) {
                     spec.slot_mac = mac;
+                }
+                if let Some(lease) = a.lease() {
+                    spec.lease(lease);
                 }
                 (a, spec)
             })
@@ -392,6 +396,9 @@ impl Engine {
                 }
                 if let Some(mac) = t.mac {
                     spec.slot_mac = mac;
+                }
+                if let Some(lease) = t.ipv4 {
+                    spec.lease(lease);
                 }
                 spec
             })
@@ -1447,6 +1454,9 @@ pub struct AttachTarget {
     /// MAC of the slot end (inside `netns`), instead of the one derived from the slot id.
     /// It must be a unicast address ([`crate::is_unicast_mac`]). `None`: the derived one.
     pub mac: Option<[u8; 6]>,
+    /// An IPAM lease to use instead of the pool's /31 (see [`SlotSpec::leased`]); the
+    /// default route, when `default_route`, goes via its gateway. `None`: the pool's /31.
+    pub ipv4: Option<crate::slot::Ipv4Lease>,
 }
 
 /// What [`Engine::attach`] hands back: per target, in order, the slot's facts or why it

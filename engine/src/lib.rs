@@ -77,5 +77,5 @@ pub use result::{
     EngineError, PhaseTimes, ProvisionReport, Provisioned, SlotCounters, SlotError, SlotResult,
 };
 pub use slot::{
-    host_end_mac, is_unicast_mac, mac_to_string, parse_mac, slot_end_mac, Slot, SlotSpec,
+    host_end_mac, is_unicast_mac, mac_to_string, parse_mac, slot_end_mac, Ipv4Lease, Slot, SlotSpec,
 };

@@ -77,13 +77,17 @@ pub(crate) fn slot_socket(
             0,
         );
     }
-    b.push(
-        ledger,
-        slot,
-        Op::SlotAddr,
-        addr::ipv4(spec.ifindex, spec.slot_ip, spec.prefix_len),
-        create,
-    );
+    if spec.leased {
+        leased_slot_end(&mut b, ledger, slot, spec);
+    } else {
+        b.push(
+            ledger,
+            slot,
+            Op::SlotAddr,
+            addr::ipv4(spec.ifindex, spec.slot_ip, spec.prefix_len),
+            create,
+        );
+    }
     if slot_route == SlotRoute::Default {
         b.push(
             ledger,
@@ -94,6 +98,19 @@ pub(crate) fn slot_socket(
         );
     }
     b.finish(ledger)
+}
+
+/// A leased slot end's address and routes (`SlotSpec::leased`), as the reference CNI
+/// `ptp` plugin makes them: the address without its prefix route, the gateway on the
+/// link, the prefix via the gateway. The default route, if any, follows as for every slot.
+fn leased_slot_end(b: &mut Batcher, ledger: &mut Ledger, slot: usize, spec: &SlotSpec) {
+    let create = NLM_F_CREATE | NLM_F_EXCL;
+    let addr = addr::ipv4_without_prefix_route(spec.ifindex, spec.slot_ip, spec.prefix_len);
+    b.push(ledger, slot, Op::SlotAddr, addr, create);
+    let gateway = route::on_link(spec.host_ip, spec.ifindex);
+    b.push(ledger, slot, Op::Route, gateway, create);
+    let prefix = route::via(spec.slot_ip, spec.prefix_len, spec.host_ip, spec.ifindex);
+    b.push(ledger, slot, Op::Route, prefix, create);
 }
 
 /// The group change that ends a call: every host end of `group` up (attaching `xdp_fd`),
@@ -161,11 +178,16 @@ pub(crate) fn host_addresses<'a>(
     let HostEnds { per_device, ack } = each;
     let mut b = Batcher::new(host_sock, limits);
     for (slot, spec) in slots {
+        let address = if spec.leased {
+            addr::ipv4_peer(spec.ifindex, spec.host_ip, spec.slot_ip)
+        } else {
+            addr::ipv4(spec.ifindex, spec.host_ip, spec.prefix_len)
+        };
         b.push(
             ledger,
             slot,
             Op::HostAddr,
-            addr::ipv4(spec.ifindex, spec.host_ip, spec.prefix_len),
+            address,
             NLM_F_CREATE | NLM_F_EXCL | ack,
         );
         match per_device {

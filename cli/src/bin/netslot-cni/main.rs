@@ -230,6 +230,7 @@ fn add(conf: &Value, socket: &Path) -> Result<Option<Value>, CniError> {
             netns_fd: true,
             mtu: wanted.mtu,
             mac: wanted.mac,
+            ipv4: None,
         },
         Some(fd.as_fd()),
         Code::TryAgainLater,
