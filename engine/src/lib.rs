@@ -36,6 +36,7 @@ mod batch;
 mod claim;
 pub mod client;
 pub mod cni_conf;
+pub mod cni_ipam;
 pub mod cni_reply;
 pub mod cni_result;
 pub mod config;
