@@ -1,6 +1,6 @@
-//! cni_bench: ADD and DEL latency and throughput of `netslot-cni` (through `netslot serve`)
-//! side by side with the reference `ptp` plugin + `host-local` IPAM, on the same kind of
-//! containers, in one run. Runs itself inside private network and mount namespaces (a tmpfs on
+//! cni_bench: ADD and DEL latency and throughput of `netslot-cni` (through `netslot serve`,
+//! with its own /31s and with `host-local` IPAM) side by side with the reference `ptp`
+//! plugin + `host-local` IPAM, on the same kind of containers, in one run. Runs itself inside private network and mount namespaces (a tmpfs on
 //! /run), so it leaves nothing behind. Needs root.
 //!
 //! ```sh
@@ -85,6 +85,15 @@ fn main() {
             name: "netslot-cni (daemon)",
             plugin: dir.join("netslot-cni"),
             conf: json!({"cniVersion": "1.0.0", "name": "bench", "type": "netslot-cni", "socket": SOCKET}),
+        },
+        System {
+            name: "netslot-cni (daemon) + host-local",
+            plugin: dir.join("netslot-cni"),
+            conf: json!({"cniVersion": "1.0.0", "name": "bench-ipam", "type": "netslot-cni",
+                "socket": SOCKET,
+                "ipam": {"type": "host-local", "subnet": "10.201.0.0/16",
+                         "routes": [{"dst": "0.0.0.0/0"}],
+                         "dataDir": "/run/netslot/host-local"}}),
         },
         System {
             name: "ptp + host-local",
