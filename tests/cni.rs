@@ -2833,6 +2833,11 @@ fn a_static_lease_brings_its_dns_and_what_a_slot_cannot_carry_is_refused() {
             "route 10.0.0.0/8",
         ),
         (json!({"type": "no-such-ipam"}), "not in CNI_PATH"),
+        (
+            json!({"type": "static",
+                "addresses": [{"address": "100.65.7.5/24", "gateway": "100.65.7.1"}]}),
+            "the daemon's own range 100.65.0.0/16",
+        ),
     ];
     for (ipam, says) in refusals {
         let mut conf = conf_1_0("static");

@@ -236,7 +236,16 @@ fn add(conf: &Value, raw: &[u8], socket: &Path) -> Result<Option<Value>, CniErro
     let Some(plugin) = wanted.ipam.as_deref() else {
         return attach(conf, socket, key, &netns, fd, &wanted, None);
     };
-    let result = ipam::exec(plugin, "ADD", raw)?.unwrap_or_default();
+    let result = match ipam::exec(plugin, "ADD", raw) {
+        Ok(r) => r.unwrap_or_default(),
+        Err(e) => {
+            // A result that cannot be read may still hold a lease.
+            if e.code == Code::Decode as u32 {
+                let _ = ipam::exec(plugin, "DEL", raw);
+            }
+            return Err(e);
+        }
+    };
     let out = cni_ipam::lease(plugin, &result).and_then(|leased| {
         // The result's dns: the configuration's when it sets any, else the IPAM
         // plugin's, else a chained prevResult's (as ptp).

@@ -575,6 +575,29 @@ impl Rounds {
                     self.answer_later(&reply, r);
                     continue;
                 }
+                // The daemon's own range routes its pool's /31s on the host: a lease in it
+                // would clash with them.
+                Some(Ok(l))
+                    if [l.address, l.gateway]
+                        .iter()
+                        .any(|a| self.engine.config().ipv4_pool.contains(*a)) =>
+                {
+                    let r = Response::err(
+                        id,
+                        ErrorCode::BadRequest,
+                        format!(
+                            "container {}: attach: ipv4 lease {}/{} via {} lies in the \
+                             daemon's own range {} (--cidr): give the IPAM plugin another",
+                            key.container_id,
+                            l.address,
+                            l.prefix_len,
+                            l.gateway,
+                            self.engine.config().ipv4_pool
+                        ),
+                    );
+                    self.answer_later(&reply, r);
+                    continue;
+                }
                 Some(Ok(l)) => Some(l),
                 None => None,
             };
