@@ -23,7 +23,8 @@
 //! - Other CNI_ARGS keys (a runtime passes its own, such as a pod's name) and other keys
 //!   of `args` are ignored, as the spec lets a plugin do.
 //!
-//! DEL checks none of this: it must succeed whatever the configuration.
+//! DEL checks none of this: it must succeed whatever the configuration (it runs the
+//! IPAM plugin's DEL when [`ipam_plugin`] names one).
 
 use serde_json::Value;
 

@@ -28,7 +28,8 @@
 //! CNI_NETNS) instead of the pool's. [`protocol`] and [`client`] are the daemon's
 //! (`netslot serve`) wire format and a blocking client of it (docs/serve.md);
 //! [`target`] judges the namespaces the daemon's peers hand it; [`cni_reply`] is what the
-//! `netslot-cni` plugin makes of the daemon's answers. [`doctor`] reads the host limits
+//! `netslot-cni` plugin makes of the daemon's answers, [`cni_conf`] of its configuration
+//! and [`cni_ipam`] of an IPAM plugin's answers. [`doctor`] reads the host limits
 //! that N slots run into and judges each (`netslot doctor`).
 #![deny(unsafe_code)]
 
