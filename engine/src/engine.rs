@@ -216,9 +216,9 @@ impl Engine {
 
     /// Takes the attachments kept in place at start (`EngineConfig::adopt`), each with
     /// the spec its slot has now: the recorded ifindex, slot-end name, MTU, MAC and IPAM
-    /// lease, the rest derived
-    /// from the configuration as for a new slot. [`Engine::detach`] and
-    /// [`Engine::teardown`] remove them like the engine's own. Empty on a second call.
+    /// lease, the rest derived from the configuration as for a new slot.
+    /// [`Engine::detach`] and [`Engine::teardown`] remove them like the engine's own.
+    /// Empty on a second call.
     pub fn adopted(&mut self) -> Vec<(AttachmentRecord, SlotSpec)> {
         std::mem::take(&mut self.adopted)
             .into_iter()

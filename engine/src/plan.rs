@@ -2,7 +2,8 @@
 //! Sans-IO: decides what goes to which socket; sending is `ring`'s, settling `reconcile`'s.
 //!
 //! On a slot's own socket (its namespace): lo up, the veth pair in place, the slot
-//! address, the default route (unless the slot is asked without one, see `SlotRoute`).
+//! address (a leased slot's with two routes, see `SlotSpec::leased`), the default route
+//! (unless the slot is asked without one, see `SlotRoute`).
 //! RTM_NEWADDR and RTM_NEWROUTE act in the socket's namespace
 //! (sock_net), so these must go there. On the host socket: the host addresses (each with
 //! its host end's per-device attachment, if the pool uses one; on a tc-block pool's first
@@ -344,6 +345,47 @@ mod tests {
         assert!(msgs[5].header.flags & ack != 0);
         assert!(msgs[1].header.flags & NLM_F_EXCL != 0);
         assert_eq!(ledger.in_flight(), 6);
+    }
+
+    #[test]
+    fn a_leased_slot_plans_its_address_three_routes_and_a_peer_host_address() {
+        let mut spec = SlotSpec::derive(&EngineConfig::default(), 3, 500);
+        spec.lease(crate::slot::Ipv4Lease::parse("10.22.0.5/24", "10.22.0.1").unwrap());
+        let shape = PoolShape {
+            group: 7600,
+            host_netns_fd: 5,
+            ipv6_off: true,
+        };
+        let mut ledger = Ledger::new(1);
+        let flights = slot_socket(&mut ledger, LIMITS, 0, &spec, 9, shape, SlotRoute::Default);
+        let msgs = decode(&flights[0].bytes);
+        let inner = |m: &NetlinkMessage<RouteNetlinkMessage>| match &m.payload {
+            netlink_packet_core::NetlinkPayload::InnerMessage(i) => Some(i.clone()),
+            _ => None,
+        };
+        let expect = [
+            crate::wire::addr::ipv4_without_prefix_route(503, spec.slot_ip, 24),
+            route::on_link(spec.host_ip, 503),
+            route::via(spec.slot_ip, 24, spec.host_ip, 503),
+            route::default_via(spec.host_ip, 503),
+        ];
+        let got: Vec<_> = msgs[3..7].iter().map(|m| inner(m).unwrap()).collect();
+        assert_eq!(got, expect);
+        assert_eq!(ledger.in_flight(), 8);
+        let mut ledger = Ledger::new(1);
+        let flights = host_addresses(
+            &mut ledger,
+            LIMITS,
+            4,
+            [(0, &spec)],
+            HostEnds::default(),
+            &mut None,
+        );
+        let msgs = decode(&flights[0].bytes);
+        assert_eq!(
+            inner(&msgs[0]).unwrap(),
+            crate::wire::addr::ipv4_peer(503, spec.host_ip, spec.slot_ip)
+        );
     }
 
     #[test]
