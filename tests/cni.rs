@@ -1498,6 +1498,7 @@ fn attach_op(id: &str, netns: &str, by_fd: bool) -> Op {
         netns_fd: by_fd,
         mtu: None,
         mac: None,
+        ipv4: None,
     }
 }
 
@@ -2202,6 +2203,7 @@ fn the_daemon_refuses_every_unusable_namespace_path_as_netns() {
                 netns_fd: false,
                 mtu: None,
                 mac: None,
+                ipv4: None,
             };
             let r = netslot::client::call(Path::new(SOCKET), op).expect("an answer");
             assert!(!r.ok, "{p}: attached");
@@ -2610,8 +2612,8 @@ fn the_configured_dns_is_echoed_in_the_result() {
 }
 
 #[test]
-fn an_ipam_section_is_refused_and_nothing_is_made() {
-    let test = "an_ipam_section_is_refused_and_nothing_is_made";
+fn static_ips_without_an_ipam_plugin_are_refused_and_nothing_is_made() {
+    let test = "static_ips_without_an_ipam_plugin_are_refused_and_nothing_is_made";
     if !inside_private_world(test) {
         return;
     }
@@ -2619,30 +2621,262 @@ fn an_ipam_section_is_refused_and_nothing_is_made() {
     let daemon = Daemon::start("ip", group, &[]);
     let plugin = bin("netslot-cni");
     let path = netns_add("ipam1");
-    let mut conf = plain_conf();
-    conf["ipam"] = json!({"type": "host-local", "subnet": "10.9.0.0/24"});
     let env = container_env("ipam1", &path, "eth0");
+    // Static IPs (the ips capability) need an IPAM plugin to give them.
+    let mut conf = plain_conf();
+    conf["runtimeConfig"] = json!({"ips": ["10.9.0.2/24"]});
     let (ok, r) = exec_plugin(&plugin, "ADD", &env, &conf);
-    assert!(!ok, "ADD with ipam succeeded: {r}");
+    assert!(!ok, "ADD with runtimeConfig.ips succeeded: {r}");
     assert_eq!(r["code"], 7, "{r}");
-    let msg = r["msg"].as_str().unwrap();
-    assert!(
-        msg.contains("/31") && msg.contains("does not delegate IPAM"),
-        "{msg}"
-    );
+    assert!(r["msg"].as_str().unwrap().contains("no IPAM plugin"), "{r}");
+    // An ipam section without a plugin's name.
+    let mut conf = plain_conf();
+    conf["ipam"] = json!({"subnet": "10.9.0.0/24"});
+    let (ok, r) = exec_plugin(&plugin, "ADD", &env, &conf);
+    assert!(!ok, "ADD with an ipam without type succeeded: {r}");
+    assert_eq!(r["code"], 7, "{r}");
+    assert!(r["msg"].as_str().unwrap().contains("ipam.type"), "{r}");
     assert_eq!(link_names_in("ipam1"), vec!["lo"]);
     assert!(links_in_group(group).is_empty(), "a host end was made");
     assert_eq!(daemon.stats().attachments, 0);
     // DEL of it still succeeds: a runtime always calls DEL.
     let (ok, out) = exec_plugin(&plugin, "DEL", &env, &conf);
     assert!(ok, "DEL: {out}");
-    // Static IPs (the ips capability) are IPAM too.
-    let mut conf = plain_conf();
-    conf["runtimeConfig"] = json!({"ips": ["10.9.0.2/24"]});
+    daemon.stop();
+}
+
+/// Where host-local keeps the leases of the tests' networks (inside the private /run).
+const LEASES: &str = "/run/netslot/host-local";
+
+/// The addresses host-local holds leased for network `name`: its files named by address.
+fn leases(name: &str) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(Path::new(LEASES).join(name)) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = dir
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+        .collect();
+    out.sort();
+    out
+}
+
+/// A configuration of network `name` at cniVersion 1.0.0, the newest Debian's IPAM
+/// plugins speak.
+fn conf_1_0(name: &str) -> Value {
+    let mut conf = conf_named(name);
+    conf["cniVersion"] = "1.0.0".into();
+    conf
+}
+
+/// A configuration whose `ipam` is host-local on `subnet`, with a default route.
+fn host_local_conf(name: &str, subnet: &str) -> Value {
+    let mut conf = conf_1_0(name);
+    conf["ipam"] = json!({"type": "host-local", "subnet": subnet, "dataDir": LEASES,
+        "routes": [{"dst": "0.0.0.0/0"}]});
+    conf
+}
+
+/// The IPv4 routes inside namespace `ns`, each as iproute2 prints it in one line.
+fn routes_in(ns: &str) -> Vec<String> {
+    let out = run("ip", &["-n", ns, "-4", "route", "show"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+#[test]
+fn a_host_local_lease_is_the_container_address_routed_as_ptp_routes_it() {
+    let test = "a_host_local_lease_is_the_container_address_routed_as_ptp_routes_it";
+    if !inside_private_world(test) {
+        return;
+    }
+    let group = 7846;
+    let args = ["--keep-on-exit"];
+    let daemon = Daemon::start("hl", group, &args);
+    let plugin = bin("netslot-cni");
+    let conf = host_local_conf("leased", "10.22.0.0/24");
+    let mut results = Vec::new();
+    for (c, version) in [("hl1", "1.0.0"), ("hl2", "0.4.0")] {
+        let path = netns_add(c);
+        let mut conf = conf.clone();
+        conf["cniVersion"] = version.into();
+        let (ok, r) = exec_plugin(&plugin, "ADD", &container_env(c, &path, "eth0"), &conf);
+        assert!(ok, "ADD {c} at {version}: {r}");
+        results.push((c, path, r));
+    }
+    // host-local leased .2 and .3 of the subnet, with .1 as the gateway.
+    assert_eq!(leases("leased"), vec!["10.22.0.2", "10.22.0.3"]);
+    for (i, (c, path, r)) in results.iter().enumerate() {
+        let address = format!("10.22.0.{}", i + 2);
+        assert_eq!(r["ips"][0]["address"], format!("{address}/24"), "{r}");
+        assert_eq!(r["ips"][0]["gateway"], "10.22.0.1", "{r}");
+        assert!(lists_default_route(r), "{r}");
+        // The container end, as the kernel reports it: the lease with its prefix, the
+        // gateway on the link, the prefix via the gateway, the default route; no route
+        // of the prefix on the link (the kernel's was not made).
+        assert_eq!(addrs_in(c, "eth0"), vec![format!("{address}/24")]);
+        let routes = routes_in(c);
+        for want in [
+            "default via 10.22.0.1 dev eth0 proto static",
+            "10.22.0.0/24 via 10.22.0.1 dev eth0 proto static",
+            "10.22.0.1 dev eth0 proto static scope link",
+        ] {
+            assert!(
+                routes.iter().any(|r| r == want),
+                "{c} lacks {want:?}: {routes:?}"
+            );
+        }
+        assert_eq!(routes.len(), 3, "{c}: {routes:?}");
+        // The host end: the gateway as a /32 whose peer is the container, so the kernel
+        // routes the container's address through it.
+        let host = r["interfaces"][0]["name"].as_str().unwrap();
+        let addr = ip_json(&["-4", "addr", "show", "dev", host]);
+        let info = &addr[0]["addr_info"][0];
+        assert_eq!(
+            (&info["local"], &info["address"], &info["prefixlen"]),
+            (&json!("10.22.0.1"), &json!(address), &json!(32)),
+            "{host}: {addr}"
+        );
+        let out = run("ip", &["-4", "route", "show", "dev", host]);
+        let host_routes = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            host_routes.contains(&format!("{address} proto kernel scope link src 10.22.0.1")),
+            "{host}: {host_routes}"
+        );
+        // Both ways: the container reaches the gateway, the host the container.
+        refused_from(path, "10.22.0.1");
+        tcp_refused(address.parse().unwrap()).unwrap_or_else(|e| panic!("host to {c}: {e}"));
+        // CHECK (IPAM CHECK, then prevResult against the kernel) agrees.
+        let mut check = conf.clone();
+        check["cniVersion"] = r["cniVersion"].clone();
+        check["prevResult"] = r.clone();
+        let (ok, out) = exec_plugin(&plugin, "CHECK", &container_env(c, path, "eth0"), &check);
+        assert!(ok, "CHECK {c}: {out}");
+    }
+    // One container reaches the other through the host (which forwards here, as ptp
+    // would have set it to): the prefix route goes via the gateway.
+    assert!(run("sysctl", &["-qw", "net.ipv4.ip_forward=1"])
+        .status
+        .success());
+    refused_from(&results[0].1, "10.22.0.3");
+    // A restart adopts the attachment with its lease.
+    daemon.stop();
+    let daemon = Daemon::start("hl", group, &args);
+    let key = netslot::protocol::AttachmentKey {
+        network: "leased".into(),
+        container_id: "hl1".into(),
+        ifname: "eth0".into(),
+    };
+    let answer = netslot::client::call(Path::new(SOCKET), Op::Check { key }).expect("check");
+    let a = answer.attachment.expect("the adopted attachment");
+    assert_eq!(
+        (a.address.as_str(), a.gateway.as_str()),
+        ("10.22.0.2/24", "10.22.0.1")
+    );
+    // DEL removes the interface and releases the lease.
+    for (c, path, r) in &results {
+        let mut conf = conf.clone();
+        conf["cniVersion"] = r["cniVersion"].clone();
+        let (ok, out) = exec_plugin(&plugin, "DEL", &container_env(c, path, "eth0"), &conf);
+        assert!(ok, "DEL {c}: {out}");
+        assert_eq!(link_names_in(c), vec!["lo"]);
+    }
+    assert_eq!(leases("leased"), Vec::<String>::new());
+    assert!(links_in_group(group).is_empty(), "host ends left");
+    // A second DEL still succeeds.
+    let (c, path, _) = &results[0];
+    let (ok, out) = exec_plugin(&plugin, "DEL", &container_env(c, path, "eth0"), &conf);
+    assert!(ok, "second DEL: {out}");
+    daemon.stop();
+}
+
+#[test]
+fn a_static_lease_brings_its_dns_and_what_a_slot_cannot_carry_is_refused() {
+    let test = "a_static_lease_brings_its_dns_and_what_a_slot_cannot_carry_is_refused";
+    if !inside_private_world(test) {
+        return;
+    }
+    let group = 7847;
+    let daemon = Daemon::start("st", group, &[]);
+    let plugin = bin("netslot-cni");
+    let path = netns_add("st1");
+    let env = container_env("st1", &path, "eth0");
+    let dns = json!({"nameservers": ["10.23.0.53"], "domain": "example.test"});
+    let mut conf = conf_1_0("static");
+    conf["ipam"] = json!({"type": "static",
+        "addresses": [{"address": "10.23.0.5/24", "gateway": "10.23.0.1"}],
+        "routes": [{"dst": "0.0.0.0/0"}], "dns": dns});
     let (ok, r) = exec_plugin(&plugin, "ADD", &env, &conf);
-    assert!(!ok, "ADD with runtimeConfig.ips succeeded: {r}");
+    assert!(ok, "ADD: {r}");
+    assert_eq!(r["dns"], dns, "{r}");
+    assert_eq!(addrs_in("st1", "eth0"), vec!["10.23.0.5/24"]);
+    refused_from(&path, "10.23.0.1");
+    let (ok, out) = exec_plugin(&plugin, "DEL", &env, &conf);
+    assert!(ok, "DEL: {out}");
+
+    // What the slot cannot carry: invalid network config naming it, nothing made.
+    let refusals = [
+        (
+            json!({"type": "static", "addresses": [{"address": "fd00::5/64", "gateway": "fd00::1"}]}),
+            "IPv6 address fd00::5/64",
+        ),
+        (
+            json!({"type": "static", "addresses": [{"address": "10.23.0.5/24"}]}),
+            "without a gateway",
+        ),
+        (
+            json!({"type": "static",
+                "addresses": [{"address": "10.23.0.5/24", "gateway": "10.23.0.1"}],
+                "routes": [{"dst": "10.0.0.0/8"}]}),
+            "route 10.0.0.0/8",
+        ),
+        (json!({"type": "no-such-ipam"}), "not in CNI_PATH"),
+        (
+            json!({"type": "static",
+                "addresses": [{"address": "100.65.7.5/24", "gateway": "100.65.7.1"}]}),
+            "the daemon's own range 100.65.0.0/16",
+        ),
+    ];
+    for (ipam, says) in refusals {
+        let mut conf = conf_1_0("static");
+        conf["ipam"] = ipam;
+        let (ok, r) = exec_plugin(&plugin, "ADD", &env, &conf);
+        assert!(!ok, "ADD with {} succeeded: {r}", conf["ipam"]);
+        assert_eq!(r["code"], 7, "{r}");
+        assert!(r["msg"].as_str().unwrap().contains(says), "{r}");
+        assert_eq!(link_names_in("st1"), vec!["lo"]);
+    }
+    // A failed ADD releases what the IPAM plugin leased.
+    let mut conf = conf_1_0("v6");
+    conf["ipam"] = json!({"type": "host-local", "subnet": "fd00:22::/64", "dataDir": LEASES});
+    let (ok, r) = exec_plugin(&plugin, "ADD", &env, &conf);
+    assert!(!ok, "ADD of an IPv6 lease succeeded: {r}");
     assert_eq!(r["code"], 7, "{r}");
-    assert!(links_in_group(group).is_empty(), "a host end was made");
+    assert_eq!(leases("v6"), Vec::<String>::new());
+    // An IPAM plugin's own error passes through with its code.
+    let mut conf = conf_1_0("full");
+    conf["ipam"] = json!({"type": "host-local", "dataDir": LEASES,
+        "ranges": [[{"subnet": "10.24.0.0/30"}]]});
+    let (ok, r) = exec_plugin(&plugin, "ADD", &env, &conf);
+    assert!(ok, "ADD of the range's only address: {r}");
+    let path2 = netns_add("st2");
+    let env2 = container_env("st2", &path2, "eth0");
+    let (ok, r2) = exec_plugin(&plugin, "ADD", &env2, &conf);
+    assert!(!ok, "ADD past a full range succeeded: {r2}");
+    assert!(
+        r2["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("IPAM plugin host-local ADD: "),
+        "{r2}"
+    );
+    assert_ne!(r2["code"], 7, "{r2}");
+    assert_eq!(link_names_in("st2"), vec!["lo"]);
+    let (ok, out) = exec_plugin(&plugin, "DEL", &env, &conf);
+    assert!(ok, "DEL: {out}");
+    assert!(links_in_group(group).is_empty(), "host ends left");
     daemon.stop();
 }
 

@@ -1,6 +1,6 @@
-//! cni_bench: ADD latency and throughput of `netslot-cni` (through `netslot serve`) side by
-//! side with the reference `ptp` plugin + `host-local` IPAM, on the same kind of containers,
-//! in one run. Runs itself inside private network and mount namespaces (a tmpfs on
+//! cni_bench: ADD and DEL latency and throughput of `netslot-cni` (through `netslot serve`,
+//! with its own /31s and with `host-local` IPAM) side by side with the reference `ptp`
+//! plugin + `host-local` IPAM, on the same kind of containers, in one run. Runs itself inside private network and mount namespaces (a tmpfs on
 //! /run), so it leaves nothing behind. Needs root.
 //!
 //! ```sh
@@ -8,13 +8,16 @@
 //! sudo target/release/examples/cni_bench [--rounds 5] [--concurrent 64] [--alone 50]
 //! ```
 //!
-//! Each ADD is timed as a runtime sees it: from exec of the plugin to its exit. The
-//! namespaces are made beforehand (`ip netns add`), as a runtime does, and not timed.
+//! Each ADD and each DEL is timed as a runtime sees it: from exec of the plugin to its
+//! exit. The namespaces are made beforehand (`ip netns add`), as a runtime does, and
+//! removed afterwards (`ip netns del`); neither is timed. "Alone" runs one command at a
+//! time; "concurrent" starts `--concurrent` ADDs at once, then, once all have returned,
+//! that many DELs at once.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Barrier};
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -84,6 +87,15 @@ fn main() {
             conf: json!({"cniVersion": "1.0.0", "name": "bench", "type": "netslot-cni", "socket": SOCKET}),
         },
         System {
+            name: "netslot-cni (daemon) + host-local",
+            plugin: dir.join("netslot-cni"),
+            conf: json!({"cniVersion": "1.0.0", "name": "bench-ipam", "type": "netslot-cni",
+                "socket": SOCKET,
+                "ipam": {"type": "host-local", "subnet": "10.201.0.0/16",
+                         "routes": [{"dst": "0.0.0.0/0"}],
+                         "dataDir": "/run/netslot/host-local"}}),
+        },
+        System {
             name: "ptp + host-local",
             plugin: PathBuf::from("/usr/lib/cni/ptp"),
             conf: json!({"cniVersion": "1.0.0", "name": "bench", "type": "ptp", "ipMasq": false,
@@ -91,12 +103,17 @@ fn main() {
                          "dataDir": "/run/netslot/host-local"}}),
         },
     ];
-    let mut report = Vec::new();
+    let mut report: Vec<Report> = Vec::new();
     for (s, sys) in systems.iter().enumerate() {
         let names: Vec<String> = (0..alone).map(|i| format!("a{s}-{i}")).collect();
-        let lat: Vec<Duration> = names.iter().map(|c| sys.add(c)).collect();
-        sys.del_all(&names);
-        report.push((sys.name, lat, Vec::new(), Duration::ZERO));
+        let mut r = Report {
+            name: sys.name,
+            ..Report::default()
+        };
+        r.add.alone = names.iter().map(|c| sys.add(c)).collect();
+        r.del.alone = names.iter().map(|c| sys.del(c)).collect();
+        netns_del(&names);
+        report.push(r);
     }
     for r in 0..rounds {
         // Alternate the systems round by round: both see the same background load.
@@ -105,24 +122,9 @@ fn main() {
             for c in &names {
                 netns_add(c);
             }
-            let barrier = Arc::new(Barrier::new(n + 1));
-            let threads: Vec<_> = names
-                .iter()
-                .map(|c| {
-                    let (sys, c, b) = (sys.clone(), c.clone(), barrier.clone());
-                    std::thread::spawn(move || {
-                        b.wait();
-                        sys.add_made(&c)
-                    })
-                })
-                .collect();
-            barrier.wait();
-            let t = Instant::now();
-            let lat: Vec<Duration> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-            let wall = t.elapsed();
-            report[s].2.extend(lat);
-            report[s].3 += wall;
-            sys.del_all(&names);
+            report[s].add.together(&names, |c| sys.add_made(c));
+            report[s].del.together(&names, |c| sys.del(c));
+            netns_del(&names);
         }
     }
     let stats = netslot::client::call(Path::new(SOCKET), netslot::protocol::Op::Stats)
@@ -133,23 +135,31 @@ fn main() {
         .status();
     let _ = daemon.wait();
 
-    println!(
-        "| system | 1 ADD alone p50 / p99 (ms) | under {n} concurrent ADDs p50 / p99 (ms) | ADDs/s ({n} concurrent, {rounds} rounds) |"
-    );
-    println!("|---|---|---|---|");
-    for (name, alone, conc, wall) in &report {
+    for (cmd, of) in [
+        ("ADD", (|r: &Report| &r.add) as fn(&Report) -> &Times),
+        ("DEL", |r: &Report| &r.del),
+    ] {
         println!(
-            "| {name} | {:.1} / {:.1} | {:.1} / {:.1} | {:.0} |",
-            ms(pct(alone, 50.0)),
-            ms(pct(alone, 99.0)),
-            ms(pct(conc, 50.0)),
-            ms(pct(conc, 99.0)),
-            conc.len() as f64 / wall.as_secs_f64()
+            "| system | 1 {cmd} alone p50 / p99 (ms) | under {n} concurrent {cmd}s p50 / p99 (ms) | {cmd}s/s ({n} concurrent, {rounds} rounds) |"
         );
+        println!("|---|---|---|---|");
+        for r in &report {
+            let t = of(r);
+            println!(
+                "| {} | {:.1} / {:.1} | {:.1} / {:.1} | {:.0} |",
+                r.name,
+                ms(pct(&t.alone, 50.0)),
+                ms(pct(&t.alone, 99.0)),
+                ms(pct(&t.concurrent, 50.0)),
+                ms(pct(&t.concurrent, 99.0)),
+                t.concurrent.len() as f64 / t.wall.as_secs_f64()
+            );
+        }
+        println!();
     }
     if let Some(s) = stats {
         println!(
-            "\ndaemon: {} attach batches for {} ADDs (largest round {} requests), {} batches in all",
+            "daemon: {} attach batches for {} ADDs (largest round {} requests), {} batches in all",
             s.attach_batches, s.attached, s.largest_round, s.batches
         );
         println!(
@@ -160,7 +170,50 @@ fn main() {
     }
 }
 
-#[derive(Clone)]
+/// One system's latencies, for one command.
+#[derive(Default)]
+struct Times {
+    /// One command at a time.
+    alone: Vec<Duration>,
+    /// Every command of every concurrent round.
+    concurrent: Vec<Duration>,
+    /// The concurrent rounds' wall time, summed: from their start to the last exit.
+    wall: Duration,
+}
+
+impl Times {
+    /// Runs `f` for every name at once (threads released by one barrier), and records
+    /// each one's latency and the round's wall time.
+    fn together(&mut self, names: &[String], f: impl Fn(&str) -> Duration + Sync) {
+        let barrier = Barrier::new(names.len() + 1);
+        let t = std::thread::scope(|scope| {
+            let threads: Vec<_> = names
+                .iter()
+                .map(|c| {
+                    let (f, b) = (&f, &barrier);
+                    scope.spawn(move || {
+                        b.wait();
+                        f(c)
+                    })
+                })
+                .collect();
+            barrier.wait();
+            let t = Instant::now();
+            let lat: Vec<Duration> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+            self.wall += t.elapsed();
+            lat
+        });
+        self.concurrent.extend(t);
+    }
+}
+
+#[derive(Default)]
+struct Report {
+    name: &'static str,
+    add: Times,
+    del: Times,
+}
+
 struct System {
     name: &'static str,
     plugin: PathBuf,
@@ -192,25 +245,28 @@ impl System {
         took
     }
 
-    fn del_all(&self, names: &[String]) {
-        for c in names {
-            if self.conf.is_null() {
-                let key = key(c);
-                let r =
-                    netslot::client::call(Path::new(SOCKET), netslot::protocol::Op::Detach { key });
-                assert!(r.expect("detach").ok);
-                let _ = Command::new("ip").args(["netns", "del", c]).status();
-                continue;
-            }
+    /// Times one DEL. The namespace stays (see [`netns_del`]).
+    fn del(&self, c: &str) -> Duration {
+        let t = Instant::now();
+        let took = if self.conf.is_null() {
+            let r = netslot::client::call(
+                Path::new(SOCKET),
+                netslot::protocol::Op::Detach { key: key(c) },
+            );
+            assert!(r.expect("detach").ok, "detach {c}");
+            t.elapsed()
+        } else {
             let out = self.exec("DEL", c);
+            let took = t.elapsed();
             assert!(
                 out.status.success(),
                 "{} DEL {c}: {}",
                 self.name,
                 String::from_utf8_lossy(&out.stdout)
             );
-            let _ = Command::new("ip").args(["netns", "del", c]).status();
-        }
+            took
+        };
+        took
     }
 
     fn exec(&self, command: &str, c: &str) -> std::process::Output {
@@ -251,6 +307,7 @@ fn attach(c: &str) -> netslot::protocol::Op {
         netns_fd: false,
         mtu: None,
         mac: None,
+        ipv4: None,
     }
 }
 
@@ -260,6 +317,14 @@ fn netns_add(name: &str) {
         .status()
         .unwrap();
     assert!(st.success(), "ip netns add {name}");
+}
+
+/// Removes the namespaces once their DELs have all returned, so that no DEL is timed
+/// against a namespace's teardown.
+fn netns_del(names: &[String]) {
+    for c in names {
+        let _ = Command::new("ip").args(["netns", "del", c]).status();
+    }
 }
 
 fn pct(v: &[Duration], p: f64) -> Duration {

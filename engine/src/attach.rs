@@ -46,6 +46,9 @@ impl Engine {
                 if let Some(mac) = t.mac {
                     spec.slot_mac = mac;
                 }
+                if let Some(lease) = t.ipv4 {
+                    spec.lease(lease);
+                }
                 spec
             })
             .collect();
@@ -160,6 +163,9 @@ pub struct AttachTarget {
     /// MAC of the slot end (inside `netns`), instead of the one derived from the slot id.
     /// It must be a unicast address ([`crate::is_unicast_mac`]). `None`: the derived one.
     pub mac: Option<[u8; 6]>,
+    /// An IPAM lease to use instead of the pool's /31 (see [`SlotSpec::leased`]); the
+    /// default route, when `default_route`, goes via its gateway. `None`: the pool's /31.
+    pub ipv4: Option<crate::slot::Ipv4Lease>,
 }
 
 /// What [`Engine::attach`] hands back: per target, in order, the slot's facts or why it

@@ -8,12 +8,14 @@
 //!   daemon's to judge (1280..=65535, at most 3506 with XDP counters at the XDP hook); a
 //!   value that is not an integer in 1..=65535 is refused here.
 //! - `dns`: echoed into the ADD result ([`dns`]), as the reference plugins do.
-//! - `ipam`: refused. netslot assigns each slot's /31 itself and delegates to no IPAM
-//!   plugin. An empty object (`{}`) asks for nothing and is accepted.
+//! - `ipam`: its `type` names the IPAM plugin the ADD, CHECK and DEL delegate to
+//!   ([`Wanted::ipam`]; what its result may hold is `cni_ipam`'s). An empty object (`{}`)
+//!   asks for nothing: the daemon assigns the slot's /31.
 //! - MAC of the container end, from `runtimeConfig.mac` (the `mac` capability), else
 //!   `args.cni.mac`, else `MAC=` in CNI_ARGS: honoured; it must be a unicast MAC.
-//! - `runtimeConfig.ips` (static IPs), `args.cni.ips` and `IP=` in CNI_ARGS: refused,
-//!   since they are IPAM.
+//! - `runtimeConfig.ips` (static IPs), `args.cni.ips` and `IP=` in CNI_ARGS: the IPAM
+//!   plugin's to honour (it reads the same configuration and environment); refused
+//!   without an IPAM plugin.
 //! - Any other `runtimeConfig` key: refused, naming it, unless the configuration has a
 //!   `capabilities` object that does not declare that key (`"key": true`). A runtime
 //!   fills `runtimeConfig` only with capabilities the configuration declares, so a key
@@ -21,7 +23,8 @@
 //! - Other CNI_ARGS keys (a runtime passes its own, such as a pod's name) and other keys
 //!   of `args` are ignored, as the spec lets a plugin do.
 //!
-//! DEL checks none of this: it must succeed whatever the configuration.
+//! DEL checks none of this: it must succeed whatever the configuration (it runs the
+//! IPAM plugin's DEL when [`ipam_plugin`] names one).
 
 use serde_json::Value;
 
@@ -35,10 +38,24 @@ pub struct Wanted {
     pub mtu: Option<u32>,
     /// The container end's MAC, as `02:00:00:00:00:01` (lower case).
     pub mac: Option<String>,
+    /// `ipam.type`: the IPAM plugin to run (found in CNI_PATH), whose IPv4 lease the
+    /// container end takes instead of the daemon's /31.
+    pub ipam: Option<String>,
 }
 
 /// The `runtimeConfig` keys the plugin understands.
 const UNDERSTOOD: &[&str] = &["mac"];
+
+/// The IPAM plugin a configuration names (`ipam.type`), if it has a non-empty `ipam`.
+/// For DEL, which refuses nothing: `None` also for an `ipam` without a usable `type`.
+pub fn ipam_plugin(conf: &Value) -> Option<&str> {
+    conf["ipam"]["type"].as_str().filter(|t| is_plugin_name(t))
+}
+
+/// Whether `name` can name a plugin in CNI_PATH: a plain file name, no path.
+fn is_plugin_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains('/') && !name.contains('\0')
+}
 
 fn invalid(msg: String) -> CniError {
     CniError::new(Code::InvalidConfig, msg)
@@ -48,16 +65,29 @@ fn invalid(msg: String) -> CniError {
 /// and CHECK: what the attachment should have, or code 7 naming the first key the plugin
 /// refuses.
 pub fn wanted(conf: &Value, cni_args: Option<&str>) -> Result<Wanted, CniError> {
-    if let Some(ipam) = conf.get("ipam") {
-        let empty = ipam.is_null() || ipam.as_object().is_some_and(|o| o.is_empty());
+    let mut ipam = None;
+    if let Some(section) = conf.get("ipam") {
+        let empty = section.is_null() || section.as_object().is_some_and(|o| o.is_empty());
         if !empty {
-            let kind = ipam["type"].as_str().unwrap_or("an IPAM plugin");
-            return Err(invalid(format!(
-                "the configuration has an ipam section ({kind}): netslot assigns each \
-                 slot's /31 itself and does not delegate IPAM; remove the ipam section"
-            )));
+            match section["type"].as_str() {
+                Some(t) if is_plugin_name(t) => ipam = Some(t.to_owned()),
+                _ => {
+                    return Err(invalid(format!(
+                        "ipam.type {} does not name an IPAM plugin (a file name in CNI_PATH, \
+                         such as host-local)",
+                        section["type"]
+                    )))
+                }
+            }
         }
     }
+    // Static IPs are the IPAM plugin's to honour; without one, nothing would.
+    let static_ips = |what: &str| {
+        invalid(format!(
+            "{what}: the configuration names no IPAM plugin to give them (an ipam section, \
+             e.g. host-local or static); without one, netslot assigns each slot's /31 itself"
+        ))
+    };
     let mtu = match conf.get("mtu") {
         None | Some(Value::Null) => None,
         Some(v) => match v.as_u64().and_then(|m| u32::try_from(m).ok()) {
@@ -75,11 +105,10 @@ pub fn wanted(conf: &Value, cni_args: Option<&str>) -> Result<Wanted, CniError> 
     if let Some(runtime) = runtime {
         for k in runtime.keys() {
             if k == "ips" {
-                return Err(invalid(
-                    "runtimeConfig.ips asks for static IPs: netslot assigns each slot's /31 \
-                     itself and does not delegate IPAM"
-                        .into(),
-                ));
+                if ipam.is_none() {
+                    return Err(static_ips("runtimeConfig.ips asks for static IPs"));
+                }
+                continue;
             }
             if UNDERSTOOD.contains(&k.as_str()) {
                 continue;
@@ -98,24 +127,16 @@ pub fn wanted(conf: &Value, cni_args: Option<&str>) -> Result<Wanted, CniError> 
         }
     }
     let args = &conf["args"]["cni"];
-    if !args["ips"].is_null() {
-        return Err(invalid(
-            "args.cni.ips asks for static IPs: netslot assigns each slot's /31 itself and \
-             does not delegate IPAM"
-                .into(),
-        ));
+    if !args["ips"].is_null() && ipam.is_none() {
+        return Err(static_ips("args.cni.ips asks for static IPs"));
     }
     if mac.is_none() && !args["mac"].is_null() {
         mac = Some(("args.cni.mac", args["mac"].clone()));
     }
     for pair in cni_args.unwrap_or_default().split(';') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if k == "IP" {
-            return Err(invalid(
-                "CNI_ARGS IP= asks for a static IP: netslot assigns each slot's /31 itself \
-                 and does not delegate IPAM"
-                    .into(),
-            ));
+        if k == "IP" && ipam.is_none() {
+            return Err(static_ips("CNI_ARGS IP= asks for a static IP"));
         }
         if k == "MAC" && mac.is_none() {
             mac = Some(("CNI_ARGS MAC", Value::String(v.to_owned())));
@@ -136,28 +157,33 @@ pub fn wanted(conf: &Value, cni_args: Option<&str>) -> Result<Wanted, CniError> 
             }
         }
     };
-    Ok(Wanted { mtu, mac })
+    Ok(Wanted { mtu, mac, ipam })
 }
 
 /// The ADD result's `dns`: the configuration's `dns` when it sets anything (nameservers,
 /// domain, search, options), as the reference plugins do; else the chained
 /// `prevResult`'s; else empty.
 pub fn dns(conf: &Value) -> Value {
-    let set = conf["dns"].as_object().is_some_and(|d| {
-        d.values().any(|v| match v {
-            Value::Null => false,
-            Value::String(s) => !s.is_empty(),
-            Value::Array(a) => !a.is_empty(),
-            _ => true,
-        })
-    });
-    if set {
+    if dns_set(&conf["dns"]) {
         return conf["dns"].clone();
     }
     conf["prevResult"]
         .get("dns")
         .cloned()
         .unwrap_or_else(|| serde_json::json!({}))
+}
+
+/// Whether `dns` (a configuration's or a result's) sets anything: nameservers, domain,
+/// search or options.
+pub fn dns_set(dns: &Value) -> bool {
+    dns.as_object().is_some_and(|d| {
+        d.values().any(|v| match v {
+            Value::Null => false,
+            Value::String(s) => !s.is_empty(),
+            Value::Array(a) => !a.is_empty(),
+            _ => true,
+        })
+    })
 }
 
 #[cfg(test)]
@@ -198,17 +224,24 @@ mod tests {
     }
 
     #[test]
-    fn ipam_is_refused() {
-        let (c, msg) = code(wanted(
-            &json!({"ipam": {"type": "host-local", "subnet": "10.9.0.0/24"}}),
-            None,
-        ));
-        assert_eq!(c, 7);
-        assert!(
-            msg.contains("host-local") && msg.contains("does not delegate IPAM"),
-            "{msg}"
+    fn ipam_names_the_plugin() {
+        let conf = json!({"ipam": {"type": "host-local", "subnet": "10.9.0.0/24"}});
+        assert_eq!(
+            wanted(&conf, None).unwrap().ipam.as_deref(),
+            Some("host-local")
         );
-        assert!(wanted(&json!({"ipam": {}}), None).is_ok());
+        assert_eq!(ipam_plugin(&conf), Some("host-local"));
+        assert_eq!(wanted(&json!({"ipam": {}}), None).unwrap().ipam, None);
+        for bad in [
+            json!({"subnet": "10.9.0.0/24"}),
+            json!({"type": "../x"}),
+            json!({"type": 7}),
+        ] {
+            let (c, msg) = code(wanted(&json!({ "ipam": bad }), None));
+            assert_eq!(c, 7);
+            assert!(msg.contains("ipam.type"), "{msg}");
+            assert_eq!(ipam_plugin(&json!({ "ipam": bad })), None);
+        }
     }
 
     #[test]
@@ -253,6 +286,10 @@ mod tests {
             let (c, msg) = code(wanted(&conf, args));
             assert_eq!(c, 7);
             assert!(msg.contains("IPAM"), "{msg}");
+            // With an IPAM plugin they are its to honour.
+            let mut conf = conf;
+            conf["ipam"] = json!({"type": "static"});
+            assert_eq!(wanted(&conf, args).unwrap().ipam.as_deref(), Some("static"));
         }
     }
 

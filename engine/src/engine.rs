@@ -164,9 +164,10 @@ impl Engine {
     }
 
     /// Takes the attachments kept in place at start (`EngineConfig::adopt`), each with
-    /// the spec its slot has now: the recorded ifindex and slot-end name, the rest derived
-    /// from the configuration as for a new slot. [`Engine::detach`] and
-    /// [`Engine::teardown`] remove them like the engine's own. Empty on a second call.
+    /// the spec its slot has now: the recorded ifindex, slot-end name, MTU, MAC and IPAM
+    /// lease, the rest derived from the configuration as for a new slot.
+    /// [`Engine::detach`] and [`Engine::teardown`] remove them like the engine's own.
+    /// Empty on a second call.
     pub fn adopted(&mut self) -> Vec<(AttachmentRecord, SlotSpec)> {
         std::mem::take(&mut self.adopted)
             .into_iter()
@@ -179,6 +180,9 @@ impl Engine {
                 }
                 if let Some(mac) = a.mac.as_deref().and_then(crate::slot::parse_mac) {
                     spec.slot_mac = mac;
+                }
+                if let Some(lease) = a.lease() {
+                    spec.lease(lease);
                 }
                 (a, spec)
             })

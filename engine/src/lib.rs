@@ -34,7 +34,8 @@
 //! CNI_NETNS) instead of the pool's. [`protocol`] and [`client`] are the daemon's
 //! (`netslot serve`) wire format and a blocking client of it (docs/serve.md);
 //! [`target`] judges the namespaces the daemon's peers hand it; [`cni_reply`] is what the
-//! `netslot-cni` plugin makes of the daemon's answers. [`doctor`] reads the host limits
+//! `netslot-cni` plugin makes of the daemon's answers, [`cni_conf`] of its configuration
+//! and [`cni_ipam`] of an IPAM plugin's answers. [`doctor`] reads the host limits
 //! that N slots run into and judges each (`netslot doctor`).
 #![deny(unsafe_code)]
 
@@ -44,6 +45,7 @@ mod call;
 mod claim;
 pub mod client;
 pub mod cni_conf;
+pub mod cni_ipam;
 pub mod cni_reply;
 pub mod cni_result;
 pub mod config;
@@ -91,5 +93,5 @@ pub use result::{
     EngineError, PhaseTimes, ProvisionReport, Provisioned, SlotCounters, SlotError, SlotResult,
 };
 pub use slot::{
-    host_end_mac, is_unicast_mac, mac_to_string, parse_mac, slot_end_mac, Slot, SlotSpec,
+    host_end_mac, is_unicast_mac, mac_to_string, parse_mac, slot_end_mac, Ipv4Lease, Slot, SlotSpec,
 };

@@ -2,7 +2,8 @@
 //! Sans-IO: decides what goes to which socket; sending is `ring`'s, settling `reconcile`'s.
 //!
 //! On a slot's own socket (its namespace): lo up, the veth pair in place, the slot
-//! address, the default route (unless the slot is asked without one, see `SlotRoute`).
+//! address (a leased slot's with two routes, see `SlotSpec::leased`), the default route
+//! (unless the slot is asked without one, see `SlotRoute`).
 //! RTM_NEWADDR and RTM_NEWROUTE act in the socket's namespace
 //! (sock_net), so these must go there. On the host socket: the host addresses (each with
 //! its host end's per-device attachment, if the pool uses one; on a tc-block pool's first
@@ -77,13 +78,17 @@ pub(crate) fn slot_socket(
             0,
         );
     }
-    b.push(
-        ledger,
-        slot,
-        Op::SlotAddr,
-        addr::ipv4(spec.ifindex, spec.slot_ip, spec.prefix_len),
-        create,
-    );
+    if spec.leased {
+        leased_slot_end(&mut b, ledger, slot, spec);
+    } else {
+        b.push(
+            ledger,
+            slot,
+            Op::SlotAddr,
+            addr::ipv4(spec.ifindex, spec.slot_ip, spec.prefix_len),
+            create,
+        );
+    }
     if slot_route == SlotRoute::Default {
         b.push(
             ledger,
@@ -94,6 +99,19 @@ pub(crate) fn slot_socket(
         );
     }
     b.finish(ledger)
+}
+
+/// A leased slot end's address and routes (`SlotSpec::leased`), as the reference CNI
+/// `ptp` plugin makes them: the address without its prefix route, the gateway on the
+/// link, the prefix via the gateway. The default route, if any, follows as for every slot.
+fn leased_slot_end(b: &mut Batcher, ledger: &mut Ledger, slot: Owner, spec: &SlotSpec) {
+    let create = NLM_F_CREATE | NLM_F_EXCL;
+    let addr = addr::ipv4_without_prefix_route(spec.ifindex, spec.slot_ip, spec.prefix_len);
+    b.push(ledger, slot, Op::SlotAddr, addr, create);
+    let gateway = route::on_link(spec.host_ip, spec.ifindex);
+    b.push(ledger, slot, Op::Route, gateway, create);
+    let prefix = route::via(spec.slot_ip, spec.prefix_len, spec.host_ip, spec.ifindex);
+    b.push(ledger, slot, Op::Route, prefix, create);
 }
 
 /// The group change that ends a call: every host end of `group` up (attaching `xdp_fd`),
@@ -161,11 +179,16 @@ pub(crate) fn host_addresses<'a>(
     let mut b = Batcher::new(Sock::Host, limits);
     for (slot, spec) in slots {
         let slot = Owner::Slot(slot);
+        let address = if spec.leased {
+            addr::ipv4_peer(spec.ifindex, spec.host_ip, spec.slot_ip)
+        } else {
+            addr::ipv4(spec.ifindex, spec.host_ip, spec.prefix_len)
+        };
         b.push(
             ledger,
             slot,
             Op::HostAddr,
-            addr::ipv4(spec.ifindex, spec.host_ip, spec.prefix_len),
+            address,
             NLM_F_CREATE | NLM_F_EXCL | ack,
         );
         match per_device {
@@ -341,6 +364,46 @@ mod tests {
         assert!(msgs[5].header.flags & ack != 0);
         assert!(msgs[1].header.flags & NLM_F_EXCL != 0);
         assert_eq!(ledger.in_flight(), 6);
+    }
+
+    #[test]
+    fn a_leased_slot_plans_its_address_three_routes_and_a_peer_host_address() {
+        let mut spec = SlotSpec::derive(&EngineConfig::default(), 3, 500);
+        spec.lease(crate::slot::Ipv4Lease::parse("10.22.0.5/24", "10.22.0.1").unwrap());
+        let shape = PoolShape {
+            group: 7600,
+            host_netns_fd: 5,
+            ipv6_off: true,
+        };
+        let mut ledger = Ledger::new(1);
+        let flights = slot_socket(&mut ledger, LIMITS, 0, &spec, shape, SlotRoute::Default);
+        let msgs = decode(&flights[0].bytes);
+        let inner = |m: &NetlinkMessage<RouteNetlinkMessage>| match &m.payload {
+            netlink_packet_core::NetlinkPayload::InnerMessage(i) => Some(i.clone()),
+            _ => None,
+        };
+        let expect = [
+            crate::wire::addr::ipv4_without_prefix_route(503, spec.slot_ip, 24),
+            route::on_link(spec.host_ip, 503),
+            route::via(spec.slot_ip, 24, spec.host_ip, 503),
+            route::default_via(spec.host_ip, 503),
+        ];
+        let got: Vec<_> = msgs[3..7].iter().map(|m| inner(m).unwrap()).collect();
+        assert_eq!(got, expect);
+        assert_eq!(ledger.in_flight(), 8);
+        let mut ledger = Ledger::new(1);
+        let flights = host_addresses(
+            &mut ledger,
+            LIMITS,
+            [(0, &spec)],
+            HostEnds::default(),
+            &mut None,
+        );
+        let msgs = decode(&flights[0].bytes);
+        assert_eq!(
+            inner(&msgs[0]).unwrap(),
+            crate::wire::addr::ipv4_peer(503, spec.host_ip, spec.slot_ip)
+        );
     }
 
     #[test]

@@ -81,9 +81,25 @@ pub fn judge_request_line(line: &[u8]) -> Result<Option<Request>, Box<Response>>
 pub fn check_fields(op: &Op) -> Result<(), String> {
     match op {
         Op::Attach {
-            key, netns, mac, ..
+            key,
+            netns,
+            mac,
+            ipv4,
+            ..
         } => {
             check_key(key, "attach")?;
+            if let Some(ip) = ipv4 {
+                if ip.address.len() > MAX_NAME || ip.gateway.len() > MAX_NAME {
+                    return Err(format!(
+                        "container {}: attach: the ipv4 lease's fields are longer than \
+                         {MAX_NAME} bytes",
+                        key.container_id
+                    ));
+                }
+                crate::slot::Ipv4Lease::parse(&ip.address, &ip.gateway).map_err(|why| {
+                    format!("container {}: attach: ipv4 lease: {why}", key.container_id)
+                })?;
+            }
             if let Some(mac) = mac {
                 if !crate::slot::parse_mac(mac).is_some_and(|m| crate::slot::is_unicast_mac(&m)) {
                     return Err(format!(
@@ -231,6 +247,11 @@ pub enum Op {
         /// daemon derives from the slot id. Anything else is refused (`bad_request`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         mac: Option<String>,
+        /// An IPv4 address an IPAM plugin leased for the container end, instead of the
+        /// daemon's /31 (see [`Ipv4Request`]). Absent: the daemon's /31. (Boxed: the
+        /// daemon queues requests by value, and most attaches have none.)
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ipv4: Option<Box<Ipv4Request>>,
     },
     /// Remove an attachment (CNI DEL). Unknown attachments succeed: DEL is idempotent.
     Detach {
@@ -391,6 +412,22 @@ fn yes() -> bool {
     true
 }
 
+/// An attach's IPAM lease: the container end holds `address`, the host end `gateway` as a
+/// /32 with a host route to `address` (as the reference CNI `ptp` plugin does), and the
+/// container's routes go via `gateway`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ipv4Request {
+    /// The container end's address, `a.b.c.d/len` (len 1 to 32).
+    pub address: String,
+    /// The gateway, `a.b.c.d`: the host end's address.
+    pub gateway: String,
+    /// Whether the container gets a default route via `gateway` (when it is the
+    /// container's first attachment, as for every attach). `false` when the lease has no
+    /// default route.
+    #[serde(default = "yes")]
+    pub default_route: bool,
+}
+
 /// A slot of the warm pool, handed out by `acquire`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PooledSlot {
@@ -462,10 +499,12 @@ mod tests {
             netns_fd,
             mtu,
             mac,
+            ipv4,
         } = &req.op
         else {
             panic!("not an attach: {req:?}");
         };
+        assert_eq!(ipv4, &None, "absent: the daemon's /31");
         assert_eq!(key.container_id, "c1");
         assert_eq!(netns, &PathBuf::from("/run/netns/c1"));
         assert!(!netns_fd, "absent netns_fd means the path form");
@@ -492,6 +531,31 @@ mod tests {
             serde_json::from_str::<Request>(gc).unwrap().op,
             Op::Gc { .. }
         ));
+    }
+
+    #[test]
+    fn an_attach_lease_is_parsed_and_checked() {
+        let line = r#"{"v":1,"id":7,"op":"attach","container_id":"c1","ifname":"eth0","netns":"/run/netns/c1","ipv4":{"address":"10.22.0.5/24","gateway":"10.22.0.1"}}"#;
+        let req: Request = serde_json::from_str(line).unwrap();
+        assert!(matches!(
+            &req.op,
+            Op::Attach { ipv4: Some(ip), .. } if ip.default_route && ip.address == "10.22.0.5/24"
+        ));
+        assert!(check_fields(&req.op).is_ok());
+        for (from, to, why) in [
+            ("10.22.0.1\"", "10.22.0.5\"", "the address itself"),
+            ("/24", "", "no prefix length"),
+            ("/24", "/0", "1 to 32"),
+            ("10.22.0.1\"", "fe80::1\"", "not an IPv4 address"),
+        ] {
+            let bad = line.replacen(from, to, 1);
+            let req: Request = serde_json::from_str(&bad).unwrap();
+            let e = check_fields(&req.op).unwrap_err();
+            assert!(
+                e.contains("container c1: attach: ipv4 lease") && e.contains(why),
+                "{e}"
+            );
+        }
     }
 
     #[test]
@@ -569,6 +633,7 @@ mod tests {
                 netns_fd: true,
                 mtu: None,
                 mac: None,
+                ipv4: None,
             },
         );
         let line = serde_json::to_string(&by_fd).unwrap();

@@ -126,6 +126,20 @@ pub struct AttachmentRecord {
     /// `0a:00:00:00:00:01`. Absent: the one derived from the slot id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// The slot end's address (`a.b.c.d/len`) when the attach gave an IPAM lease
+    /// (`AttachTarget::ipv4`), with `gateway`. Absent: the pool's /31.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// The lease's gateway, the host end's address; with `address`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+}
+
+impl AttachmentRecord {
+    /// The recorded IPAM lease, if any (and if it still parses).
+    pub fn lease(&self) -> Option<crate::slot::Ipv4Lease> {
+        crate::slot::Ipv4Lease::parse(self.address.as_deref()?, self.gateway.as_deref()?).ok()
+    }
 }
 
 impl PoolRecord {
@@ -446,7 +460,13 @@ mod tests {
             uid: 0,
             mtu: Some(1400),
             mac: Some("0a:00:00:00:00:01".into()),
+            address: Some("10.22.0.5/24".into()),
+            gateway: Some("10.22.0.1".into()),
         });
+        assert_eq!(
+            r.attachments[0].lease().map(|l| l.to_strings()),
+            Some(("10.22.0.5/24".into(), "10.22.0.1".into()))
+        );
         write_record(&path, &r).unwrap();
         assert_eq!(read_record(&path).unwrap(), Some(r.clone()));
         // A record written before attachments were recorded still reads, with none.

@@ -32,10 +32,74 @@ pub struct SlotSpec {
     pub host_ip: Ipv4Addr,
     /// Slot end address.
     pub slot_ip: Ipv4Addr,
-    /// Prefix length of both addresses (31: a point-to-point pair).
+    /// Prefix length of both addresses (31: a point-to-point pair); with `leased`, of the
+    /// slot end's only.
     pub prefix_len: u8,
     /// MTU of both ends.
     pub mtu: u32,
+    /// The addresses are an IPAM lease ([`Ipv4Lease`], given by an attach), laid out as
+    /// the reference CNI `ptp` plugin lays them out: the slot end holds
+    /// `slot_ip/prefix_len` without the kernel's prefix route, plus a route to `host_ip`/32
+    /// on the link and one to the prefix via `host_ip`, so every other address of the
+    /// prefix is reached through the host; the host end holds `host_ip`/32 with `slot_ip`
+    /// as its peer, so the kernel routes `slot_ip`/32 through it. `false`: the pool's /31.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub leased: bool,
+}
+
+/// An IPv4 address an IPAM plugin leased to an attachment: the slot end's address and
+/// prefix, and the gateway, which the host end holds (as a /32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Lease {
+    /// The slot end's address.
+    pub address: Ipv4Addr,
+    /// Its prefix length (1 to 32; a /0 prefix route would be a second default route).
+    pub prefix_len: u8,
+    /// The gateway: the host end's address, the slot's next hop.
+    pub gateway: Ipv4Addr,
+}
+
+impl Ipv4Lease {
+    /// Parses `address` (`a.b.c.d/len`) and `gateway` (`a.b.c.d`), as a CNI result writes
+    /// them, and checks that they can be a slot's two ends: the gateway is not the
+    /// address, and neither is unspecified, multicast, broadcast or loopback.
+    pub fn parse(address: &str, gateway: &str) -> Result<Self, String> {
+        let (ip, len) = address
+            .split_once('/')
+            .ok_or_else(|| format!("address {address:?} has no prefix length (a.b.c.d/len)"))?;
+        let ip: Ipv4Addr = ip
+            .parse()
+            .map_err(|_| format!("address {address:?} is not an IPv4 address"))?;
+        let prefix_len: u8 = len
+            .parse()
+            .ok()
+            .filter(|l| (1..=32).contains(l))
+            .ok_or_else(|| format!("address {address:?} has no prefix length of 1 to 32"))?;
+        let gw: Ipv4Addr = gateway
+            .parse()
+            .map_err(|_| format!("gateway {gateway:?} is not an IPv4 address"))?;
+        for (what, a) in [("address", ip), ("gateway", gw)] {
+            if a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback() {
+                return Err(format!("{what} {a} cannot be a device's address"));
+            }
+        }
+        if ip == gw {
+            return Err(format!("the gateway {gw} is the address itself"));
+        }
+        Ok(Self {
+            address: ip,
+            prefix_len,
+            gateway: gw,
+        })
+    }
+
+    /// The lease as a CNI result writes it: (`a.b.c.d/len`, gateway).
+    pub fn to_strings(&self) -> (String, String) {
+        (
+            format!("{}/{}", self.address, self.prefix_len),
+            self.gateway.to_string(),
+        )
+    }
 }
 
 /// First octet of host-end MACs: locally administered (bit 1), unicast (bit 0 clear).
@@ -81,7 +145,16 @@ impl SlotSpec {
             slot_ip,
             prefix_len: 31,
             mtu: config.mtu,
+            leased: false,
         }
+    }
+
+    /// Takes `lease`'s addresses instead of the pool's /31 (see [`SlotSpec::leased`]).
+    pub(crate) fn lease(&mut self, lease: Ipv4Lease) {
+        self.slot_ip = lease.address;
+        self.prefix_len = lease.prefix_len;
+        self.host_ip = lease.gateway;
+        self.leased = true;
     }
 
     /// Name of the slot end inside the slot's namespace.

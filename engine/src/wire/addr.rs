@@ -1,9 +1,10 @@
-//! addr: RTM_NEWADDR requests for the /31 point-to-point addresses of a slot.
+//! addr: RTM_NEWADDR requests for the /31 point-to-point addresses of a slot, and for the
+//! two ends of a leased slot (`SlotSpec::leased`).
 //! Builds messages only; RTM_NEWADDR acts in the sending socket's namespace (sock_net).
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 /// RTM_NEWADDR of `ip/prefix_len` on device `index` (IFA_LOCAL and IFA_ADDRESS both `ip`,
@@ -16,6 +17,37 @@ pub(crate) fn ipv4(index: u32, ip: Ipv4Addr, prefix_len: u8) -> RouteNetlinkMess
     msg.attributes = vec![
         AddressAttribute::Local(IpAddr::V4(ip)),
         AddressAttribute::Address(IpAddr::V4(ip)),
+    ];
+    RouteNetlinkMessage::NewAddress(msg)
+}
+
+/// RTM_NEWADDR of `ip/prefix_len` on device `index` with IFA_F_NOPREFIXROUTE (in
+/// IFA_FLAGS: the flag does not fit the header's 8-bit field): the kernel adds no route
+/// to the prefix, as `ip addr add ... noprefixroute` (fib_add_ifaddr skips it).
+pub(crate) fn ipv4_without_prefix_route(
+    index: u32,
+    ip: Ipv4Addr,
+    prefix_len: u8,
+) -> RouteNetlinkMessage {
+    let RouteNetlinkMessage::NewAddress(mut msg) = ipv4(index, ip, prefix_len) else {
+        unreachable!("ipv4 builds RTM_NEWADDR")
+    };
+    msg.attributes
+        .push(AddressAttribute::Flags(AddressFlags::Noprefixroute));
+    RouteNetlinkMessage::NewAddress(msg)
+}
+
+/// RTM_NEWADDR of `local`/32 with peer `peer` on device `index` (IFA_LOCAL `local`,
+/// IFA_ADDRESS `peer`, as `ip addr add LOCAL peer PEER/32`): once the device is up, the
+/// kernel routes `peer`/32 through it (fib_add_ifaddr adds the peer's prefix route).
+pub(crate) fn ipv4_peer(index: u32, local: Ipv4Addr, peer: Ipv4Addr) -> RouteNetlinkMessage {
+    let mut msg = AddressMessage::default();
+    msg.header.family = AddressFamily::Inet;
+    msg.header.prefix_len = 32;
+    msg.header.index = index;
+    msg.attributes = vec![
+        AddressAttribute::Local(IpAddr::V4(local)),
+        AddressAttribute::Address(IpAddr::V4(peer)),
     ];
     RouteNetlinkMessage::NewAddress(msg)
 }
@@ -36,5 +68,18 @@ mod tests {
         assert_eq!(parsed.payload, NetlinkPayload::InnerMessage(msg));
         // ifaddrmsg (8) + two 8-byte IPv4 attributes + nlmsghdr (16).
         assert_eq!(out.len(), 16 + 8 + 8 + 8);
+    }
+
+    #[test]
+    fn leased_ends_round_trip() {
+        for msg in [
+            ipv4_without_prefix_route(12, Ipv4Addr::new(10, 22, 0, 5), 24),
+            ipv4_peer(12, Ipv4Addr::new(10, 22, 0, 1), Ipv4Addr::new(10, 22, 0, 5)),
+        ] {
+            let mut out = BytesMut::new();
+            push_request(&mut out, msg.clone(), 0, 9);
+            let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&out).unwrap();
+            assert_eq!(parsed.payload, NetlinkPayload::InnerMessage(msg));
+        }
     }
 }

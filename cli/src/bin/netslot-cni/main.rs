@@ -15,9 +15,16 @@
 //! another's. Only a container's first netslot interface gets the default route.
 //!
 //! The configuration's `mtu` and a container-end MAC (`runtimeConfig.mac`, `args.cni.mac`
-//! or `MAC=` in CNI_ARGS) are honoured, `dns` is echoed in the result, and `ipam`, static
-//! IPs and capabilities the plugin lacks are refused with code 7 by ADD and CHECK
-//! (`netslot::cni_conf`); DEL refuses nothing.
+//! or `MAC=` in CNI_ARGS) are honoured, `dns` is echoed in the result, and capabilities
+//! the plugin lacks are refused with code 7 by ADD and CHECK (`netslot::cni_conf`); DEL
+//! refuses nothing.
+//!
+//! With an `ipam` section, ADD, CHECK and DEL first run the IPAM plugin it names (`ipam`):
+//! the container end takes the IPv4 address of its ADD result instead of the daemon's
+//! /31, the host end its gateway as a /32 with a host route to the container, as the
+//! reference `ptp` plugin does (`netslot::cni_ipam`). An ADD that fails after the IPAM
+//! ADD runs the IPAM DEL, so no lease is left; DEL removes the attachment, then runs the
+//! IPAM DEL.
 //!
 //! ADD and CHECK first open CNI_NETNS themselves, with the runtime's own permissions: a
 //! path that is missing, not permitted or not a network namespace is code 3 before the
@@ -35,10 +42,12 @@ use std::process::ExitCode;
 use serde_json::{json, Value};
 
 use netslot::client::{self, ClientError};
-use netslot::cni_conf;
 use netslot::cni_reply::{self, Asked, CniError, Code, Outcome, SPEC_VERSION};
 use netslot::cni_result::{self, Seen, Version, SUPPORTED};
 use netslot::protocol::{AttachmentKey, Op, DEFAULT_SOCKET};
+use netslot::{cni_conf, cni_ipam};
+
+mod ipam;
 
 fn main() -> ExitCode {
     // Run by hand (no CNI_COMMAND), `--version` answers as command-line tools do; runtimes
@@ -76,7 +85,7 @@ fn run(command: &str) -> Result<Option<Value>, CniError> {
             "supportedVersions": SUPPORTED,
         })));
     }
-    let conf = read_config()?;
+    let (conf, raw) = read_config()?;
     let version = conf["cniVersion"].as_str().unwrap_or_default().to_owned();
     let Some(spoken) = Version::parse(&version) else {
         return Err(CniError::new(
@@ -99,9 +108,9 @@ fn run(command: &str) -> Result<Option<Value>, CniError> {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
     let mut out = match command {
-        "ADD" => add(&conf, &socket),
-        "DEL" => del(&conf, &socket),
-        "CHECK" => check(&conf, &socket),
+        "ADD" => add(&conf, &raw, &socket),
+        "DEL" => del(&conf, &raw, &socket),
+        "CHECK" => check(&conf, &raw, &socket),
         "GC" => gc(&conf, &socket),
         "STATUS" => status(&socket),
         "" => Err(CniError::new(Code::InvalidEnv, "CNI_COMMAND is not set")),
@@ -116,7 +125,9 @@ fn run(command: &str) -> Result<Option<Value>, CniError> {
     out
 }
 
-fn read_config() -> Result<Value, CniError> {
+/// The configuration on stdin, parsed, and its bytes (which an IPAM plugin gets as they
+/// are).
+fn read_config() -> Result<(Value, Vec<u8>), CniError> {
     // Bytes, not text: content that is not UTF-8 is "failed to decode" (6), and only a
     // failed read is an I/O failure (5).
     let mut bytes = Vec::new();
@@ -135,7 +146,7 @@ fn read_config() -> Result<Value, CniError> {
             "the configuration is not a JSON object",
         ));
     }
-    Ok(conf)
+    Ok((conf, bytes))
 }
 
 fn env(name: &str) -> Result<String, CniError> {
@@ -218,55 +229,110 @@ fn container_netns() -> Result<(String, OwnedFd), CniError> {
     }
 }
 
-fn add(conf: &Value, socket: &Path) -> Result<Option<Value>, CniError> {
+fn add(conf: &Value, raw: &[u8], socket: &Path) -> Result<Option<Value>, CniError> {
     let wanted = cni_conf::wanted(conf, std::env::var("CNI_ARGS").ok().as_deref())?;
     let key = key(conf)?;
     let (netns, fd) = container_netns()?;
+    let Some(plugin) = wanted.ipam.as_deref() else {
+        return attach(conf, socket, key, &netns, fd, &wanted, None);
+    };
+    let result = match ipam::exec(plugin, "ADD", raw) {
+        Ok(r) => r.unwrap_or_default(),
+        Err(e) => {
+            // A result that cannot be read may still hold a lease.
+            if e.code == Code::Decode as u32 {
+                let _ = ipam::exec(plugin, "DEL", raw);
+            }
+            return Err(e);
+        }
+    };
+    let out = cni_ipam::lease(plugin, &result).and_then(|leased| {
+        // The result's dns: the configuration's when it sets any, else the IPAM
+        // plugin's, else a chained prevResult's (as ptp).
+        let mut conf = conf.clone();
+        if !cni_conf::dns_set(&conf["dns"]) && cni_conf::dns_set(&leased.dns) {
+            conf["dns"] = leased.dns;
+        }
+        attach(
+            &conf,
+            socket,
+            key,
+            &netns,
+            fd,
+            &wanted,
+            Some(Box::new(leased.ipv4)),
+        )
+    });
+    if out.is_err() {
+        // No lease is left behind by a failed ADD; the ADD's own error is the answer.
+        let _ = ipam::exec(plugin, "DEL", raw);
+    }
+    out
+}
+
+/// The `attach` request of an ADD, and its answer as the ADD's result.
+fn attach(
+    conf: &Value,
+    socket: &Path,
+    key: AttachmentKey,
+    netns: &str,
+    fd: OwnedFd,
+    wanted: &cni_conf::Wanted,
+    ipv4: Option<Box<netslot::protocol::Ipv4Request>>,
+) -> Result<Option<Value>, CniError> {
     let answer = call(
         socket,
         Op::Attach {
             key,
-            netns: PathBuf::from(&netns),
+            netns: PathBuf::from(netns),
             netns_fd: true,
             mtu: wanted.mtu,
-            mac: wanted.mac,
+            mac: wanted.mac.clone(),
+            ipv4,
         },
         Some(fd.as_fd()),
         Code::TryAgainLater,
     )?;
-    match cni_reply::handle(
-        Asked::Add {
-            conf,
-            netns: &netns,
-        },
-        &answer,
-    )? {
+    match cni_reply::handle(Asked::Add { conf, netns }, &answer)? {
         Outcome::Result(v) => Ok(Some(v)),
         _ => Ok(None),
     }
 }
 
-fn del(conf: &Value, socket: &Path) -> Result<Option<Value>, CniError> {
+fn del(conf: &Value, raw: &[u8], socket: &Path) -> Result<Option<Value>, CniError> {
     let key = key(conf)?;
     match client::exchange(socket, Op::Detach { key }, None) {
-        Ok(answer) => cni_reply::handle(Asked::Del, &answer).map(|_| None),
+        Ok(answer) => {
+            cni_reply::handle(Asked::Del, &answer)?;
+        }
         // Nothing can be left behind: a starting daemon removes every leftover.
-        Err(ClientError::NotRunning { .. }) => Ok(None),
-        Err(e) => Err(
-            CniError::new(Code::TryAgainLater, "the netslot daemon did not answer")
-                .details(e.to_string()),
-        ),
+        Err(ClientError::NotRunning { .. }) => {}
+        Err(e) => {
+            return Err(
+                CniError::new(Code::TryAgainLater, "the netslot daemon did not answer")
+                    .details(e.to_string()),
+            )
+        }
     }
+    // The lease goes once its interface is gone. DEL refuses no configuration: an
+    // `ipam` without a usable type has no plugin to run.
+    if let Some(plugin) = cni_conf::ipam_plugin(conf) {
+        ipam::exec(plugin, "DEL", raw)?;
+    }
+    Ok(None)
 }
 
-fn check(conf: &Value, socket: &Path) -> Result<Option<Value>, CniError> {
+fn check(conf: &Value, raw: &[u8], socket: &Path) -> Result<Option<Value>, CniError> {
     // What ADD would refuse, CHECK refuses too.
-    cni_conf::wanted(conf, std::env::var("CNI_ARGS").ok().as_deref())?;
+    let wanted = cni_conf::wanted(conf, std::env::var("CNI_ARGS").ok().as_deref())?;
     let key = key(conf)?;
     let Some(prev) = conf.get("prevResult") else {
         return Err(CniError::new(Code::InvalidConfig, "CHECK needs prevResult"));
     };
     let netns = PathBuf::from(container_netns()?.0);
+    if let Some(plugin) = wanted.ipam.as_deref() {
+        ipam::exec(plugin, "CHECK", raw)?;
+    }
     let answer = call(
         socket,
         Op::Check { key: key.clone() },

@@ -18,10 +18,10 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use netslot::protocol::{
-    Attachment, AttachmentKey, ErrorCode, Op, PooledSlot, Response, Stats, Status,
+    Attachment, AttachmentKey, ErrorCode, Ipv4Request, Op, PooledSlot, Response, Stats, Status,
 };
 use netslot::record::AttachmentRecord;
-use netslot::{mac_to_string, AttachTarget, Engine, Slot, SlotError, SlotSpec};
+use netslot::{mac_to_string, AttachTarget, Engine, Ipv4Lease, Slot, SlotError, SlotSpec};
 
 use super::metrics::METRICS;
 
@@ -117,9 +117,9 @@ type AttachJob = (
     Sender<Response>,
     Wanted,
 );
-/// What an attach asks of its slot beyond the daemon's defaults: MTU and container-end
-/// MAC (as the request wrote it; checked by `protocol::check_fields`).
-type Wanted = (Option<u32>, Option<String>);
+/// What an attach asks of its slot beyond the daemon's defaults: MTU, container-end MAC
+/// and IPAM lease (as the request wrote them; checked by `protocol::check_fields`).
+type Wanted = (Option<u32>, Option<String>, Option<Box<Ipv4Request>>);
 /// An attach sent to the engine: request id, key, namespace path and id, default route,
 /// peer uid, answer.
 type Waiting = (
@@ -233,6 +233,12 @@ impl Rounds {
                 mtu: (h.spec.mtu != config.mtu).then_some(h.spec.mtu),
                 mac: (h.spec.slot_mac != netslot::slot_end_mac(config.group, h.spec.id))
                     .then(|| mac_to_string(&h.spec.slot_mac)),
+                // Only for a lease: the pool's /31 is derived again.
+                address: h
+                    .spec
+                    .leased
+                    .then(|| format!("{}/{}", h.spec.slot_ip, h.spec.prefix_len)),
+                gateway: h.spec.leased.then(|| h.spec.host_ip.to_string()),
             })
             .collect()
     }
@@ -363,9 +369,10 @@ impl Rounds {
                     netns,
                     mtu,
                     mac,
+                    ipv4,
                     ..
                 } => match target {
-                    Some(fd) => attaches.push((id, key, netns, fd, uid, reply, (mtu, mac))),
+                    Some(fd) => attaches.push((id, key, netns, fd, uid, reply, (mtu, mac, ipv4))),
                     None => {
                         let r = Response::err(
                             id,
@@ -523,7 +530,7 @@ impl Rounds {
         let mut routed = std::collections::BTreeSet::new();
         // Attaches of this round per uid, on top of what each holds.
         let mut pending: BTreeMap<u32, usize> = BTreeMap::new();
-        for (id, key, netns, fd, uid, reply, (mtu, mac)) in jobs {
+        for (id, key, netns, fd, uid, reply, (mtu, mac, ipv4)) in jobs {
             // A request's own MTU and MAC are checked here, one by one, so that one bad
             // value fails its own attach and not the engine call of the whole round.
             let mac = match mac.as_deref().map(|m| {
@@ -555,6 +562,45 @@ impl Rounds {
                 self.answer_later(&reply, r);
                 continue;
             }
+            let lease = match ipv4
+                .as_ref()
+                .map(|ip| Ipv4Lease::parse(&ip.address, &ip.gateway))
+            {
+                Some(Err(why)) => {
+                    let r = Response::err(
+                        id,
+                        ErrorCode::BadRequest,
+                        format!("container {}: attach: ipv4 lease: {why}", key.container_id),
+                    );
+                    self.answer_later(&reply, r);
+                    continue;
+                }
+                // The daemon's own range routes its pool's /31s on the host: a lease in it
+                // would clash with them.
+                Some(Ok(l))
+                    if [l.address, l.gateway]
+                        .iter()
+                        .any(|a| self.engine.config().ipv4_pool.contains(*a)) =>
+                {
+                    let r = Response::err(
+                        id,
+                        ErrorCode::BadRequest,
+                        format!(
+                            "container {}: attach: ipv4 lease {}/{} via {} lies in the \
+                             daemon's own range {} (--cidr): give the IPAM plugin another",
+                            key.container_id,
+                            l.address,
+                            l.prefix_len,
+                            l.gateway,
+                            self.engine.config().ipv4_pool
+                        ),
+                    );
+                    self.answer_later(&reply, r);
+                    continue;
+                }
+                Some(Ok(l)) => Some(l),
+                None => None,
+            };
             if self.attachments.contains_key(&key) || !seen.insert(key.clone()) {
                 let r = Response::err(
                     id,
@@ -593,10 +639,12 @@ impl Rounds {
             // Only a container's first attachment (in any network) gets the default
             // route: a second one would fail with EEXIST, and CNI lets a plugin add
             // routes only where it is asked to.
-            let default_route = !self
-                .attachments
-                .keys()
-                .any(|k| k.container_id == key.container_id)
+            // A lease without a default route asks for none (and takes no other's turn).
+            let default_route = ipv4.as_ref().is_none_or(|ip| ip.default_route)
+                && !self
+                    .attachments
+                    .keys()
+                    .any(|k| k.container_id == key.container_id)
                 && routed.insert(key.container_id.clone());
             targets.push(AttachTarget {
                 netns: fd,
@@ -604,6 +652,7 @@ impl Rounds {
                 default_route,
                 mtu,
                 mac,
+                ipv4: lease,
             });
             waiting.push((id, key, netns, netns_id, default_route, uid, reply));
         }
