@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use netslot::protocol::{Op, Stats};
+use netslot::daemon::protocol::{Operation, Stats};
 use netslot_kernel_tests::*;
 use serde_json::{json, Value};
 
@@ -103,7 +103,7 @@ impl Daemon {
             .spawn()
             .expect("start netslot serve");
         let started = Instant::now();
-        while netslot::client::call(Path::new(SOCKET), Op::Status).is_err() {
+        while netslot::daemon::client::call(Path::new(SOCKET), Operation::Status).is_err() {
             assert!(
                 started.elapsed() < Duration::from_secs(20),
                 "daemon never answered"
@@ -114,7 +114,7 @@ impl Daemon {
     }
 
     fn stats(&self) -> Stats {
-        let r = netslot::client::call(Path::new(SOCKET), Op::Stats).expect("stats");
+        let r = netslot::daemon::client::call(Path::new(SOCKET), Operation::Stats).expect("stats");
         r.stats.expect("stats in the answer")
     }
 
@@ -809,7 +809,7 @@ fn a_daemon_killed_mid_traffic_leaves_nothing_after_restart() {
     let before = links_in_group(group).len();
     assert!(
         before > 0,
-        "the kill should leave slots behind to reconcile"
+        "the kill should leave slots behind to remove at start"
     );
 
     // The restart adopts every attachment the killed run recorded (each answered ADD at
@@ -819,7 +819,7 @@ fn a_daemon_killed_mid_traffic_leaves_nothing_after_restart() {
     let stats = daemon.stats();
     let adopted = stats.attachments;
     assert!(adopted >= added, "{stats:?}");
-    assert_eq!(stats.reconciled_removed, before - adopted, "{stats:?}");
+    assert_eq!(stats.removed_at_start, before - adopted, "{stats:?}");
     assert_eq!(
         links_in_group(group).len(),
         adopted,
@@ -1141,7 +1141,7 @@ fn the_warm_pool_hands_out_pinned_slots_and_takes_them_back() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let r = netslot::client::call(sock, Op::Acquire).unwrap();
+    let r = netslot::daemon::client::call(sock, Operation::Acquire).unwrap();
     assert!(r.ok, "{:?}", r.error);
     let slot = r.slot.unwrap();
     // The kernel's view through the pin: the address inside, reachability to the host end.
@@ -1152,7 +1152,7 @@ fn the_warm_pool_hands_out_pinned_slots_and_takes_them_back() {
     assert_eq!(addrs, vec![slot.address.clone()]);
     refused_from(slot.netns.to_str().unwrap(), &slot.gateway);
     drop(ns);
-    let r = netslot::client::call(sock, Op::Release { name: name.clone() }).unwrap();
+    let r = netslot::daemon::client::call(sock, Operation::Release { name: name.clone() }).unwrap();
     assert!(r.ok, "{:?}", r.error);
     assert!(!slot.netns.exists(), "pin left after release");
     assert!(
@@ -1161,7 +1161,7 @@ fn the_warm_pool_hands_out_pinned_slots_and_takes_them_back() {
             .any(|l| l["ifname"] == name.as_str()),
         "host end left after release"
     );
-    let r = netslot::client::call(sock, Op::Release { name }).unwrap();
+    let r = netslot::daemon::client::call(sock, Operation::Release { name }).unwrap();
     assert!(!r.ok, "a second release must fail");
     daemon.stop();
     assert!(links_in_group(group).is_empty(), "teardown left host ends");
@@ -1487,9 +1487,9 @@ impl Drop for OwnNetns {
 }
 
 /// An attach request of container `id` (interface eth0) naming `netns`.
-fn attach_op(id: &str, netns: &str, by_fd: bool) -> Op {
-    Op::Attach {
-        key: netslot::protocol::AttachmentKey {
+fn attach_op(id: &str, netns: &str, by_fd: bool) -> Operation {
+    Operation::Attach {
+        key: netslot::daemon::protocol::AttachmentKey {
             network: String::new(),
             container_id: id.into(),
             ifname: "eth0".into(),
@@ -1508,7 +1508,7 @@ fn attach_by_fd(
     id: &str,
     path: &str,
     flags: libc::c_int,
-) -> (netslot::protocol::Response, Duration) {
+) -> (netslot::daemon::protocol::Response, Duration) {
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()
         .read(true)
@@ -1516,8 +1516,12 @@ fn attach_by_fd(
         .open(path)
         .unwrap_or_else(|e| panic!("open {path}: {e}"));
     let started = Instant::now();
-    let r = netslot::client::call_with_fd(Path::new(SOCKET), attach_op(id, path, true), f.as_fd())
-        .unwrap_or_else(|e| panic!("attach {id} by fd: {e}"));
+    let r = netslot::daemon::client::call_with_fd(
+        Path::new(SOCKET),
+        attach_op(id, path, true),
+        f.as_fd(),
+    )
+    .unwrap_or_else(|e| panic!("attach {id} by fd: {e}"));
     (r, started.elapsed())
 }
 
@@ -1544,7 +1548,7 @@ fn ask_raw(line: &[u8]) -> Result<(Value, Duration), String> {
         .map_err(|e| format!("answer {answer:?}: {e}"))
 }
 
-fn code(r: &netslot::protocol::Response) -> String {
+fn code(r: &netslot::daemon::protocol::Response) -> String {
     r.error
         .as_ref()
         .map(|e| {
@@ -1610,23 +1614,23 @@ fn an_allowed_peer_cannot_attach_into_a_namespace_it_could_not_enter() {
     let routes = own.ip(&["route", "show", "default"]);
     assert_eq!(routes.as_array().map(Vec::len), Some(1), "{routes}");
     // Another allowed uid may neither check nor detach it.
-    let key = netslot::protocol::AttachmentKey {
+    let key = netslot::daemon::protocol::AttachmentKey {
         network: String::new(),
         container_id: "mine".into(),
         ifname: "eth0".into(),
     };
     for op in [
-        Op::Check { key: key.clone() },
-        Op::Detach { key: key.clone() },
+        Operation::Check { key: key.clone() },
+        Operation::Detach { key: key.clone() },
     ] {
         let r = as_ids(65533, 4242, move || {
-            netslot::client::call(Path::new(SOCKET), op).unwrap()
+            netslot::daemon::client::call(Path::new(SOCKET), op).unwrap()
         });
         assert_eq!(code(&r), "not-allowed", "another uid: {r:?}");
     }
     assert!(own.link_names().contains(&"eth0".to_owned()));
     let r = as_ids(65534, 4242, move || {
-        netslot::client::call(Path::new(SOCKET), Op::Detach { key }).unwrap()
+        netslot::daemon::client::call(Path::new(SOCKET), Operation::Detach { key }).unwrap()
     });
     assert!(r.ok, "its own detach: {:?}", r.error);
     assert_eq!(own.link_names(), vec!["lo"]);
@@ -1748,7 +1752,7 @@ fn targets_that_are_not_network_namespaces_are_refused_at_once() {
         "a refused target got a slot"
     );
     // A real namespace, by path and by fd, is served.
-    let r = netslot::client::call(Path::new(SOCKET), attach_op("p", &t1, false)).unwrap();
+    let r = netslot::daemon::client::call(Path::new(SOCKET), attach_op("p", &t1, false)).unwrap();
     assert!(r.ok, "path form: {:?}", r.error);
     let t2 = netns_add("t2");
     let (r, _) = attach_by_fd("f", &t2, libc::O_RDONLY);
@@ -1997,9 +2001,9 @@ fn per_uid_limits_bind_one_uid_and_leave_others_alone() {
             attach_by_fd(&id, &path, libc::O_RDONLY).0
         })
     };
-    let call_as = |uid: u32, op: Op| {
+    let call_as = |uid: u32, op: Operation| {
         as_ids(uid, 4242, move || {
-            netslot::client::call(Path::new(SOCKET), op).unwrap()
+            netslot::daemon::client::call(Path::new(SOCKET), op).unwrap()
         })
     };
     for (i, ns) in nobody.iter().take(2).enumerate() {
@@ -2018,36 +2022,36 @@ fn per_uid_limits_bind_one_uid_and_leave_others_alone() {
     let r = attach_as(65533, "o0", &other.path);
     assert!(r.ok, "other uid: {:?}", r.error);
     let r0 = netns_add("r0");
-    let r = netslot::client::call(Path::new(SOCKET), attach_op("r0", &r0, false)).unwrap();
+    let r = netslot::daemon::client::call(Path::new(SOCKET), attach_op("r0", &r0, false)).unwrap();
     assert!(r.ok, "uid 0: {:?}", r.error);
     // Warm slots: one each.
-    let r = call_as(65534, Op::Acquire);
+    let r = call_as(65534, Operation::Acquire);
     assert!(r.ok, "{:?}", r.error);
     let slot = r.slot.unwrap().name;
-    let r = call_as(65534, Op::Acquire);
+    let r = call_as(65534, Operation::Acquire);
     assert_eq!(code(&r), "not-allowed", "{r:?}");
     assert!(r
         .error
         .unwrap()
         .message
         .contains("--max-acquired-per-uid 1"));
-    let r = call_as(65533, Op::Acquire);
+    let r = call_as(65533, Operation::Acquire);
     assert!(r.ok, "other uid's acquire: {:?}", r.error);
-    let r = call_as(65533, Op::Release { name: slot.clone() });
+    let r = call_as(65533, Operation::Release { name: slot.clone() });
     assert_eq!(code(&r), "not-allowed", "released another's slot: {r:?}");
     // Room again after a detach and a release.
-    let key = netslot::protocol::AttachmentKey {
+    let key = netslot::daemon::protocol::AttachmentKey {
         network: String::new(),
         container_id: "n0".into(),
         ifname: "eth0".into(),
     };
-    let r = call_as(65534, Op::Detach { key });
+    let r = call_as(65534, Operation::Detach { key });
     assert!(r.ok, "{:?}", r.error);
     let r = attach_as(65534, "n2", &nobody[2].path);
     assert!(r.ok, "after a detach: {:?}", r.error);
-    let r = call_as(65534, Op::Release { name: slot });
+    let r = call_as(65534, Operation::Release { name: slot });
     assert!(r.ok, "{:?}", r.error);
-    let r = call_as(65534, Op::Acquire);
+    let r = call_as(65534, Operation::Acquire);
     assert!(r.ok, "after a release: {:?}", r.error);
     assert_eq!(daemon.stats().attachments, 4);
     daemon.stop();
@@ -2193,8 +2197,8 @@ fn the_daemon_refuses_every_unusable_namespace_path_as_netns() {
     let answers: Vec<(String, String)> = paths
         .iter()
         .map(|p| {
-            let op = Op::Attach {
-                key: netslot::protocol::AttachmentKey {
+            let op = Operation::Attach {
+                key: netslot::daemon::protocol::AttachmentKey {
                     network: "slots".into(),
                     container_id: "x".into(),
                     ifname: "eth0".into(),
@@ -2205,7 +2209,7 @@ fn the_daemon_refuses_every_unusable_namespace_path_as_netns() {
                 mac: None,
                 ipv4: None,
             };
-            let r = netslot::client::call(Path::new(SOCKET), op).expect("an answer");
+            let r = netslot::daemon::client::call(Path::new(SOCKET), op).expect("an answer");
             assert!(!r.ok, "{p}: attached");
             let e = r.error.expect("an error");
             (
@@ -2764,12 +2768,13 @@ fn a_host_local_lease_is_the_container_address_routed_as_ptp_routes_it() {
     // A restart adopts the attachment with its lease.
     daemon.stop();
     let daemon = Daemon::start("hl", group, &args);
-    let key = netslot::protocol::AttachmentKey {
+    let key = netslot::daemon::protocol::AttachmentKey {
         network: "leased".into(),
         container_id: "hl1".into(),
         ifname: "eth0".into(),
     };
-    let answer = netslot::client::call(Path::new(SOCKET), Op::Check { key }).expect("check");
+    let answer =
+        netslot::daemon::client::call(Path::new(SOCKET), Operation::Check { key }).expect("check");
     let a = answer.attachment.expect("the adopted attachment");
     assert_eq!(
         (a.address.as_str(), a.gateway.as_str()),
@@ -2949,12 +2954,13 @@ fn a_restart_keeps_an_attachments_own_mtu_and_mac() {
     assert!(ok, "ADD: {r}");
     daemon.stop();
     let daemon = Daemon::start("rk", group, &args);
-    let key = netslot::protocol::AttachmentKey {
+    let key = netslot::daemon::protocol::AttachmentKey {
         network: "slots".into(),
         container_id: "rk1".into(),
         ifname: "eth0".into(),
     };
-    let answer = netslot::client::call(Path::new(SOCKET), Op::Check { key }).expect("check");
+    let answer =
+        netslot::daemon::client::call(Path::new(SOCKET), Operation::Check { key }).expect("check");
     let a = answer.attachment.expect("the adopted attachment");
     assert_eq!((a.mtu, a.mac.as_str()), (1400, "0a:58:0a:09:00:08"));
     let (ok, out) = exec_plugin(&plugin, "DEL", &env, &conf);

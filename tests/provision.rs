@@ -648,8 +648,8 @@ fn sub_batches_leave_every_slot_complete() {
 fn owned_by_a_live_engine(err: &netslot::EngineError, group: u32) -> bool {
     matches!(
         err,
-        netslot::EngineError::Claim(netslot::gc::GcError::Record(
-            netslot::record::RecordError::Owned { group: g, .. }
+        netslot::EngineError::Claim(netslot::ownership::gc::GcError::Record(
+            netslot::ownership::record::RecordError::Owned { group: g, .. }
         )) if *g == group
     )
 }

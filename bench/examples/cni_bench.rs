@@ -67,7 +67,12 @@ fn main() {
         .spawn()
         .expect("start netslot serve");
     let t = Instant::now();
-    while netslot::client::call(Path::new(SOCKET), netslot::protocol::Op::Status).is_err() {
+    while netslot::daemon::client::call(
+        Path::new(SOCKET),
+        netslot::daemon::protocol::Operation::Status,
+    )
+    .is_err()
+    {
         assert!(
             t.elapsed() < Duration::from_secs(20),
             "daemon did not start"
@@ -127,9 +132,12 @@ fn main() {
             netns_del(&names);
         }
     }
-    let stats = netslot::client::call(Path::new(SOCKET), netslot::protocol::Op::Stats)
-        .ok()
-        .and_then(|r| r.stats);
+    let stats = netslot::daemon::client::call(
+        Path::new(SOCKET),
+        netslot::daemon::protocol::Operation::Stats,
+    )
+    .ok()
+    .and_then(|r| r.stats);
     let _ = Command::new("kill")
         .args(["-TERM", &daemon.id().to_string()])
         .status();
@@ -230,7 +238,7 @@ impl System {
     fn add_made(&self, c: &str) -> Duration {
         let t = Instant::now();
         if self.conf.is_null() {
-            let r = netslot::client::call(Path::new(SOCKET), attach(c)).expect("attach");
+            let r = netslot::daemon::client::call(Path::new(SOCKET), attach(c)).expect("attach");
             assert!(r.ok, "attach {c}: {:?}", r.error);
             return t.elapsed();
         }
@@ -249,9 +257,9 @@ impl System {
     fn del(&self, c: &str) -> Duration {
         let t = Instant::now();
         let took = if self.conf.is_null() {
-            let r = netslot::client::call(
+            let r = netslot::daemon::client::call(
                 Path::new(SOCKET),
-                netslot::protocol::Op::Detach { key: key(c) },
+                netslot::daemon::protocol::Operation::Detach { key: key(c) },
             );
             assert!(r.expect("detach").ok, "detach {c}");
             t.elapsed()
@@ -292,16 +300,16 @@ impl System {
     }
 }
 
-fn key(c: &str) -> netslot::protocol::AttachmentKey {
-    netslot::protocol::AttachmentKey {
+fn key(c: &str) -> netslot::daemon::protocol::AttachmentKey {
+    netslot::daemon::protocol::AttachmentKey {
         network: String::new(),
         container_id: c.to_owned(),
         ifname: "eth0".to_owned(),
     }
 }
 
-fn attach(c: &str) -> netslot::protocol::Op {
-    netslot::protocol::Op::Attach {
+fn attach(c: &str) -> netslot::daemon::protocol::Operation {
+    netslot::daemon::protocol::Operation::Attach {
         key: key(c),
         netns: PathBuf::from(format!("/run/netns/{c}")),
         netns_fd: false,

@@ -158,7 +158,7 @@ pub struct AttachTarget {
     /// host end is reached through the /31's connected route.
     pub default_route: bool,
     /// MTU of this slot's veth pair (both ends), instead of the configuration's `mtu`.
-    /// It must pass [`EngineConfig::check_slot_mtu`]. `None`: the configuration's.
+    /// It must pass [`crate::EngineConfig::check_slot_mtu`]. `None`: the configuration's.
     pub mtu: Option<u32>,
     /// MAC of the slot end (inside `netns`), instead of the one derived from the slot id.
     /// It must be a unicast address ([`crate::is_unicast_mac`]). `None`: the derived one.

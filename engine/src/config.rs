@@ -208,7 +208,7 @@ pub struct EngineConfig {
     /// its first name so existing configurations build unchanged.
     pub xdp_attach: CountersAttach,
     /// Pin the XDP program and its map in this bpffs directory (e.g.
-    /// /sys/fs/bpf/netslot/<group>) so a later process can read the counters (`netslot
+    /// `/sys/fs/bpf/netslot/<group>`) so a later process can read the counters (`netslot
     /// stats`). `None`: they live while the engine or an attached device holds them.
     pub bpf_pin_dir: Option<PathBuf>,
     /// Bind-mount each slot's namespace at `<dir>/<name>` (e.g. /run/netns, for
@@ -231,10 +231,10 @@ pub struct EngineConfig {
     /// group change is expected to pass it. `None`: no budget, one group change per call
     /// (fewest acquisitions, however long it holds).
     pub max_rtnl_hold: Option<Duration>,
-    /// Directory of pool ownership records (e.g. [`crate::gc::DEFAULT_RUN_DIR`]). When
+    /// Directory of pool ownership records (e.g. [`crate::ownership::gc::DEFAULT_RUN_DIR`]). When
     /// set, the engine claims its pool there for its whole life (a second engine or
     /// `netslot gc` is refused while it lives) and first reclaims what a dead owner of
-    /// the same pool left in the kernel (see [`crate::gc`]). `None`: no claim, no
+    /// the same pool left in the kernel (see [`crate::ownership::gc`]). `None`: no claim, no
     /// reclaim; the caller answers for the group.
     pub run_dir: Option<PathBuf>,
     /// Adopt, instead of removing, the live attachments a dead or stopped owner of the

@@ -8,13 +8,13 @@
 use std::collections::BTreeSet;
 
 use crate::call::{Groups, Kept};
-use crate::claim;
 use crate::config::EngineConfig;
-use crate::gc::GcReport;
 use crate::hold::HoldBudget;
 use crate::host::HostNs;
+use crate::ownership::claim;
+use crate::ownership::gc::GcReport;
+use crate::ownership::record::{AttachmentRecord, PoolLock, PoolPhase};
 use crate::pool::NsPool;
-use crate::record::{AttachmentRecord, PoolLock, PoolPhase};
 use crate::result::EngineError;
 use crate::ring::Ring;
 use crate::slot::{Slot, SlotSpec};
@@ -200,10 +200,10 @@ impl Engine {
             return Ok(());
         };
         let mut r = lock.current().cloned().unwrap_or_else(|| {
-            crate::record::PoolRecord::new(&self.config.prefix, self.config.group)
+            crate::ownership::record::PoolRecord::new(&self.config.prefix, self.config.group)
         });
         r.attachments = attachments;
-        lock.write(r).map_err(crate::gc::GcError::from)?;
+        lock.write(r).map_err(crate::ownership::gc::GcError::from)?;
         Ok(())
     }
 
@@ -213,7 +213,7 @@ impl Engine {
     pub fn commit(&mut self) -> Result<(), EngineError> {
         if let Some(lock) = &mut self.lock {
             lock.set_phase(&self.config.prefix, PoolPhase::Committed)
-                .map_err(crate::gc::GcError::from)?;
+                .map_err(crate::ownership::gc::GcError::from)?;
         }
         self.committed = true;
         Ok(())
@@ -255,7 +255,7 @@ impl Engine {
     }
 
     /// Id of the counters program attached to the host ends (the XDP program, or the tc
-    /// one for [`CountersAttach::TcBlock`]), when the counters are on.
+    /// one for [`crate::CountersAttach::TcBlock`]), when the counters are on.
     pub fn xdp_prog_id(&self) -> Option<u32> {
         self.counters.as_ref().map(netslot_bpf::Counters::prog_id)
     }

@@ -10,7 +10,7 @@
 //!  (own thread) per socket  + end marker  enter
 //! ```
 //!
-//! - [`pool`](crate::pool): a thread makes namespaces ahead of demand (unshare, socket).
+//! - `pool`: a thread makes namespaces ahead of demand (unshare, socket).
 //! - `plan`: each slot's requests, on its own socket and on the host socket.
 //! - `batch`: NLMSG_ALIGNed send buffers, split at the send/receive buffer limits.
 //! - `ring`: every send of a step in one io_uring_enter, each linked to its receive.
@@ -25,35 +25,34 @@
 //!
 //! Beside them: `wire` (netlink encoding via netlink-packet-route), `sock`, `netns` and
 //! `ring` (the only unsafe code), `host` (the host namespace and kernel read-back),
-//! `config`, [`record`](crate::record) (who owns a pool, and what it wrote about it),
-//! [`ownership`](crate::ownership) (one read of a pool's kernel state, and which objects
-//! the kernel proves the pool made), [`gc`](crate::gc) (removing what dead owners left),
-//! [`features`] (the start-up check of the kernel: Linux 6.18 or later).
+//! `config`, [`features`] (the start-up check of the kernel: Linux 6.18 or later),
+//! [`doctor`] (the host limits that N slots run into, `netslot doctor`).
+//!
+//! Three folders serve the tools around the engine:
+//! - [`ownership`]: who owns a pool ([`ownership::record`]), which objects the kernel
+//!   proves the pool made (the census), what an engine claims before it makes anything,
+//!   and removing what dead owners left ([`ownership::gc`]).
+//! - [`daemon`]: the wire format of `netslot serve` ([`daemon::protocol`]), a blocking
+//!   client of it ([`daemon::client`]), and the judgement of the namespaces its peers
+//!   hand it ([`daemon::target`]); see docs/serve.md.
+//! - [`cni`]: what the `netslot-cni` plugin makes of its configuration
+//!   ([`cni::conf`]), of the daemon's answers ([`cni::reply`]) and of an IPAM plugin's
+//!   ([`cni::ipam`]), and its results per CNI version ([`cni::result`]).
 //!
 //! [`Engine::attach`] runs the same steps on namespaces the caller owns (a CNI runtime's
-//! CNI_NETNS) instead of the pool's. [`protocol`] and [`client`] are the daemon's
-//! (`netslot serve`) wire format and a blocking client of it (docs/serve.md);
-//! [`target`] judges the namespaces the daemon's peers hand it; [`cni_reply`] is what the
-//! `netslot-cni` plugin makes of the daemon's answers, [`cni_conf`] of its configuration
-//! and [`cni_ipam`] of an IPAM plugin's answers. [`doctor`] reads the host limits
-//! that N slots run into and judges each (`netslot doctor`).
+//! CNI_NETNS) instead of the pool's.
 #![deny(unsafe_code)]
 
 mod attach;
 mod batch;
 mod call;
-mod claim;
-pub mod client;
-pub mod cni_conf;
-pub mod cni_ipam;
-pub mod cni_reply;
-pub mod cni_result;
+pub mod cni;
 pub mod config;
+pub mod daemon;
 pub mod doctor;
 mod drive;
 mod engine;
 pub mod features;
-pub mod gc;
 pub mod groups;
 mod hold;
 pub mod host;
@@ -68,16 +67,13 @@ pub mod ownership;
 mod pin;
 mod plan;
 mod pool;
-pub mod protocol;
 mod reconcile;
-pub mod record;
 mod result;
 mod ring;
 mod seq;
 mod slot;
 mod sock;
 mod sysctl;
-pub mod target;
 mod wire;
 
 pub use attach::{AttachTarget, Attached};

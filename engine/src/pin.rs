@@ -9,8 +9,8 @@ use std::path::Path;
 use crate::engine::Engine;
 use crate::netns;
 use crate::netns::PooledNs;
+use crate::ownership::record::PinRecord;
 use crate::reconcile::Failure;
-use crate::record::PinRecord;
 use crate::result::EngineError;
 use crate::slot::{Slot, SlotSpec};
 use crate::sock;
@@ -96,12 +96,12 @@ impl Engine {
         &mut self,
         add: Vec<PinRecord>,
         drop: &[String],
-    ) -> Result<(), crate::record::RecordError> {
+    ) -> Result<(), crate::ownership::record::RecordError> {
         let Some(lock) = &mut self.lock else {
             return Ok(());
         };
         let mut r = lock.current().cloned().unwrap_or_else(|| {
-            crate::record::PoolRecord::new(&self.config.prefix, self.config.group)
+            crate::ownership::record::PoolRecord::new(&self.config.prefix, self.config.group)
         });
         r.pins
             .retain(|p| !drop.contains(&p.name) && !add.iter().any(|a| a.name == p.name));
@@ -119,7 +119,7 @@ impl Engine {
             .collect();
         if !names.is_empty() {
             self.record_pins(Vec::new(), &names)
-                .map_err(crate::gc::GcError::from)?;
+                .map_err(crate::ownership::gc::GcError::from)?;
         }
         unpinned
     }

@@ -115,7 +115,7 @@ pub enum EngineError {
     },
     /// The pool is owned by a live process, or its ownership record is unusable.
     #[error(transparent)]
-    Claim(#[from] crate::gc::GcError),
+    Claim(#[from] crate::ownership::gc::GcError),
     /// Reclaiming what a dead owner left failed in part; nothing new was created.
     #[error("reclaiming what a dead owner of group {group} left failed: {}", errors.join("; "))]
     Leftovers {

@@ -1,10 +1,10 @@
 //! cni_reply: arbitrary bytes as the daemon's answer to each CNI operation, through the
-//! plugin's own reply handling (`netslot::cni_reply::handle`; docs/reliability.md,
+//! plugin's own reply handling (`netslot::cni::reply::handle`; docs/reliability.md,
 //! "Fuzzing").
 //!
 //! Input: the first byte picks the operation (ADD, DEL, CHECK, GC, STATUS) and, for a
 //! configuration that is a JSON object, its `cniVersion` (one of those the plugin speaks,
-//! `netslot::cni_result::SUPPORTED`). If the rest holds a NUL byte, what comes before it
+//! `netslot::cni::result::SUPPORTED`). If the rest holds a NUL byte, what comes before it
 //! is the network configuration (when it is JSON; a plain one otherwise) and what follows
 //! is the answer; else all of it is the answer.
 //!
@@ -17,9 +17,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use netslot::cni_reply::{handle, Asked, Outcome};
-use netslot::cni_result::{Version, SUPPORTED};
-use netslot::protocol::Response;
+use netslot::cni::reply::{handle, Asked, Outcome};
+use netslot::cni::result::{Version, SUPPORTED};
+use netslot::daemon::protocol::Response;
 use serde_json::{json, Value};
 
 const NETNS: &str = "/run/netns/fuzz";

@@ -1,6 +1,6 @@
 //! request_line: arbitrary bytes as one request line of the daemon's protocol, through
 //! what the daemon does with a line before anything acts on it
-//! (`netslot::protocol::judge_request_line`: UTF-8, parse, version, field rules; see
+//! (`netslot::daemon::protocol::judge_request_line`: UTF-8, parse, version, field rules; see
 //! docs/reliability.md, "Fuzzing").
 //!
 //! Properties: nothing panics; a refusal is one answer line; a served request is written
@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use netslot::protocol::{judge_request_line, VERSION};
+use netslot::daemon::protocol::{judge_request_line, VERSION};
 
 fuzz_target!(|data: &[u8]| {
     let req = match judge_request_line(data) {

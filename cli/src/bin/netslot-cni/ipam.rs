@@ -1,7 +1,7 @@
 //! ipam: runs the IPAM plugin a configuration names, as the CNI spec has a plugin
 //! delegate: found in CNI_PATH, given the same configuration on stdin and the same
 //! environment (CNI_COMMAND included), its result or CNI error read from its stdout.
-//! What a result may hold is `netslot::cni_ipam`'s.
+//! What a result may hold is `netslot::cni::ipam`'s.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-use netslot::cni_ipam;
-use netslot::cni_reply::{CniError, Code};
+use netslot::cni;
+use netslot::cni::reply::{CniError, Code};
 
 /// The first executable file named `plugin` in a directory of CNI_PATH.
 fn find(plugin: &str) -> Result<PathBuf, CniError> {
@@ -59,7 +59,7 @@ pub fn exec(plugin: &str, command: &str, conf: &[u8]) -> Result<Option<Value>, C
     }
     let out = child.wait_with_output().map_err(|e| io("wait for it", e))?;
     if !out.status.success() {
-        return Err(cni_ipam::failed(plugin, command, &out.stdout));
+        return Err(cni::ipam::failed(plugin, command, &out.stdout));
     }
     if command != "ADD" {
         return Ok(None);

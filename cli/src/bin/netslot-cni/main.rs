@@ -16,13 +16,13 @@
 //!
 //! The configuration's `mtu` and a container-end MAC (`runtimeConfig.mac`, `args.cni.mac`
 //! or `MAC=` in CNI_ARGS) are honoured, `dns` is echoed in the result, and capabilities
-//! the plugin lacks are refused with code 7 by ADD and CHECK (`netslot::cni_conf`); DEL
+//! the plugin lacks are refused with code 7 by ADD and CHECK (`netslot::cni::conf`); DEL
 //! refuses nothing.
 //!
 //! With an `ipam` section, ADD, CHECK and DEL first run the IPAM plugin it names (`ipam`):
 //! the container end takes the IPv4 address of its ADD result instead of the daemon's
 //! /31, the host end its gateway as a /32 with a host route to the container, as the
-//! reference `ptp` plugin does (`netslot::cni_ipam`). An ADD that fails after the IPAM
+//! reference `ptp` plugin does (`netslot::cni::ipam`). An ADD that fails after the IPAM
 //! ADD runs the IPAM DEL, so no lease is left; DEL removes the attachment, then runs the
 //! IPAM DEL.
 //!
@@ -30,9 +30,9 @@
 //! path that is missing, not permitted or not a network namespace is code 3 before the
 //! daemon (which runs as root) is asked, so an error tells the caller only what it could
 //! learn by opening the path itself. What an answer of the daemon means (result or error,
-//! and never a panic, whatever the bytes) is `netslot::cni_reply`; the result's format per
+//! and never a panic, whatever the bytes) is `netslot::cni::reply`; the result's format per
 //! version, which commands each version has, and CHECK's comparison of `prevResult` with
-//! the kernel are `netslot::cni_result`.
+//! the kernel are `netslot::cni::result`.
 
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -41,11 +41,11 @@ use std::process::ExitCode;
 
 use serde_json::{json, Value};
 
-use netslot::client::{self, ClientError};
-use netslot::cni_reply::{self, Asked, CniError, Code, Outcome, SPEC_VERSION};
-use netslot::cni_result::{self, Seen, Version, SUPPORTED};
-use netslot::protocol::{AttachmentKey, Op, DEFAULT_SOCKET};
-use netslot::{cni_conf, cni_ipam};
+use netslot::cni;
+use netslot::cni::reply::{Asked, CniError, Code, Outcome, SPEC_VERSION};
+use netslot::cni::result::{Seen, Version, SUPPORTED};
+use netslot::daemon::client::{self, ClientError};
+use netslot::daemon::protocol::{AttachmentKey, Operation, DEFAULT_SOCKET};
 
 mod ipam;
 
@@ -173,10 +173,10 @@ fn key(conf: &Value) -> Result<AttachmentKey, CniError> {
 }
 
 /// One exchange (with `fd` as SCM_RIGHTS, when given); no daemon is "try again later"
-/// (`absent` picks the code). The answer comes back unparsed, for `cni_reply::handle`.
+/// (`absent` picks the code). The answer comes back unparsed, for `cni::reply::handle`.
 fn call(
     socket: &Path,
-    op: Op,
+    op: Operation,
     fd: Option<BorrowedFd<'_>>,
     absent: Code,
 ) -> Result<Vec<u8>, CniError> {
@@ -230,7 +230,7 @@ fn container_netns() -> Result<(String, OwnedFd), CniError> {
 }
 
 fn add(conf: &Value, raw: &[u8], socket: &Path) -> Result<Option<Value>, CniError> {
-    let wanted = cni_conf::wanted(conf, std::env::var("CNI_ARGS").ok().as_deref())?;
+    let wanted = cni::conf::wanted(conf, std::env::var("CNI_ARGS").ok().as_deref())?;
     let key = key(conf)?;
     let (netns, fd) = container_netns()?;
     let Some(plugin) = wanted.ipam.as_deref() else {
@@ -246,11 +246,11 @@ fn add(conf: &Value, raw: &[u8], socket: &Path) -> Result<Option<Value>, CniErro
             return Err(e);
         }
     };
-    let out = cni_ipam::lease(plugin, &result).and_then(|leased| {
+    let out = cni::ipam::lease(plugin, &result).and_then(|leased| {
         // The result's dns: the configuration's when it sets any, else the IPAM
         // plugin's, else a chained prevResult's (as ptp).
         let mut conf = conf.clone();
-        if !cni_conf::dns_set(&conf["dns"]) && cni_conf::dns_set(&leased.dns) {
+        if !cni::conf::dns_set(&conf["dns"]) && cni::conf::dns_set(&leased.dns) {
             conf["dns"] = leased.dns;
         }
         attach(
@@ -277,12 +277,12 @@ fn attach(
     key: AttachmentKey,
     netns: &str,
     fd: OwnedFd,
-    wanted: &cni_conf::Wanted,
-    ipv4: Option<Box<netslot::protocol::Ipv4Request>>,
+    wanted: &cni::conf::Wanted,
+    ipv4: Option<Box<netslot::daemon::protocol::Ipv4Request>>,
 ) -> Result<Option<Value>, CniError> {
     let answer = call(
         socket,
-        Op::Attach {
+        Operation::Attach {
             key,
             netns: PathBuf::from(netns),
             netns_fd: true,
@@ -293,7 +293,7 @@ fn attach(
         Some(fd.as_fd()),
         Code::TryAgainLater,
     )?;
-    match cni_reply::handle(Asked::Add { conf, netns }, &answer)? {
+    match cni::reply::handle(Asked::Add { conf, netns }, &answer)? {
         Outcome::Result(v) => Ok(Some(v)),
         _ => Ok(None),
     }
@@ -301,9 +301,9 @@ fn attach(
 
 fn del(conf: &Value, raw: &[u8], socket: &Path) -> Result<Option<Value>, CniError> {
     let key = key(conf)?;
-    match client::exchange(socket, Op::Detach { key }, None) {
+    match client::exchange(socket, Operation::Detach { key }, None) {
         Ok(answer) => {
-            cni_reply::handle(Asked::Del, &answer)?;
+            cni::reply::handle(Asked::Del, &answer)?;
         }
         // Nothing can be left behind: a starting daemon removes every leftover.
         Err(ClientError::NotRunning { .. }) => {}
@@ -316,7 +316,7 @@ fn del(conf: &Value, raw: &[u8], socket: &Path) -> Result<Option<Value>, CniErro
     }
     // The lease goes once its interface is gone. DEL refuses no configuration: an
     // `ipam` without a usable type has no plugin to run.
-    if let Some(plugin) = cni_conf::ipam_plugin(conf) {
+    if let Some(plugin) = cni::conf::ipam_plugin(conf) {
         ipam::exec(plugin, "DEL", raw)?;
     }
     Ok(None)
@@ -324,7 +324,7 @@ fn del(conf: &Value, raw: &[u8], socket: &Path) -> Result<Option<Value>, CniErro
 
 fn check(conf: &Value, raw: &[u8], socket: &Path) -> Result<Option<Value>, CniError> {
     // What ADD would refuse, CHECK refuses too.
-    let wanted = cni_conf::wanted(conf, std::env::var("CNI_ARGS").ok().as_deref())?;
+    let wanted = cni::conf::wanted(conf, std::env::var("CNI_ARGS").ok().as_deref())?;
     let key = key(conf)?;
     let Some(prev) = conf.get("prevResult") else {
         return Err(CniError::new(Code::InvalidConfig, "CHECK needs prevResult"));
@@ -335,11 +335,11 @@ fn check(conf: &Value, raw: &[u8], socket: &Path) -> Result<Option<Value>, CniEr
     }
     let answer = call(
         socket,
-        Op::Check { key: key.clone() },
+        Operation::Check { key: key.clone() },
         None,
         Code::TryAgainLater,
     )?;
-    let Outcome::Attachment(a) = cni_reply::handle(Asked::Check, &answer)? else {
+    let Outcome::Attachment(a) = cni::reply::handle(Asked::Check, &answer)? else {
         return Ok(None);
     };
     // The container side, as the kernel reports it inside CNI_NETNS.
@@ -387,7 +387,7 @@ fn check(conf: &Value, raw: &[u8], socket: &Path) -> Result<Option<Value>, CniEr
         .routes()
         .map_err(|e| CniError::new(Code::Io, format!("dump routes in {}: {e}", netns.display())))?;
     let shown = netns.display().to_string();
-    cni_result::compare(
+    cni::result::compare(
         prev,
         Seen {
             netns: &shown,
@@ -418,15 +418,15 @@ fn gc(conf: &Value, socket: &Path) -> Result<Option<Value>, CniError> {
                 "each valid attachment needs containerID and ifname",
             )
         })?;
-    let op = Op::Gc {
+    let op = Operation::Gc {
         network: network(conf),
         valid,
     };
     let answer = call(socket, op, None, Code::TryAgainLater)?;
-    cni_reply::handle(Asked::Gc, &answer).map(|_| None)
+    cni::reply::handle(Asked::Gc, &answer).map(|_| None)
 }
 
 fn status(socket: &Path) -> Result<Option<Value>, CniError> {
-    let answer = call(socket, Op::Status, None, Code::NotAvailable)?;
-    cni_reply::handle(Asked::Status, &answer).map(|_| None)
+    let answer = call(socket, Operation::Status, None, Code::NotAvailable)?;
+    cni::reply::handle(Asked::Status, &answer).map(|_| None)
 }

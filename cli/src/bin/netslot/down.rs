@@ -38,7 +38,7 @@ pub(crate) fn run(args: DownArgs) -> Result<ExitCode, CliError> {
         ));
     }
     let host = open_host(pool)?;
-    let r = netslot::gc::remove_pool(&host, &pool.run_dir, &pool.scope())?;
+    let r = netslot::ownership::gc::remove_pool(&host, &pool.run_dir, &pool.scope())?;
     let report = DownReport {
         prefix: r.prefix,
         group: r.group,

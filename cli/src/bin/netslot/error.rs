@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use serde::Serialize;
 
 use netslot::config::ConfigError;
-use netslot::gc::{GcError, RecordError};
+use netslot::ownership::gc::{GcError, RecordError};
 use netslot::EngineError;
 
 /// Version of every `--json` document (reports and errors alike). Raised when a field

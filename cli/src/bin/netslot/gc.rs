@@ -1,4 +1,4 @@
-//! gc: removes what of a pool no live process owns, found in the kernel (see `netslot::gc`).
+//! gc: removes what of a pool no live process owns, found in the kernel (see `netslot::ownership::gc`).
 
 use std::process::ExitCode;
 
@@ -25,7 +25,8 @@ pub(crate) fn run(args: GcArgs) -> Result<ExitCode, CliError> {
         ));
     }
     let host = open_host(pool)?;
-    let report = netslot::gc::collect(&host, &pool.run_dir, &pool.scope(), args.dry_run)?;
+    let report =
+        netslot::ownership::gc::collect(&host, &pool.run_dir, &pool.scope(), args.dry_run)?;
     if pool.json {
         crate::output::print_json(&report);
     } else {
@@ -39,7 +40,7 @@ pub(crate) fn run(args: GcArgs) -> Result<ExitCode, CliError> {
 }
 
 /// One line per kind of object, naming at most a few of them.
-pub(crate) fn print_human(r: &netslot::gc::GcReport) {
+pub(crate) fn print_human(r: &netslot::ownership::gc::GcReport) {
     let verb = if r.dry_run { "would remove" } else { "removed" };
     let record = r.record.map_or("no ownership record".to_owned(), |p| {
         format!("record {p:?}").to_lowercase()

@@ -99,7 +99,7 @@ struct PoolArgs {
     bpf_dir: PathBuf,
     /// Directory of pool ownership records: a live owner holds a flock on
     /// <run-dir>/net<netns-inode>-group<group>.lock (see `netslot gc --help`).
-    #[arg(long, default_value = netslot::gc::DEFAULT_RUN_DIR)]
+    #[arg(long, default_value = netslot::ownership::gc::DEFAULT_RUN_DIR)]
     run_dir: PathBuf,
     /// Namespace holding the host ends (e.g. /run/netns/NAME); default: the current one.
     #[arg(long)]

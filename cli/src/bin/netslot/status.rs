@@ -37,7 +37,7 @@ pub(crate) struct PoolState {
     pub prefix: String,
     pub group: u32,
     /// What the pool's ownership record says (None: there is none).
-    pub record: Option<netslot::record::PoolPhase>,
+    pub record: Option<netslot::ownership::record::PoolPhase>,
     pub slots: Vec<SlotState>,
     /// Devices in the pool's groups that the pool did not make.
     pub foreign_in_group: Vec<String>,
@@ -51,11 +51,12 @@ pub(crate) struct PoolState {
 /// what the kernel or the file modes still refuse is named in the error.
 pub(crate) fn read_pool(pool: &PoolArgs) -> Result<PoolState, CliError> {
     let host = open_host_for_reading(pool).map_err(needs_root)?;
-    let paths = netslot::record::RecordPaths::of(&pool.run_dir, &host, pool.group)
+    let paths = netslot::ownership::record::RecordPaths::of(&pool.run_dir, &host, pool.group)
         .map_err(CliError::io("cannot read the host namespace's id"))?;
-    let record = netslot::record::read_record(&paths.record).map_err(|e| needs_root(e.into()))?;
+    let record =
+        netslot::ownership::record::read_record(&paths.record).map_err(|e| needs_root(e.into()))?;
     let census = netslot::ownership::Census::read(&host, &pool.scope(), record)
-        .map_err(|e| needs_root(netslot::gc::GcError::from(e).into()))?;
+        .map_err(|e| needs_root(netslot::ownership::gc::GcError::from(e).into()))?;
     let addrs = host
         .addresses()
         .map_err(CliError::io("address dump failed"))?;

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
 
-use netslot::protocol::{AttachmentKey, ErrorCode, Op, Response};
-use netslot::target::NetnsTarget;
+use netslot::daemon::protocol::{AttachmentKey, ErrorCode, Operation, Response};
+use netslot::daemon::target::NetnsTarget;
 
 use super::conns::Slot;
 use super::metrics::{self, METRICS};
@@ -157,7 +157,7 @@ impl Conn<'_> {
     /// The answer to one line; `None` for a blank line.
     fn answer(&mut self, line: &[u8], tx: &Sender<Work>) -> Option<Response> {
         let started = std::time::Instant::now();
-        let req = match netslot::protocol::judge_request_line(line) {
+        let req = match netslot::daemon::protocol::judge_request_line(line) {
             Ok(Some(req)) => req,
             Ok(None) => return None,
             Err(refusal) => {
@@ -173,9 +173,13 @@ impl Conn<'_> {
 
     /// The answer to one judged request: its target checked (attach), then queued for the
     /// engine thread and waited for.
-    fn serve_request(&mut self, req: netslot::protocol::Request, tx: &Sender<Work>) -> Response {
+    fn serve_request(
+        &mut self,
+        req: netslot::daemon::protocol::Request,
+        tx: &Sender<Work>,
+    ) -> Response {
         let target = match &req.op {
-            Op::Attach {
+            Operation::Attach {
                 key,
                 netns,
                 netns_fd,

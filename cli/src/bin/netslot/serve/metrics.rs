@@ -15,7 +15,7 @@ use prometheus::{
     TextEncoder,
 };
 
-use netslot::protocol::{Op, Response};
+use netslot::daemon::protocol::{Operation, Response};
 use netslot::{ProvisionReport, SlotError};
 
 /// Every metric of the daemon.
@@ -169,16 +169,16 @@ impl Metrics {
 pub(crate) static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 /// The label of a request's operation.
-pub(crate) fn op_name(op: &Op) -> &'static str {
+pub(crate) fn op_name(op: &Operation) -> &'static str {
     match op {
-        Op::Status => "status",
-        Op::Stats => "stats",
-        Op::Attach { .. } => "attach",
-        Op::Detach { .. } => "detach",
-        Op::Check { .. } => "check",
-        Op::Gc { .. } => "gc",
-        Op::Acquire => "acquire",
-        Op::Release { .. } => "release",
+        Operation::Status => "status",
+        Operation::Stats => "stats",
+        Operation::Attach { .. } => "attach",
+        Operation::Detach { .. } => "detach",
+        Operation::Check { .. } => "check",
+        Operation::Gc { .. } => "gc",
+        Operation::Acquire => "acquire",
+        Operation::Release { .. } => "release",
     }
 }
 

@@ -1,5 +1,5 @@
 //! serve: the `netslot serve` daemon: a Unix socket speaking the JSON-lines protocol of
-//! `netslot::protocol`, one thread per connection (`conn`, under the cap of `conns`), and
+//! `netslot::daemon::protocol`, one thread per connection (`conn`, under the cap of `conns`), and
 //! one engine thread that coalesces concurrent requests into engine batches (`rounds`).
 //! See docs/serve.md, "Security model" for who may do what and every limit.
 
@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use netslot::protocol::{ErrorCode, Response, DEFAULT_SOCKET};
+use netslot::daemon::protocol::{ErrorCode, Response, DEFAULT_SOCKET};
 use netslot::{Engine, EngineConfig, Ipv4Cidr};
 
 use crate::signals::Blocked;
@@ -71,7 +71,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = netslot::config::DEFAULT_DAEMON_GROUP)]
     group: u32,
     /// Directory of pool ownership records (see `netslot gc --help`).
-    #[arg(long, default_value = netslot::record::DEFAULT_RUN_DIR)]
+    #[arg(long, default_value = netslot::ownership::record::DEFAULT_RUN_DIR)]
     run_dir: PathBuf,
     /// Longest RTNL hold (ms) one batch's group change may cause; host ends are split
     /// into sub-batches that fit it (see `netslot up --help`). `unbounded`: one group
@@ -265,7 +265,7 @@ fn forbidden_targets() -> Vec<(u64, &'static str)> {
         ("/proc/self/ns/net", "the daemon's own network namespace"),
         ("/proc/1/ns/net", "the host's network namespace (PID 1's)"),
     ] {
-        match netslot::target::netns_id_at(Path::new(path)) {
+        match netslot::daemon::target::netns_id_at(Path::new(path)) {
             Ok(id) => ids.push((id, what)),
             Err(e) => tracing::warn!("{path}: {e}: it cannot be refused as a target"),
         }

@@ -17,10 +17,11 @@ use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
-use netslot::protocol::{
-    Attachment, AttachmentKey, ErrorCode, Ipv4Request, Op, PooledSlot, Response, Stats, Status,
+use netslot::daemon::protocol::{
+    Attachment, AttachmentKey, ErrorCode, Ipv4Request, Operation, PooledSlot, Response, Stats,
+    Status,
 };
-use netslot::record::AttachmentRecord;
+use netslot::ownership::record::AttachmentRecord;
 use netslot::{mac_to_string, AttachTarget, Engine, Ipv4Lease, Slot, SlotError, SlotSpec};
 
 use super::metrics::METRICS;
@@ -30,7 +31,7 @@ pub(crate) enum Work {
     /// A request and where its answer goes.
     Job {
         id: u64,
-        op: Op,
+        op: Operation,
         /// The peer's uid (SO_PEERCRED).
         uid: u32,
         /// An attach's target namespace, opened and checked by the connection thread.
@@ -100,7 +101,7 @@ pub(crate) struct Rounds {
 /// One queued request.
 struct Job {
     id: u64,
-    op: Op,
+    op: Operation,
     uid: u32,
     target: Option<OwnedFd>,
     reply: Sender<Response>,
@@ -154,7 +155,7 @@ fn bump(counts: &mut BTreeMap<u32, usize>, uid: u32, up: bool) {
 
 impl Rounds {
     /// The engine thread's state, with the attachments `engine` adopted at start.
-    pub fn new(mut engine: Engine, config: RoundConfig, reconciled_removed: usize) -> Self {
+    pub fn new(mut engine: Engine, config: RoundConfig, removed_at_start: usize) -> Self {
         let mut attachments = BTreeMap::new();
         let mut attachments_of = BTreeMap::new();
         for (a, spec) in engine.adopted() {
@@ -184,7 +185,7 @@ impl Rounds {
             attachments_of,
             acquired_of: BTreeMap::new(),
             stats: Stats {
-                reconciled_removed,
+                removed_at_start,
                 ..Default::default()
             },
             held_answers: Vec::new(),
@@ -354,17 +355,17 @@ impl Rounds {
         } in round
         {
             match op {
-                Op::Status => self.answer(&reply, self.status(id)),
-                Op::Stats => {
+                Operation::Status => self.answer(&reply, self.status(id)),
+                Operation::Stats => {
                     let mut r = Response::ok(id);
                     r.stats = Some(self.current_stats());
                     self.answer(&reply, r);
                 }
-                Op::Check { key } => {
+                Operation::Check { key } => {
                     let r = self.check(id, &key, uid);
                     self.answer(&reply, r);
                 }
-                Op::Attach {
+                Operation::Attach {
                     key,
                     netns,
                     mtu,
@@ -382,16 +383,16 @@ impl Rounds {
                         self.answer(&reply, r);
                     }
                 },
-                Op::Detach { key } => match self.attachments.get(&key) {
+                Operation::Detach { key } => match self.attachments.get(&key) {
                     Some(held) if !may_touch(uid, held.uid) => {
                         let r = not_yours(id, uid, &key, "detach", held.uid);
                         self.answer(&reply, r);
                     }
                     _ => detaches.push((key, Some((id, reply)))),
                 },
-                Op::Gc { network, valid } => gcs.push((id, network, valid, uid, reply)),
-                Op::Acquire => acquires.push((id, uid, reply)),
-                Op::Release { name } => releases.push((id, name, uid, reply)),
+                Operation::Gc { network, valid } => gcs.push((id, network, valid, uid, reply)),
+                Operation::Acquire => acquires.push((id, uid, reply)),
+                Operation::Release { name } => releases.push((id, name, uid, reply)),
             }
         }
         for (id, network, valid, uid, reply) in gcs {
@@ -457,7 +458,7 @@ impl Rounds {
         r.status = Some(Status {
             ready: true,
             daemon_version: env!("CARGO_PKG_VERSION").into(),
-            protocol_versions: vec![netslot::protocol::VERSION],
+            protocol_versions: vec![netslot::daemon::protocol::VERSION],
             attachments: self.attachments.len(),
             pooled: self.warm.len(),
         });
@@ -624,7 +625,7 @@ impl Rounds {
                 self.answer_later(&reply, r);
                 continue;
             }
-            let netns_id = match netslot::target::netns_id_of(fd.as_fd()) {
+            let netns_id = match netslot::daemon::target::netns_id_of(fd.as_fd()) {
                 Ok(ns) => ns,
                 Err(e) => {
                     let r = Response::err(

@@ -13,11 +13,11 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::host::HostNs;
+use crate::ownership::record::{PoolLock, PoolRecord};
 use crate::ownership::{Census, CensusError, Garbage};
-use crate::record::{PoolLock, PoolRecord};
 
+pub use crate::ownership::record::{PoolPhase, RecordError, DEFAULT_RUN_DIR};
 pub use crate::ownership::Scope;
-pub use crate::record::{PoolPhase, RecordError, DEFAULT_RUN_DIR};
 
 /// Why gc (or a claim on a pool) could not go on; nothing was removed.
 #[derive(Debug, thiserror::Error)]

@@ -18,8 +18,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde_json::Value;
 
-use crate::cni_reply::{CniError, Code};
-use crate::protocol::Ipv4Request;
+use crate::cni::reply::{CniError, Code};
+use crate::daemon::protocol::Ipv4Request;
 use crate::slot::Ipv4Lease;
 
 /// What an IPAM ADD result gives the attachment.

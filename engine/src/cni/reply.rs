@@ -11,8 +11,8 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::cni_result::{convert, Version};
-use crate::protocol::{Attachment, ErrorCode, Response};
+use crate::cni::result::{convert, Version};
+use crate::daemon::protocol::{Attachment, ErrorCode, Response};
 
 /// The CNI spec version the plugin implements.
 pub const SPEC_VERSION: &str = "1.1.0";
@@ -201,8 +201,8 @@ fn refused_code(code: ErrorCode) -> Code {
 }
 
 /// The ADD result: a chained `prevResult`'s interfaces, IPs and routes, then ours, and the
-/// configuration's `dns` (else `prevResult`'s; [`crate::cni_conf::dns`]),
-/// written in the configuration's `cniVersion` ([`crate::cni_result::convert`]; a
+/// configuration's `dns` (else `prevResult`'s; [`crate::cni::conf::dns`]),
+/// written in the configuration's `cniVersion` ([`crate::cni::result::convert`]; a
 /// version the plugin does not speak is echoed on the 1.1.0 format).
 fn add_result(conf: &Value, netns: &str, a: &Attachment) -> Value {
     let prev = &conf["prevResult"];
@@ -230,7 +230,7 @@ fn add_result(conf: &Value, netns: &str, a: &Attachment) -> Value {
         "interfaces": interfaces,
         "ips": ips,
         "routes": routes,
-        "dns": crate::cni_conf::dns(conf),
+        "dns": crate::cni::conf::dns(conf),
     });
     match conf["cniVersion"].as_str().and_then(Version::parse) {
         Some(v) => convert(&result, v),
@@ -281,7 +281,7 @@ mod tests {
 
     #[test]
     fn the_add_result_is_written_in_the_configurations_version() {
-        for v in crate::cni_result::SUPPORTED {
+        for v in crate::cni::result::SUPPORTED {
             let c = json!({"cniVersion": v, "name": "n", "type": "netslot-cni"});
             let Ok(Outcome::Result(r)) = add(&c, ok_with_attachment().as_bytes()) else {
                 panic!("no result at {v}");

@@ -18,11 +18,11 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::OpenOptionsExt;
 
 use crate::config::EngineConfig;
-use crate::gc::{self, GcReport};
 use crate::host::{HostNs, LinkRecord};
+use crate::ownership::gc::{self, GcReport};
+use crate::ownership::record::{self, AttachmentRecord, PoolLock, PoolRecord};
 use crate::ownership::Garbage;
 use crate::ownership::{Census, Scope};
-use crate::record::{self, AttachmentRecord, PoolLock, PoolRecord};
 use crate::result::EngineError;
 
 /// What the claim leaves the engine.
@@ -196,7 +196,7 @@ fn adoptable(
 /// `/proc/<pid>/ns/net`, a magic link that only ever leads to a namespace, is followed:
 /// while that process lives it is the namespace (the id tells a reused pid).
 fn namespace_lives(a: &AttachmentRecord) -> bool {
-    use crate::target::NetnsTarget;
+    use crate::daemon::target::NetnsTarget;
     let target = NetnsTarget::open_path(&a.netns).or_else(|e| {
         if !is_proc_netns_link(&a.netns) {
             return Err(e);
@@ -205,7 +205,7 @@ fn namespace_lives(a: &AttachmentRecord) -> bool {
             .read(true)
             .custom_flags(libc::O_NONBLOCK)
             .open(&a.netns)
-            .map_err(|source| crate::target::TargetError::Kernel {
+            .map_err(|source| crate::daemon::target::TargetError::Kernel {
                 step: "open",
                 source,
             })?;

@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::protocol::{Op, Request, Response};
+use crate::daemon::protocol::{Operation, Request, Response};
 
 /// How long a client waits for its answer: a batch of thousands of slots takes about a
 /// second, so this only catches a daemon that stopped answering.
@@ -39,7 +39,7 @@ pub enum ClientError {
 }
 
 /// Sends `op` and returns the daemon's response.
-pub fn call(socket: &Path, op: Op) -> Result<Response, ClientError> {
+pub fn call(socket: &Path, op: Operation) -> Result<Response, ClientError> {
     parse(socket, &exchange(socket, op, None)?)
 }
 
@@ -47,7 +47,11 @@ pub fn call(socket: &Path, op: Op) -> Result<Response, ClientError> {
 /// and returns the daemon's response. For an attach with `netns_fd: true`, `fd` is the
 /// target namespace, opened by the caller: the daemon uses it instead of a path, and for
 /// a caller other than uid 0 accepts it only if the caller could enter that namespace.
-pub fn call_with_fd(socket: &Path, op: Op, fd: BorrowedFd<'_>) -> Result<Response, ClientError> {
+pub fn call_with_fd(
+    socket: &Path,
+    op: Operation,
+    fd: BorrowedFd<'_>,
+) -> Result<Response, ClientError> {
     parse(socket, &exchange(socket, op, Some(fd))?)
 }
 
@@ -60,8 +64,12 @@ fn parse(socket: &Path, answer: &[u8]) -> Result<Response, ClientError> {
 
 /// Sends `op` (with `fd` as SCM_RIGHTS, when given) and returns the daemon's answer line
 /// as it came (newline removed), not yet parsed: for callers that judge it themselves
-/// (`netslot-cni`, through [`crate::cni_reply::handle`]).
-pub fn exchange(socket: &Path, op: Op, fd: Option<BorrowedFd<'_>>) -> Result<Vec<u8>, ClientError> {
+/// (`netslot-cni`, through [`crate::cni::reply::handle`]).
+pub fn exchange(
+    socket: &Path,
+    op: Operation,
+    fd: Option<BorrowedFd<'_>>,
+) -> Result<Vec<u8>, ClientError> {
     let sock = socket.display().to_string();
     let stream = UnixStream::connect(socket).map_err(|source| ClientError::NotRunning {
         socket: sock.clone(),

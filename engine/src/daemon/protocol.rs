@@ -26,7 +26,7 @@ pub struct Request {
     pub id: u64,
     /// What is asked.
     #[serde(flatten)]
-    pub op: Op,
+    pub op: Operation,
 }
 
 /// Longest container id and network name a request may carry, in bytes.
@@ -78,9 +78,9 @@ pub fn judge_request_line(line: &[u8]) -> Result<Option<Request>, Box<Response>>
 /// Field rules, checked before anything is queued: CNI's rules for container ids and
 /// network names (alphanumerics, `_`, `.` and `-`, starting with an alphanumeric; at most
 /// `MAX_NAME` bytes), dev_valid_name for interface names, PATH_MAX for paths.
-pub fn check_fields(op: &Op) -> Result<(), String> {
+pub fn check_fields(op: &Operation) -> Result<(), String> {
     match op {
-        Op::Attach {
+        Operation::Attach {
             key,
             netns,
             mac,
@@ -117,9 +117,9 @@ pub fn check_fields(op: &Op) -> Result<(), String> {
             }
             Ok(())
         }
-        Op::Detach { key } => check_key(key, "detach"),
-        Op::Check { key } => check_key(key, "check"),
-        Op::Gc { network, valid } => {
+        Operation::Detach { key } => check_key(key, "detach"),
+        Operation::Check { key } => check_key(key, "check"),
+        Operation::Gc { network, valid } => {
             check_name(network, "network name", true).map_err(|why| format!("gc: {why}"))?;
             for k in valid {
                 if k.container_id.len() > MAX_NAME || k.ifname.len() > MAX_NAME {
@@ -131,10 +131,10 @@ pub fn check_fields(op: &Op) -> Result<(), String> {
             }
             Ok(())
         }
-        Op::Release { name } => {
+        Operation::Release { name } => {
             crate::config::check_ifname(name).map_err(|e| format!("release: slot name: {e}"))
         }
-        Op::Status | Op::Stats | Op::Acquire => Ok(()),
+        Operation::Status | Operation::Stats | Operation::Acquire => Ok(()),
     }
 }
 
@@ -183,7 +183,7 @@ pub fn parse_request_line(line: &[u8]) -> Result<Request, serde_json::Error> {
 
 impl Request {
     /// A request of this build's version.
-    pub fn new(id: u64, op: Op) -> Self {
+    pub fn new(id: u64, op: Operation) -> Self {
         Self { v: VERSION, id, op }
     }
 }
@@ -218,7 +218,7 @@ impl std::fmt::Display for AttachmentKey {
 /// What a request asks for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
-pub enum Op {
+pub enum Operation {
     /// Readiness and versions.
     Status,
     /// Counters, including how many engine batches ran.
@@ -234,7 +234,7 @@ pub enum Op {
         /// peers only (symlinks not followed).
         netns: PathBuf,
         /// The namespace travels as a file descriptor (SCM_RIGHTS) sent with this line;
-        /// see [`crate::client::call_with_fd`]. Required for peers other than uid 0,
+        /// see [`crate::daemon::client::call_with_fd`]. Required for peers other than uid 0,
         /// which may attach only into namespaces they could enter themselves.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         netns_fd: bool,
@@ -479,8 +479,10 @@ pub struct Stats {
     pub pooled: usize,
     /// Pooled slots handed out and not yet given back.
     pub handed_out: usize,
-    /// Leftover devices removed by the start-up reconcile.
-    pub reconciled_removed: usize,
+    /// Leftover devices the daemon's start removed (dead owners' leftovers, see
+    /// `ownership`). Its JSON name, `reconciled_removed`, is kept for protocol version 1.
+    #[serde(rename = "reconciled_removed")]
+    pub removed_at_start: usize,
 }
 
 #[cfg(test)]
@@ -493,7 +495,7 @@ mod tests {
         let req: Request = serde_json::from_str(line).unwrap();
         assert_eq!(req.v, 1);
         assert_eq!(req.id, 7);
-        let Op::Attach {
+        let Operation::Attach {
             key,
             netns,
             netns_fd,
@@ -518,7 +520,7 @@ mod tests {
         let req: Request = serde_json::from_str(own).unwrap();
         assert!(matches!(
             &req.op,
-            Op::Attach { mtu: Some(1400), mac: Some(m), .. } if m == "0a:00:00:00:00:01"
+            Operation::Attach { mtu: Some(1400), mac: Some(m), .. } if m == "0a:00:00:00:00:01"
         ));
         assert!(check_fields(&req.op).is_ok());
         let multicast = own.replace("0a:00", "01:00");
@@ -529,7 +531,7 @@ mod tests {
         let gc = r#"{"v":1,"op":"gc","valid":[{"container_id":"a","ifname":"eth0"}]}"#;
         assert!(matches!(
             serde_json::from_str::<Request>(gc).unwrap().op,
-            Op::Gc { .. }
+            Operation::Gc { .. }
         ));
     }
 
@@ -539,7 +541,7 @@ mod tests {
         let req: Request = serde_json::from_str(line).unwrap();
         assert!(matches!(
             &req.op,
-            Op::Attach { ipv4: Some(ip), .. } if ip.default_route && ip.address == "10.22.0.5/24"
+            Operation::Attach { ipv4: Some(ip), .. } if ip.default_route && ip.address == "10.22.0.5/24"
         ));
         assert!(check_fields(&req.op).is_ok());
         for (from, to, why) in [
@@ -568,7 +570,9 @@ mod tests {
         for line in lines {
             let req: Request = serde_json::from_str(line).unwrap();
             let key = match &req.op {
-                Op::Attach { key, .. } | Op::Detach { key } | Op::Check { key } => key,
+                Operation::Attach { key, .. }
+                | Operation::Detach { key }
+                | Operation::Check { key } => key,
                 other => panic!("{line}: parsed as {other:?}"),
             };
             assert_eq!(key.network, "", "{line}");
@@ -581,7 +585,8 @@ mod tests {
             );
         }
         let gc = r#"{"v":1,"op":"gc","valid":[{"container_id":"a","ifname":"eth0"}]}"#;
-        let Op::Gc { network, valid } = serde_json::from_str::<Request>(gc).unwrap().op else {
+        let Operation::Gc { network, valid } = serde_json::from_str::<Request>(gc).unwrap().op
+        else {
             panic!("not a gc");
         };
         assert_eq!(network, "");
@@ -595,15 +600,16 @@ mod tests {
             container_id: "b1".into(),
             ifname: "eth0".into(),
         };
-        let line =
-            serde_json::to_string(&Request::new(2, Op::Detach { key: key.clone() })).unwrap();
+        let line = serde_json::to_string(&Request::new(2, Operation::Detach { key: key.clone() }))
+            .unwrap();
         assert!(line.contains(r#""network":"netB""#), "{line}");
-        let Op::Detach { key: back } = serde_json::from_str::<Request>(&line).unwrap().op else {
+        let Operation::Detach { key: back } = serde_json::from_str::<Request>(&line).unwrap().op
+        else {
             panic!("not a detach: {line}");
         };
         assert_eq!(back, key);
         let gc = r#"{"v":1,"op":"gc","network":"netA","valid":[]}"#;
-        let Op::Gc { network, .. } = serde_json::from_str::<Request>(gc).unwrap().op else {
+        let Operation::Gc { network, .. } = serde_json::from_str::<Request>(gc).unwrap().op else {
             panic!("not a gc");
         };
         assert_eq!(network, "netA");
@@ -623,7 +629,7 @@ mod tests {
     fn an_attach_by_fd_says_so_and_the_path_form_does_not() {
         let by_fd = Request::new(
             1,
-            Op::Attach {
+            Operation::Attach {
                 key: AttachmentKey {
                     network: String::new(),
                     container_id: "c".into(),
@@ -638,7 +644,8 @@ mod tests {
         );
         let line = serde_json::to_string(&by_fd).unwrap();
         assert!(line.contains(r#""netns_fd":true"#), "{line}");
-        let Op::Attach { netns_fd, .. } = serde_json::from_str::<Request>(&line).unwrap().op else {
+        let Operation::Attach { netns_fd, .. } = serde_json::from_str::<Request>(&line).unwrap().op
+        else {
             panic!("not an attach: {line}");
         };
         assert!(netns_fd);
@@ -650,7 +657,7 @@ mod tests {
     fn a_request_line_parses_from_bytes_or_says_why_not() {
         let req = parse_request_line(br#"{"v":1,"id":4,"op":"status"}"#).unwrap();
         assert_eq!((req.v, req.id), (1, 4));
-        assert!(matches!(req.op, Op::Status));
+        assert!(matches!(req.op, Operation::Status));
         // Another version still parses: refusing it is the daemon's answer, not an error.
         assert_eq!(parse_request_line(br#"{"v":9,"op":"stats"}"#).unwrap().v, 9);
         for bad in [

@@ -25,6 +25,10 @@
 //! directory is resolved before it is compared), and nothing found in the pin directory
 //! is opened blocking or through a symlink.
 
+pub(crate) mod claim;
+pub mod gc;
+pub mod record;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -34,7 +38,7 @@ use serde::Serialize;
 use crate::groups;
 use crate::host::{self, HostNs, LinkRecord};
 use crate::netns;
-use crate::record::{PoolPhase, PoolRecord};
+use crate::ownership::record::{PoolPhase, PoolRecord};
 
 /// Where to look for a pool's objects.
 #[derive(Debug, Clone)]
