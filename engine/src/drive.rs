@@ -126,15 +126,7 @@ impl Engine {
     ) -> Result<Provisioned, EngineError> {
         let count = specs.len();
         self.holds_slots = true;
-        if self.kept_mut().groups.may_run_out(count) {
-            // Groups are handed out, not given back slot by slot: ask the kernel which
-            // still hold the pool's host ends.
-            if let Ok(links) = self.host.links() {
-                self.kept_mut()
-                    .groups
-                    .refresh(links.iter().map(|l| l.group));
-            }
-        }
+        self.refresh_groups(count);
         let started = Instant::now();
         let pool_before = self.pool.stats();
         let (enters0, sends0) = (self.ring.enters, self.ring.sends);
@@ -149,44 +141,20 @@ impl Engine {
 
         let pool_after = self.pool.stats();
         let t = finished.tally;
-        let phases = PhaseTimes {
-            namespaces: pool_after.busy.saturating_sub(pool_before.busy),
-            pool_wait: t.pool_wait,
-            links: t.links,
-            pin: t.pin,
-            rollback: t.rollback,
-        };
-        let mut slots_state = finished.slots;
-        let slots: Vec<_> = (0..count)
-            .map(|i| {
-                let spec = slots_state.specs[i].clone();
-                match (slots_state.errors[i].take(), ns[i].take()) {
-                    (None, Some(n)) => Ok(Slot {
-                        pinned: (slots_state.pinned[i])
-                            .then(|| pin_dir.map(|d| d.join(&spec.name)))
-                            .flatten(),
-                        spec,
-                        ns: n,
-                    }),
-                    (Some(e), _) => Err(e),
-                    (None, None) => Err(SlotError {
-                        id: spec.id,
-                        name: spec.name,
-                        op: Op::Namespace,
-                        errno: 0,
-                        ext_ack: None,
-                        detail: Some("the call ended without a namespace for it".into()),
-                    }),
-                }
-            })
-            .collect();
+        let slots = hand_back(finished.slots, ns, pin_dir);
         let failed = slots.iter().filter(|s| s.is_err()).count();
         let report = ProvisionReport {
             requested: count,
             provisioned: count - failed,
             failed,
             wall: started.elapsed(),
-            phases,
+            phases: PhaseTimes {
+                namespaces: pool_after.busy.saturating_sub(pool_before.busy),
+                pool_wait: t.pool_wait,
+                links: t.links,
+                pin: t.pin,
+                rollback: t.rollback,
+            },
             namespaces_created: pool_after.created - pool_before.created,
             ring_enters: self.ring.enters - enters0,
             sendmsgs: self.ring.sends - sends0,
@@ -198,6 +166,19 @@ impl Engine {
             recovered_after_overrun: t.recovered,
         };
         Ok(Provisioned { slots, report })
+    }
+
+    /// Before a call of `count` slots that could run out of sub-batch groups: groups are
+    /// handed out, not given back slot by slot, so ask the kernel which still hold the
+    /// pool's host ends.
+    fn refresh_groups(&mut self, count: usize) {
+        if self.kept_mut().groups.may_run_out(count) {
+            if let Ok(links) = self.host.links() {
+                self.kept_mut()
+                    .groups
+                    .refresh(links.iter().map(|l| l.group));
+            }
+        }
     }
 
     /// Answers `call` until it is done. `ns` holds each slot's namespace.
@@ -221,19 +202,9 @@ impl Engine {
                         NsSource::Given(sockets) => sockets.by_ref().take(max).collect(),
                         NsSource::None => Vec::new(),
                     };
-                    let mut answers = Vec::with_capacity(got.len());
-                    for made in got {
-                        answers.push(match made {
-                            Ok(n) => {
-                                if let Some(slot) = ns.get_mut(handed) {
-                                    *slot = Some(n);
-                                }
-                                Ok(())
-                            }
-                            Err(e) => Err(io_failure(&e, "creating the namespace".into())),
-                        });
-                        handed += 1;
-                    }
+                    let from = handed.min(ns.len());
+                    let answers = hand_over(got, &mut ns[from..]);
+                    handed += answers.len();
                     call.namespaces(answers, t.elapsed());
                 }
                 Next::Exchange => self.exchange(call, ns)?,
@@ -247,21 +218,7 @@ impl Engine {
                 }
                 Next::DisableIpv6(names) => {
                     let t = Instant::now();
-                    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-                    // A failure here costs speed, not slots: the fallback does the same job.
-                    let each =
-                        crate::sysctl::disable_ipv6(&mut self.ring, self.host.netns_fd(), &refs)
-                            .map(|d| {
-                                tracing::debug!(
-                                    devices = refs.len(),
-                                    rounds = d.rounds,
-                                    "disable_ipv6 written"
-                                );
-                                d.each
-                            })
-                            .unwrap_or_else(|e| {
-                                vec![Err(e.raw_os_error().unwrap_or(libc::EIO)); refs.len()]
-                            });
+                    let each = self.disable_ipv6(&names);
                     call.ipv6_disabled(each, t.elapsed());
                 }
                 Next::Pin(slots) => {
@@ -284,6 +241,23 @@ impl Engine {
                 shown = call.progress();
                 progress(shown, count);
             }
+        }
+    }
+
+    /// Writes `disable_ipv6` of the host ends `names`: per name, written or the errno. A
+    /// failure costs speed, not slots: the call falls back to the netlink IPv6-off change.
+    fn disable_ipv6(&mut self, names: &[String]) -> Vec<Result<(), i32>> {
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        match crate::sysctl::disable_ipv6(&mut self.ring, self.host.netns_fd(), &refs) {
+            Ok(d) => {
+                tracing::debug!(
+                    devices = refs.len(),
+                    rounds = d.rounds,
+                    "disable_ipv6 written"
+                );
+                d.each
+            }
+            Err(e) => vec![Err(e.raw_os_error().unwrap_or(libc::EIO)); refs.len()],
         }
     }
 
@@ -339,4 +313,55 @@ impl Engine {
         call.end_round(t.elapsed());
         Ok(())
     }
+}
+
+/// Each slot of a finished call as the caller gets it: its namespace and pin, or its
+/// error.
+fn hand_back(
+    mut state: crate::call::Slots,
+    mut ns: Vec<Option<PooledNs>>,
+    pin_dir: Option<&Path>,
+) -> Vec<crate::result::SlotResult> {
+    (0..state.len())
+        .map(|i| {
+            let spec = state.specs[i].clone();
+            match (state.errors[i].take(), ns[i].take()) {
+                (None, Some(n)) => Ok(Slot {
+                    pinned: (state.pinned[i])
+                        .then(|| pin_dir.map(|d| d.join(&spec.name)))
+                        .flatten(),
+                    spec,
+                    ns: n,
+                }),
+                (Some(e), _) => Err(e),
+                (None, None) => Err(SlotError {
+                    id: spec.id,
+                    name: spec.name,
+                    op: Op::Namespace,
+                    errno: 0,
+                    ext_ack: None,
+                    detail: Some("the call ended without a namespace for it".into()),
+                }),
+            }
+        })
+        .collect()
+}
+
+/// Puts each namespace made into the next slot of `ns`, in order; per namespace, Ok or
+/// why it could not be made.
+fn hand_over(
+    got: Vec<std::io::Result<PooledNs>>,
+    ns: &mut [Option<PooledNs>],
+) -> Vec<Result<(), crate::reconcile::Failure>> {
+    let mut slots = ns.iter_mut();
+    got.into_iter()
+        .map(|made| {
+            let slot = slots.next();
+            let n = made.map_err(|e| io_failure(&e, "creating the namespace".into()))?;
+            if let Some(slot) = slot {
+                *slot = Some(n);
+            }
+            Ok(())
+        })
+        .collect()
 }

@@ -101,25 +101,8 @@ impl Engine {
         let ring = Ring::new(config.chunk + 8).map_err(EngineError::io("create io_uring"))?;
         let pool = NsPool::start(config.pool_threads, config.pool_low, config.pool_high)
             .map_err(EngineError::io("start the namespace pool thread"))?;
-        let mut pinned_counters = false;
-        let xdp = if config.xdp_counters {
-            let hook = config.xdp_attach.hook();
-            let xdp =
-                netslot_bpf::Counters::load_hook(hook).map_err(|source| EngineError::Bpf {
-                    what: format!("load the counters program {}", hook.prog_name()),
-                    source,
-                })?;
-            if let Some(dir) = &config.bpf_pin_dir {
-                xdp.pin(dir).map_err(|source| EngineError::Bpf {
-                    what: format!("pin the counters in {}", dir.display()),
-                    source,
-                })?;
-                pinned_counters = true;
-            }
-            Some(xdp)
-        } else {
-            None
-        };
+        let xdp = load_counters(&config)?;
+        let pinned_counters = xdp.is_some() && config.bpf_pin_dir.is_some();
         let config_max_hold = config.max_rtnl_hold;
         // Adopted slots keep their ids (new slots take the others, lowest first) and
         // their sub-batch groups (no new host end joins them, and teardown deletes them).
@@ -424,4 +407,24 @@ impl Drop for Engine {
             let _ = lock.remove();
         }
     }
+}
+
+/// The counters program the configuration asks for (XDP or tc), loaded, and pinned when
+/// it names a bpffs directory; None when the counters are off.
+fn load_counters(config: &EngineConfig) -> Result<Option<netslot_bpf::Counters>, EngineError> {
+    if !config.xdp_counters {
+        return Ok(None);
+    }
+    let hook = config.xdp_attach.hook();
+    let counters = netslot_bpf::Counters::load_hook(hook).map_err(|source| EngineError::Bpf {
+        what: format!("load the counters program {}", hook.prog_name()),
+        source,
+    })?;
+    if let Some(dir) = &config.bpf_pin_dir {
+        counters.pin(dir).map_err(|source| EngineError::Bpf {
+            what: format!("pin the counters in {}", dir.display()),
+            source,
+        })?;
+    }
+    Ok(Some(counters))
 }

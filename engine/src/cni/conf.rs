@@ -28,7 +28,7 @@
 
 use serde_json::Value;
 
-use crate::cni::reply::{CniError, Code};
+use crate::cni::error::{CniError, Code};
 use crate::slot::{is_unicast_mac, parse_mac};
 
 /// What a configuration asks of the attachment beyond the daemon's defaults.

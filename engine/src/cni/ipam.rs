@@ -18,7 +18,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use serde_json::Value;
 
-use crate::cni::reply::{CniError, Code};
+use crate::cni::error::{CniError, Code};
 use crate::daemon::protocol::Ipv4Request;
 use crate::slot::Ipv4Lease;
 

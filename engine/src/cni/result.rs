@@ -18,7 +18,7 @@ use std::net::IpAddr;
 
 use serde_json::Value;
 
-use crate::cni::reply::{CniError, Code};
+use crate::cni::error::{CniError, Code};
 use crate::host::{AddrRecord, LinkRecord, RouteRecord};
 
 /// Every `cniVersion` the plugin accepts, oldest first (what VERSION lists).
