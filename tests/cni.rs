@@ -1921,33 +1921,36 @@ fn idle_connections_do_not_lock_out_a_client() {
             "--max-connections",
             "2",
             "--window-us",
-            "5000000",
+            "10000000",
             "--idle-timeout-ms",
             "500",
         ],
     );
-    // Two requests wait in the engine's long window: both connections are busy.
+    // Two requests wait in the engine's long window: both connections are busy. The
+    // readiness probe's connection must be gone first, and each busy connection must
+    // have sent its line before the next one comes: a connection that has not is idle,
+    // and rightly the one evicted to make room.
+    std::thread::sleep(Duration::from_millis(500));
     let (sent_tx, sent_rx) = std::sync::mpsc::channel();
-    let busy: Vec<_> = (0..2)
-        .map(|_| {
-            let sent_tx = sent_tx.clone();
-            std::thread::spawn(move || {
-                use std::io::{BufRead, BufReader};
-                let s = std::os::unix::net::UnixStream::connect(SOCKET).unwrap();
-                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                (&s).write_all(b"{\"v\":1,\"op\":\"stats\"}\n").unwrap();
-                sent_tx.send(()).unwrap();
-                let mut answer = String::new();
-                BufReader::new(&s).read_line(&mut answer).unwrap();
-                serde_json::from_str::<Value>(&answer).map_err(|e| format!("{answer:?}: {e}"))
-            })
-        })
-        .collect();
+    let mut busy = Vec::new();
     for _ in 0..2 {
+        let sent_tx = sent_tx.clone();
+        busy.push(std::thread::spawn(move || {
+            use std::io::{BufRead, BufReader};
+            let s = std::os::unix::net::UnixStream::connect(SOCKET).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            (&s).write_all(b"{\"v\":1,\"op\":\"stats\"}\n").unwrap();
+            sent_tx.send(()).unwrap();
+            let mut answer = String::new();
+            BufReader::new(&s).read_line(&mut answer).unwrap();
+            serde_json::from_str::<Value>(&answer).map_err(|e| format!("{answer:?}: {e}"))
+        }));
         sent_rx.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(500));
     }
-    // Time for the daemon to read both lines, even on a loaded machine.
-    std::thread::sleep(Duration::from_millis(1000));
+    // Time for the daemon to read both lines even on a machine loaded with builds, well
+    // inside the 10 s window that keeps them busy.
+    std::thread::sleep(Duration::from_millis(2000));
     let (v, took) = ask_raw(b"{\"v\":1,\"op\":\"status\"}\n").unwrap();
     assert_eq!(v["error"]["code"], "busy", "{v}");
     assert!(took < Duration::from_millis(100), "{took:?}");
