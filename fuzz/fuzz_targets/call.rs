@@ -213,10 +213,18 @@ fn script(u: &mut Unstructured<'_>, v: &internals::SendView<'_>, refused: &mut V
             datagrams.push(Ok(internals::success_reply(v.marker)));
         }
         _ => {
-            // Silence, or fuzzer bytes.
+            // Silence, or fuzzer bytes. Bytes that parse as replies may refuse requests
+            // of the send (before its marker): those count as the kernel's refusals.
             if u.arbitrary().unwrap_or(false) {
                 let n = usize::from(u.arbitrary::<u8>().unwrap_or(0) % 64);
                 let bytes: Vec<u8> = (0..n).map(|_| u.arbitrary().unwrap_or(0)).collect();
+                if let Ok(acks) = internals::parse_ack_list(&bytes) {
+                    for a in acks.iter().take_while(|a| a.seq != v.marker) {
+                        if a.errno != 0 && v.requests.contains(&a.seq) {
+                            refused.push(a.seq);
+                        }
+                    }
+                }
                 datagrams.push(Ok(bytes));
             }
             *faults = true;
