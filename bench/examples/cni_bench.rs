@@ -316,6 +316,7 @@ fn attach(c: &str) -> netslot::daemon::protocol::Operation {
         mtu: None,
         mac: None,
         ipv4: None,
+        ipv6: None,
     }
 }
 

@@ -49,6 +49,9 @@ impl Engine {
                 if let Some(lease) = t.ipv4 {
                     spec.lease(lease);
                 }
+                if let Some(lease) = t.ipv6.filter(|_| spec.leased) {
+                    spec.lease_ipv6(lease);
+                }
                 spec
             })
             .collect();
@@ -166,6 +169,11 @@ pub struct AttachTarget {
     /// An IPAM lease to use instead of the pool's /31 (see [`SlotSpec::leased`]); the
     /// default route, when `default_route`, goes via its gateway. `None`: the pool's /31.
     pub ipv4: Option<crate::slot::Ipv4Lease>,
+    /// An IPv6 lease beside `ipv4` (dual stack; see [`SlotSpec::ipv6`]): the slot end's
+    /// IPv6 address, routes via its gateway and, when `default_route`, the IPv6 default
+    /// route too; the host end keeps IPv6 on. Taken only with an `ipv4` lease (ignored
+    /// without one).
+    pub ipv6: Option<crate::slot::Ipv6Lease>,
 }
 
 /// What [`Engine::attach`] hands back: per target, in order, the slot's facts or why it

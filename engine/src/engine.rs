@@ -166,6 +166,9 @@ impl Engine {
                 }
                 if let Some(lease) = a.lease() {
                     spec.lease(lease);
+                    if let Some(v6) = a.lease_ipv6() {
+                        spec.lease_ipv6(v6);
+                    }
                 }
                 (a, spec)
             })

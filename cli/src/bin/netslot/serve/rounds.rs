@@ -18,11 +18,13 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use netslot::daemon::protocol::{
-    Attachment, AttachmentKey, ErrorCode, Ipv4Request, Operation, PooledSlot, Response, Stats,
-    Status,
+    Attachment, AttachmentKey, ErrorCode, Ipv4Request, Ipv6Request, Operation, PooledSlot,
+    Response, Stats, Status,
 };
 use netslot::ownership::record::AttachmentRecord;
-use netslot::{mac_to_string, AttachTarget, Engine, Ipv4Lease, Slot, SlotError, SlotSpec};
+use netslot::{
+    mac_to_string, AttachTarget, Engine, Ipv4Lease, Ipv6Lease, Slot, SlotError, SlotSpec,
+};
 
 use super::metrics::METRICS;
 
@@ -119,8 +121,14 @@ type AttachJob = (
     Wanted,
 );
 /// What an attach asks of its slot beyond the daemon's defaults: MTU, container-end MAC
-/// and IPAM lease (as the request wrote them; checked by `protocol::check_fields`).
-type Wanted = (Option<u32>, Option<String>, Option<Box<Ipv4Request>>);
+/// and IPAM leases, IPv4 and IPv6 (as the request wrote them; checked by
+/// `protocol::check_fields`).
+type Wanted = (
+    Option<u32>,
+    Option<String>,
+    Option<Box<Ipv4Request>>,
+    Option<Box<Ipv6Request>>,
+);
 /// An attach sent to the engine: request id, key, namespace path and id, default route,
 /// peer uid, answer.
 type Waiting = (
@@ -240,6 +248,8 @@ impl Rounds {
                     .leased
                     .then(|| format!("{}/{}", h.spec.slot_ip, h.spec.prefix_len)),
                 gateway: h.spec.leased.then(|| h.spec.host_ip.to_string()),
+                ipv6_address: h.spec.ipv6.map(|v6| v6.to_strings().0),
+                ipv6_gateway: h.spec.ipv6.map(|v6| v6.to_strings().1),
             })
             .collect()
     }
@@ -371,9 +381,12 @@ impl Rounds {
                     mtu,
                     mac,
                     ipv4,
+                    ipv6,
                     ..
                 } => match target {
-                    Some(fd) => attaches.push((id, key, netns, fd, uid, reply, (mtu, mac, ipv4))),
+                    Some(fd) => {
+                        attaches.push((id, key, netns, fd, uid, reply, (mtu, mac, ipv4, ipv6)))
+                    }
                     None => {
                         let r = Response::err(
                             id,
@@ -531,7 +544,7 @@ impl Rounds {
         let mut routed = std::collections::BTreeSet::new();
         // Attaches of this round per uid, on top of what each holds.
         let mut pending: BTreeMap<u32, usize> = BTreeMap::new();
-        for (id, key, netns, fd, uid, reply, (mtu, mac, ipv4)) in jobs {
+        for (id, key, netns, fd, uid, reply, (mtu, mac, ipv4, ipv6)) in jobs {
             // A request's own MTU and MAC are checked here, one by one, so that one bad
             // value fails its own attach and not the engine call of the whole round.
             let mac = match mac.as_deref().map(|m| {
@@ -602,6 +615,11 @@ impl Rounds {
                 Some(Ok(l)) => Some(l),
                 None => None,
             };
+            // Checked by protocol::check_fields: it parses, and only beside an IPv4 lease.
+            let lease6 = ipv6
+                .as_ref()
+                .and_then(|ip| Ipv6Lease::parse(&ip.address, &ip.gateway).ok())
+                .filter(|_| lease.is_some());
             if self.attachments.contains_key(&key) || !seen.insert(key.clone()) {
                 let r = Response::err(
                     id,
@@ -654,6 +672,7 @@ impl Rounds {
                 mtu,
                 mac,
                 ipv4: lease,
+                ipv6: lease6,
             });
             waiting.push((id, key, netns, netns_id, default_route, uid, reply));
         }
@@ -985,6 +1004,10 @@ fn attachment(key: &AttachmentKey, held: &Held) -> Attachment {
         gateway: s.host_ip.to_string(),
         mtu: s.mtu,
         default_route: held.default_route,
+        ipv6: s.ipv6.map(|v6| {
+            let (address, gateway) = v6.to_strings();
+            Ipv6Request { address, gateway }
+        }),
     }
 }
 
