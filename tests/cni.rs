@@ -2826,10 +2826,6 @@ fn a_static_lease_brings_its_dns_and_what_a_slot_cannot_carry_is_refused() {
     // What the slot cannot carry: invalid network config naming it, nothing made.
     let refusals = [
         (
-            json!({"type": "static", "addresses": [{"address": "fd00::5/64", "gateway": "fd00::1"}]}),
-            "IPv6 addresses only",
-        ),
-        (
             json!({"type": "static", "addresses": [{"address": "10.23.0.5/24"}]}),
             "without a gateway",
         ),
@@ -2855,13 +2851,14 @@ fn a_static_lease_brings_its_dns_and_what_a_slot_cannot_carry_is_refused() {
         assert!(r["msg"].as_str().unwrap().contains(says), "{r}");
         assert_eq!(link_names_in("st1"), vec!["lo"]);
     }
-    // A failed ADD releases what the IPAM plugin leased (IPv6 alone is not placed yet).
-    let mut conf = conf_1_0("v6");
-    conf["ipam"] = json!({"type": "host-local", "subnet": "fd00:22::/64", "dataDir": LEASES});
+    // A failed ADD (here the daemon refusing a lease in its own range) releases what the
+    // IPAM plugin leased.
+    let mut conf = conf_1_0("own");
+    conf["ipam"] = json!({"type": "host-local", "subnet": "100.65.9.0/24", "dataDir": LEASES});
     let (ok, r) = exec_plugin(&plugin, "ADD", &env, &conf);
-    assert!(!ok, "ADD of an IPv6 lease succeeded: {r}");
+    assert!(!ok, "ADD of a lease in the daemon's range succeeded: {r}");
     assert_eq!(r["code"], 7, "{r}");
-    assert_eq!(leases("v6"), Vec::<String>::new());
+    assert_eq!(leases("own"), Vec::<String>::new());
     // An IPAM plugin's own error passes through with its code.
     let mut conf = conf_1_0("full");
     conf["ipam"] = json!({"type": "host-local", "dataDir": LEASES,
@@ -3221,6 +3218,85 @@ fn a_dual_stack_lease_is_placed_on_both_ends_and_carries_ipv6_both_ways() {
     assert!(ok, "DEL ds4: {out}");
     assert_eq!(leases("dual"), Vec::<String>::new());
     assert_eq!(leases("single"), Vec::<String>::new());
+    assert!(links_in_group(group).is_empty(), "host ends left");
+    daemon.stop();
+}
+
+#[test]
+fn an_ipv6_only_lease_has_no_ipv4_on_either_end_and_carries_ipv6_both_ways() {
+    let test = "an_ipv6_only_lease_has_no_ipv4_on_either_end_and_carries_ipv6_both_ways";
+    if !inside_private_world(test) {
+        return;
+    }
+    let group = 7849;
+    let args = ["--keep-on-exit"];
+    let daemon = Daemon::start("v6", group, &args);
+    let plugin = bin("netslot-cni");
+    let mut conf = conf_1_0("only6");
+    conf["ipam"] = json!({"type": "host-local", "dataDir": LEASES,
+        "ranges": [[{"subnet": "fd00:27::/64"}]], "routes": [{"dst": "::/0"}]});
+    let path = netns_add("v61");
+    let env = container_env("v61", &path, "eth0");
+    let (ok, r) = exec_plugin(&plugin, "ADD", &env, &conf);
+    assert!(ok, "ADD: {r}");
+    assert_eq!(leases("only6"), ["fd00:27::2"]);
+    assert_eq!(
+        r["ips"],
+        json!([{"address": "fd00:27::2/64", "gateway": "fd00:27::1", "interface": 1}]),
+        "{r}"
+    );
+    assert_eq!(
+        r["routes"],
+        json!([{"dst": "::/0", "gw": "fd00:27::1"}]),
+        "{r}"
+    );
+    // No IPv4 on either end; the IPv6 layout as for dual stack.
+    let host = r["interfaces"][0]["name"].as_str().unwrap();
+    assert!(addrs_in("v61", "eth0").is_empty(), "IPv4 in v61");
+    assert!(routes_in("v61").is_empty(), "IPv4 routes in v61");
+    let v4_on_host = ip_json(&["-4", "addr", "show", "dev", host]);
+    assert!(
+        v4_on_host.as_array().is_none_or(|a| a.is_empty()),
+        "{host}: {v4_on_host}"
+    );
+    let a6 = addrs6_of(Some("v61"), "eth0");
+    assert_eq!(
+        (a6.len(), a6[0].0.as_str(), a6[0].2),
+        (1, "fd00:27::2", 64),
+        "{a6:?}"
+    );
+    let r6 = routes6_in(Some("v61"), "eth0");
+    assert!(
+        r6.iter()
+            .any(|r| r == "default via fd00:27::1 proto static metric 1024 pref medium"),
+        "{r6:?}"
+    );
+    assert_eq!(disable_ipv6_of(host), "0", "{host}");
+    refused_from_ip(&path, "fd00:27::1");
+    tcp_refused_ip("fd00:27::2".parse().unwrap()).unwrap_or_else(|e| panic!("host to v61: {e}"));
+    let mut check = conf.clone();
+    check["prevResult"] = r.clone();
+    let (ok, out) = exec_plugin(&plugin, "CHECK", &env, &check);
+    assert!(ok, "CHECK: {out}");
+    // A restart adopts it as IPv6-only.
+    daemon.stop();
+    let daemon = Daemon::start("v6", group, &args);
+    let key = netslot::daemon::protocol::AttachmentKey {
+        network: "only6".into(),
+        container_id: "v61".into(),
+        ifname: "eth0".into(),
+    };
+    let answer =
+        netslot::daemon::client::call(Path::new(SOCKET), Operation::Check { key }).expect("check");
+    let a = answer.attachment.expect("the adopted attachment");
+    assert_eq!(
+        (a.address.as_str(), a.gateway.as_str(), a.ipv6.is_none()),
+        ("fd00:27::2/64", "fd00:27::1", true)
+    );
+    let (ok, out) = exec_plugin(&plugin, "DEL", &env, &conf);
+    assert!(ok, "DEL: {out}");
+    assert_eq!(link_names_in("v61"), vec!["lo"]);
+    assert_eq!(leases("only6"), Vec::<String>::new());
     assert!(links_in_group(group).is_empty(), "host ends left");
     daemon.stop();
 }

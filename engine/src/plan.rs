@@ -80,7 +80,9 @@ pub(crate) fn slot_socket(
         );
     }
     if spec.leased {
-        leased_slot_end(&mut b, ledger, slot, spec);
+        if !spec.ipv6_only {
+            leased_slot_end(&mut b, ledger, slot, spec);
+        }
         if let Some(v6) = spec.ipv6 {
             leased_slot_end_ipv6(&mut b, ledger, slot, spec.ifindex, v6);
         }
@@ -94,13 +96,10 @@ pub(crate) fn slot_socket(
         );
     }
     if slot_route == SlotRoute::Default {
-        b.push(
-            ledger,
-            slot,
-            Op::Route,
-            route::default_via(spec.host_ip, spec.ifindex),
-            create,
-        );
+        if !spec.ipv6_only {
+            let default = route::default_via(spec.host_ip, spec.ifindex);
+            b.push(ledger, slot, Op::Route, default, create);
+        }
         if let Some(v6) = spec.ipv6.filter(|_| spec.leased) {
             let default = route::default_via(v6.gateway, spec.ifindex);
             b.push(ledger, slot, Op::Route, default, create);
@@ -210,13 +209,15 @@ pub(crate) fn host_addresses<'a>(
         } else {
             addr::ipv4(spec.ifindex, spec.host_ip, spec.prefix_len)
         };
-        b.push(
-            ledger,
-            slot,
-            Op::HostAddr,
-            address,
-            NLM_F_CREATE | NLM_F_EXCL | ack,
-        );
+        if !spec.ipv6_only {
+            b.push(
+                ledger,
+                slot,
+                Op::HostAddr,
+                address,
+                NLM_F_CREATE | NLM_F_EXCL | ack,
+            );
+        }
         match per_device {
             PerDevice::Nothing => {}
             PerDevice::Xdp(fd) => {
@@ -501,6 +502,52 @@ mod tests {
                 crate::wire::addr::ipv6_peer(503, v6.gateway, v6.address),
             ]
         );
+    }
+
+    #[test]
+    fn an_ipv6_only_slot_plans_no_ipv4_request() {
+        let mut spec = SlotSpec::derive(&EngineConfig::default(), 3, 500);
+        let v6 = crate::slot::Ipv6Lease::parse("fd00:22::5/64", "fd00:22::1").unwrap();
+        spec.lease_ipv6_only(v6);
+        let shape = PoolShape {
+            group: 7600,
+            host_netns_fd: 5,
+            ipv6_off: true,
+        };
+        let inner = |m: &NetlinkMessage<RouteNetlinkMessage>| match &m.payload {
+            netlink_packet_core::NetlinkPayload::InnerMessage(i) => Some(i.clone()),
+            _ => None,
+        };
+        let mut ledger = Ledger::new(1);
+        let flights = slot_socket(&mut ledger, LIMITS, 0, &spec, shape, SlotRoute::Default);
+        let got: Vec<_> = decode(&flights[0].bytes).iter().filter_map(inner).collect();
+        assert_eq!(
+            got[3..],
+            [
+                crate::wire::addr::ipv6(503, v6.address, 64),
+                route::on_link(v6.gateway, 503),
+                route::via(v6.address, 64, v6.gateway, 503),
+                route::default_via(v6.gateway, 503),
+            ]
+        );
+        let mut ledger = Ledger::new(1);
+        let flights = host_addresses(
+            &mut ledger,
+            LIMITS,
+            [(0, &spec)],
+            HostEnds::default(),
+            &mut None,
+        );
+        let got: Vec<_> = decode(&flights[0].bytes).iter().filter_map(inner).collect();
+        assert_eq!(
+            got,
+            [
+                link::set_up(503),
+                crate::wire::addr::ipv6_peer(503, v6.gateway, v6.address),
+            ]
+        );
+        assert_eq!(spec.slot_address(), "fd00:22::5/64");
+        assert_eq!(spec.host_address(), std::net::IpAddr::V6(v6.gateway));
     }
 
     #[test]

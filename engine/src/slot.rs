@@ -45,12 +45,16 @@ pub struct SlotSpec {
     /// as its peer, so the kernel routes `slot_ip`/32 through it. `false`: the pool's /31.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub leased: bool,
-    /// An IPv6 lease beside the IPv4 one (dual stack, given by an attach), laid out as the
-    /// IPv4 lease is (see [`Ipv6Lease`]). The host end keeps IPv6 on: its `disable_ipv6`
-    /// is not written. `None`: no IPv6 address (IPv6 is off on both ends, as for every
-    /// other slot).
+    /// An IPv6 lease beside the IPv4 one (dual stack, given by an attach), or alone (with
+    /// `ipv6_only`), laid out as the IPv4 lease is (see [`Ipv6Lease`]). The host end keeps
+    /// IPv6 on: its `disable_ipv6` is not written. `None`: no IPv6 address (IPv6 is off on
+    /// both ends, as for every other slot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv6: Option<Ipv6Lease>,
+    /// The slot has its IPv6 lease only: no IPv4 address or route on either end
+    /// (`host_ip`, `slot_ip` and `prefix_len` are then unused).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ipv6_only: bool,
 }
 
 /// An IPv4 address an IPAM plugin leased to an attachment: the slot end's address and
@@ -218,6 +222,7 @@ impl SlotSpec {
             mtu: config.mtu,
             leased: false,
             ipv6: None,
+            ipv6_only: false,
         }
     }
 
@@ -232,6 +237,31 @@ impl SlotSpec {
     /// Adds `lease` beside the IPv4 addresses (see [`SlotSpec::ipv6`]).
     pub(crate) fn lease_ipv6(&mut self, lease: Ipv6Lease) {
         self.ipv6 = Some(lease);
+    }
+
+    /// Takes `lease` as the slot's only addresses: no IPv4 (see [`SlotSpec::ipv6_only`]).
+    pub(crate) fn lease_ipv6_only(&mut self, lease: Ipv6Lease) {
+        self.ipv6 = Some(lease);
+        self.leased = true;
+        self.ipv6_only = true;
+    }
+
+    /// The slot end's first address as `addr/len`: the IPv4 one, or the IPv6 lease's for
+    /// an IPv6-only slot.
+    pub fn slot_address(&self) -> String {
+        match self.ipv6.filter(|_| self.ipv6_only) {
+            Some(v6) => format!("{}/{}", v6.address, v6.prefix_len),
+            None => format!("{}/{}", self.slot_ip, self.prefix_len),
+        }
+    }
+
+    /// The host end's first address (the slot's gateway): the IPv4 one, or the IPv6
+    /// lease's gateway for an IPv6-only slot.
+    pub fn host_address(&self) -> std::net::IpAddr {
+        match self.ipv6.filter(|_| self.ipv6_only) {
+            Some(v6) => v6.gateway.into(),
+            None => self.host_ip.into(),
+        }
     }
 
     /// Name of the slot end inside the slot's namespace.

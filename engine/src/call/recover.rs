@@ -74,6 +74,7 @@ impl Recovery {
             let spec = &specs[i];
             // A dual-stack host end has two addresses under one op: both must be there.
             let wanted = std::iter::once(IpAddr::V4(spec.host_ip))
+                .filter(|_| !spec.ipv6_only)
                 .chain(spec.ipv6.map(|v6| IpAddr::V6(v6.gateway)));
             let found = match &dump {
                 Ok(a) => wanted

@@ -3,13 +3,12 @@
 //! CNI error.
 //! No I/O: finding and running the plugin (CNI_PATH, stdin, environment) is the plugin's.
 //!
-//! The container end takes the one IPv4 address of the result, and its one IPv6 address if
-//! any (dual stack), each with its gateway, which the host end holds, as the reference
+//! The container end takes the one IPv4 address of the result and its one IPv6 address,
+//! either or both (dual stack), each with its gateway, which the host end holds, as the reference
 //! `ptp` plugin does (see `SlotSpec::leased`, `SlotSpec::ipv6`). What the slot cannot
 //! carry yet is refused with code 7 ("invalid network config") naming it, so that nothing
 //! the runtime was told differs from the kernel:
-//! - no IPv4 address (IPv6 alone), or more than one of a family; an address without a
-//!   gateway;
+//! - no address, or more than one of a family; an address without a gateway;
 //! - a route other than a default route (`0.0.0.0/0`, `::/0`) or an address's own
 //!   prefix, or one via another gateway;
 //! - a dual-stack result with a default route in one family only.
@@ -28,9 +27,11 @@ use crate::slot::{Ipv4Lease, Ipv6Lease};
 /// What an IPAM ADD result gives the attachment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leased {
-    /// The container end's address and gateway, and whether a default route was asked.
-    pub ipv4: Ipv4Request,
-    /// The container end's IPv6 address and gateway (dual stack), if the result has one.
+    /// The container end's IPv4 address and gateway, and whether a default route was
+    /// asked, if the result has one.
+    pub ipv4: Option<Ipv4Request>,
+    /// The container end's IPv6 address and gateway (and whether a default route was
+    /// asked), if the result has one.
     pub ipv6: Option<Ipv6Request>,
     /// The result's `dns` (`{}` when it has none).
     pub dns: Value,
@@ -98,21 +99,16 @@ pub fn lease(plugin: &str, result: &Value) -> Result<Leased, CniError> {
         )
     };
     let lease = match one(&v4, "IPv4")? {
-        Some((a, g)) => Ipv4Lease::parse(&a, &g).map_err(cannot)?,
-        None if !v6.is_empty() => {
-            return Err(refused(
-                plugin,
-                "returned IPv6 addresses only: netslot-cni places IPv6 beside an IPv4 \
-                 address (dual stack), not alone yet; give the IPAM plugin an IPv4 range too"
-                    .into(),
-            ))
-        }
-        None => return Err(refused(plugin, "returned no IPv4 address".into())),
+        Some((a, g)) => Some(Ipv4Lease::parse(&a, &g).map_err(cannot)?),
+        None => None,
     };
     let lease6 = match one(&v6, "IPv6")? {
         Some((a, g)) => Some(Ipv6Lease::parse(&a, &g).map_err(cannot)?),
         None => None,
     };
+    if lease.is_none() && lease6.is_none() {
+        return Err(refused(plugin, "returned no address".into()));
+    }
     let (mut default4, mut default6) = (false, false);
     let routes = result["routes"]
         .as_array()
@@ -125,20 +121,26 @@ pub fn lease(plugin: &str, result: &Value) -> Result<Leased, CniError> {
             .and_then(|(a, l)| Some((a.parse::<IpAddr>().ok()?, l.parse::<u8>().ok()?)))
             .ok_or_else(|| refused(plugin, format!("returned the route {r}, without a dst")))?;
         // The gateway, address and prefix of the route's family.
-        let (gateway, address, prefix_len, default) = match (net, lease6) {
-            (IpAddr::V4(_), _) => (
-                IpAddr::V4(lease.gateway),
-                IpAddr::V4(lease.address),
-                lease.prefix_len,
+        let (gateway, address, prefix_len, default) = match (net, lease, lease6) {
+            (IpAddr::V4(_), Some(l4), _) => (
+                IpAddr::V4(l4.gateway),
+                IpAddr::V4(l4.address),
+                l4.prefix_len,
                 &mut default4,
             ),
-            (IpAddr::V6(_), Some(l6)) => (
+            (IpAddr::V4(_), None, _) => {
+                return Err(refused(
+                    plugin,
+                    format!("returned the IPv4 route {dst} without an IPv4 address"),
+                ))
+            }
+            (IpAddr::V6(_), _, Some(l6)) => (
                 IpAddr::V6(l6.gateway),
                 IpAddr::V6(l6.address),
                 l6.prefix_len,
                 &mut default6,
             ),
-            (IpAddr::V6(_), None) => {
+            (IpAddr::V6(_), _, None) => {
                 return Err(refused(
                     plugin,
                     format!("returned the IPv6 route {dst} without an IPv6 address"),
@@ -169,7 +171,7 @@ pub fn lease(plugin: &str, result: &Value) -> Result<Leased, CniError> {
             ));
         }
     }
-    if lease6.is_some() && default4 != default6 {
+    if lease.is_some() && lease6.is_some() && default4 != default6 {
         return Err(refused(
             plugin,
             format!(
@@ -179,16 +181,22 @@ pub fn lease(plugin: &str, result: &Value) -> Result<Leased, CniError> {
             ),
         ));
     }
-    let (address, gateway) = lease.to_strings();
     Ok(Leased {
-        ipv4: Ipv4Request {
-            address,
-            gateway,
-            default_route: default4,
-        },
+        ipv4: lease.map(|l| {
+            let (address, gateway) = l.to_strings();
+            Ipv4Request {
+                address,
+                gateway,
+                default_route: default4,
+            }
+        }),
         ipv6: lease6.map(|l| {
             let (address, gateway) = l.to_strings();
-            Ipv6Request { address, gateway }
+            Ipv6Request {
+                address,
+                gateway,
+                default_route: default6,
+            }
         }),
         dns: result
             .get("dns")
@@ -267,16 +275,16 @@ mod tests {
             let r = json!({"cniVersion": version, "ips": [ip],
                 "routes": [{"dst": "0.0.0.0/0"}], "dns": {"nameservers": ["10.22.0.53"]}});
             let l = lease("host-local", &r).unwrap();
-            assert_eq!(l.ipv4.address, "10.22.0.5/24");
-            assert_eq!(l.ipv4.gateway, "10.22.0.1");
-            assert!(l.ipv4.default_route);
+            assert_eq!(l.ipv4.as_ref().unwrap().address, "10.22.0.5/24");
+            assert_eq!(l.ipv4.as_ref().unwrap().gateway, "10.22.0.1");
+            assert!(l.ipv4.as_ref().unwrap().default_route);
             assert_eq!(l.dns, json!({"nameservers": ["10.22.0.53"]}));
         }
         // No routes: no default route; no dns: {}.
         let r = json!({"ips": [{"address": "10.22.0.5/24", "gateway": "10.22.0.1"}],
             "routes": [{"dst": "10.22.0.0/24", "gw": "10.22.0.1"}]});
         let l = lease("host-local", &r).unwrap();
-        assert!(!l.ipv4.default_route);
+        assert!(!l.ipv4.as_ref().unwrap().default_route);
         assert_eq!(l.dns, json!({}));
     }
 
@@ -297,12 +305,13 @@ mod tests {
                 "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"},
                     {"dst": "fd00:22::/64", "gw": "fd00:22::1"}]});
             let l = lease("host-local", &r).unwrap();
-            assert!(l.ipv4.default_route);
+            assert!(l.ipv4.as_ref().unwrap().default_route);
             assert_eq!(
                 l.ipv6,
                 Some(Ipv6Request {
                     address: "fd00:22::5/64".into(),
-                    gateway: "fd00:22::1".into()
+                    gateway: "fd00:22::1".into(),
+                    default_route: true,
                 })
             );
         }
@@ -310,7 +319,13 @@ mod tests {
         let r = json!({"ips": [{"address": "10.22.0.5/24", "gateway": "10.22.0.1"},
             {"address": "fd00:22::5/64", "gateway": "fd00:22::1"}]});
         let l = lease("host-local", &r).unwrap();
-        assert!(!l.ipv4.default_route && l.ipv6.is_some());
+        assert!(!l.ipv4.as_ref().unwrap().default_route && l.ipv6.is_some());
+        // IPv6 alone, with its default route.
+        let r = json!({"ips": [{"address": "fd00:22::5/64", "gateway": "fd00:22::1"}],
+            "routes": [{"dst": "::/0"}]});
+        let l = lease("host-local", &r).unwrap();
+        assert_eq!(l.ipv4, None);
+        assert!(l.ipv6.unwrap().default_route);
     }
 
     #[test]
@@ -318,7 +333,6 @@ mod tests {
         let ip = json!({"address": "10.22.0.5/24", "gateway": "10.22.0.1"});
         let v6 = json!({"address": "fd00::5/64", "gateway": "fd00::1"});
         for (r, says) in [
-            (json!({"ips": [v6]}), "IPv6 addresses only"),
             (json!({"ips": [ip, v6, v6]}), "2 IPv6 addresses"),
             (
                 json!({"ips": [ip, {"address": "fd00::5/64"}]}),
@@ -336,7 +350,11 @@ mod tests {
                 json!({"ips": [ip, v6], "routes": [{"dst": "fd01::/64"}]}),
                 "route fd01::/64",
             ),
-            (json!({"ips": []}), "no IPv4 address"),
+            (json!({"ips": []}), "no address"),
+            (
+                json!({"ips": [v6], "routes": [{"dst": "0.0.0.0/0"}]}),
+                "IPv4 route 0.0.0.0/0 without an IPv4 address",
+            ),
             (json!({"ips": [ip, ip]}), "2 IPv4 addresses"),
             (
                 json!({"ips": [{"address": "10.22.0.5/24"}]}),

@@ -90,13 +90,6 @@ pub fn check_fields(op: &Operation) -> Result<(), String> {
         } => {
             check_key(key, "attach")?;
             if let Some(ip) = ipv6 {
-                if ipv4.is_none() {
-                    return Err(format!(
-                        "container {}: attach: an ipv6 lease needs an ipv4 lease beside it \
-                         (dual stack; IPv6 alone is not placed)",
-                        key.container_id
-                    ));
-                }
                 if ip.address.len() > MAX_NAME || ip.gateway.len() > MAX_NAME {
                     return Err(format!(
                         "container {}: attach: the ipv6 lease's fields are longer than \
@@ -272,8 +265,8 @@ pub enum Operation {
         /// daemon queues requests by value, and most attaches have none.)
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ipv4: Option<Box<Ipv4Request>>,
-        /// An IPv6 address an IPAM plugin leased for the container end beside `ipv4`
-        /// (dual stack; see [`Ipv6Request`]). Refused (`bad_request`) without `ipv4`.
+        /// An IPv6 address an IPAM plugin leased for the container end, beside `ipv4`
+        /// (dual stack) or alone (no IPv4 address at all; see [`Ipv6Request`]).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ipv6: Option<Box<Ipv6Request>>,
     },
@@ -432,7 +425,7 @@ pub struct Attachment {
     pub default_route: bool,
     /// The container end's IPv6 address and the host end's (its gateway) of a dual-stack
     /// attachment; the IPv6 default route goes via it when `default_route`. Absent: no
-    /// IPv6 address.
+    /// IPv6 address, or an IPv6-only attachment, whose `address` and `gateway` are IPv6.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv6: Option<Ipv6Request>,
 }
@@ -457,16 +450,21 @@ pub struct Ipv4Request {
     pub default_route: bool,
 }
 
-/// An attach's IPv6 lease, beside its IPv4 one (dual stack): the container end holds
-/// `address` (without DAD), the host end `gateway` as a /128 with a host route to
-/// `address`, laid out as [`Ipv4Request`]'s; the IPv6 default route, if any, goes via
-/// `gateway` when the IPv4 one does.
+/// An attach's IPv6 lease, beside its IPv4 one (dual stack) or alone: the container end
+/// holds `address` (without DAD), the host end `gateway` as a /128 with a host route to
+/// `address`, laid out as [`Ipv4Request`]'s. Beside an IPv4 lease, the IPv6 default
+/// route goes via `gateway` when the IPv4 one does (`default_route` here is not read);
+/// alone, when `default_route`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ipv6Request {
     /// The container end's address, `addr/len` (len 1 to 128).
     pub address: String,
     /// The gateway: the host end's address.
     pub gateway: String,
+    /// Whether the container gets a default route via `gateway` (when it is the
+    /// container's first attachment); see above.
+    #[serde(default = "yes")]
+    pub default_route: bool,
 }
 
 /// A slot of the warm pool, handed out by `acquire`.
@@ -604,7 +602,7 @@ mod tests {
     }
 
     #[test]
-    fn an_attach_ipv6_lease_needs_an_ipv4_one_and_is_checked() {
+    fn an_attach_ipv6_lease_is_parsed_and_checked() {
         let v4 = r#""ipv4":{"address":"10.22.0.5/24","gateway":"10.22.0.1"}"#;
         let v6 = r#""ipv6":{"address":"fd00:22::5/64","gateway":"fd00:22::1"}"#;
         let line = |fields: &str| {
@@ -619,8 +617,7 @@ mod tests {
         ));
         assert!(check_fields(&req.op).is_ok());
         let req: Request = serde_json::from_str(&line(v6)).unwrap();
-        let e = check_fields(&req.op).unwrap_err();
-        assert!(e.contains("needs an ipv4 lease"), "{e}");
+        assert!(check_fields(&req.op).is_ok(), "IPv6 alone");
         let bad = v6.replace("fd00:22::1", "fe80::1");
         let req: Request = serde_json::from_str(&line(&format!("{v4},{bad}"))).unwrap();
         let e = check_fields(&req.op).unwrap_err();

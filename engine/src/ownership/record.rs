@@ -133,8 +133,9 @@ pub struct AttachmentRecord {
     /// The lease's gateway, the host end's address; with `address`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
-    /// The slot end's IPv6 address (`addr/len`) of a dual-stack lease
-    /// (`AttachTarget::ipv6`), with `ipv6_gateway`. Absent: no IPv6 address.
+    /// The slot end's IPv6 address (`addr/len`) of an IPv6 lease (`AttachTarget::ipv6`),
+    /// with `ipv6_gateway`; without `address`, the slot is IPv6-only. Absent: no IPv6
+    /// address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv6_address: Option<String>,
     /// The IPv6 lease's gateway, the host end's IPv6 address; with `ipv6_address`.

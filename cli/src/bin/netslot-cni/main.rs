@@ -236,7 +236,7 @@ fn add(conf: &Value, raw: &[u8], socket: &Path) -> Result<Option<Value>, CniErro
     let key = key(conf)?;
     let (netns, fd) = container_netns()?;
     let Some(plugin) = wanted.ipam.as_deref() else {
-        return attach(conf, socket, key, &netns, fd, &wanted, None);
+        return attach(conf, socket, key, &netns, fd, &wanted, (None, None));
     };
     let result = match ipam::exec(plugin, "ADD", raw) {
         Ok(r) => r.unwrap_or_default(),
@@ -262,7 +262,7 @@ fn add(conf: &Value, raw: &[u8], socket: &Path) -> Result<Option<Value>, CniErro
             &netns,
             fd,
             &wanted,
-            Some((Box::new(leased.ipv4), leased.ipv6.map(Box::new))),
+            (leased.ipv4.map(Box::new), leased.ipv6.map(Box::new)),
         )
     });
     if out.is_err() {
@@ -280,12 +280,8 @@ fn attach(
     netns: &str,
     fd: OwnedFd,
     wanted: &cni::conf::Wanted,
-    leases: Option<(Box<Ipv4Request>, Option<Box<Ipv6Request>>)>,
+    (ipv4, ipv6): (Option<Box<Ipv4Request>>, Option<Box<Ipv6Request>>),
 ) -> Result<Option<Value>, CniError> {
-    let (ipv4, ipv6) = match leases {
-        Some((v4, v6)) => (Some(v4), v6),
-        None => (None, None),
-    };
     let answer = call(
         socket,
         Operation::Attach {

@@ -243,11 +243,9 @@ impl Rounds {
                 mac: (h.spec.slot_mac != netslot::slot_end_mac(config.group, h.spec.id))
                     .then(|| mac_to_string(&h.spec.slot_mac)),
                 // Only for a lease: the pool's /31 is derived again.
-                address: h
-                    .spec
-                    .leased
+                address: (h.spec.leased && !h.spec.ipv6_only)
                     .then(|| format!("{}/{}", h.spec.slot_ip, h.spec.prefix_len)),
-                gateway: h.spec.leased.then(|| h.spec.host_ip.to_string()),
+                gateway: (h.spec.leased && !h.spec.ipv6_only).then(|| h.spec.host_ip.to_string()),
                 ipv6_address: h.spec.ipv6.map(|v6| v6.to_strings().0),
                 ipv6_gateway: h.spec.ipv6.map(|v6| v6.to_strings().1),
             })
@@ -504,7 +502,7 @@ impl Rounds {
         });
         let addr = host.addresses().map(|a| {
             a.into_iter()
-                .any(|a| a.index == spec.ifindex && a.addr == std::net::IpAddr::V4(spec.host_ip))
+                .any(|a| a.index == spec.ifindex && a.addr == spec.host_address())
         });
         match (link, addr) {
             (Ok(true), Ok(true)) => {
@@ -525,7 +523,9 @@ impl Rounds {
                 ErrorCode::NotFound,
                 format!(
                     "slot {} (host end {}): address {} missing",
-                    spec.id, spec.name, spec.host_ip
+                    spec.id,
+                    spec.name,
+                    spec.host_address()
                 ),
             ),
             (Err(e), _) | (_, Err(e)) => Response::err(
@@ -615,11 +615,10 @@ impl Rounds {
                 Some(Ok(l)) => Some(l),
                 None => None,
             };
-            // Checked by protocol::check_fields: it parses, and only beside an IPv4 lease.
+            // Checked by protocol::check_fields: it parses.
             let lease6 = ipv6
                 .as_ref()
-                .and_then(|ip| Ipv6Lease::parse(&ip.address, &ip.gateway).ok())
-                .filter(|_| lease.is_some());
+                .and_then(|ip| Ipv6Lease::parse(&ip.address, &ip.gateway).ok());
             if self.attachments.contains_key(&key) || !seen.insert(key.clone()) {
                 let r = Response::err(
                     id,
@@ -659,7 +658,13 @@ impl Rounds {
             // route: a second one would fail with EEXIST, and CNI lets a plugin add
             // routes only where it is asked to.
             // A lease without a default route asks for none (and takes no other's turn).
-            let default_route = ipv4.as_ref().is_none_or(|ip| ip.default_route)
+            // Beside an IPv4 lease, the IPv6 one follows it; alone, it asks for itself.
+            let asked = match (&ipv4, &ipv6) {
+                (Some(ip), _) => ip.default_route,
+                (None, Some(ip)) => ip.default_route,
+                (None, None) => true,
+            };
+            let default_route = asked
                 && !self
                     .attachments
                     .keys()
@@ -697,7 +702,7 @@ impl Rounds {
                                 container = %key.container_id,
                                 ifname = %key.ifname,
                                 host_end = %spec.name,
-                                address = %spec.slot_ip,
+                                address = %spec.slot_address(),
                                 netns = %netns.display(),
                                 "attached"
                             );
@@ -1000,13 +1005,18 @@ fn attachment(key: &AttachmentKey, held: &Held) -> Attachment {
         ifindex: s.ifindex,
         host_mac: mac_to_string(&s.host_mac),
         mac: mac_to_string(&s.slot_mac),
-        address: format!("{}/{}", s.slot_ip, s.prefix_len),
-        gateway: s.host_ip.to_string(),
+        // An IPv6-only attachment's are its IPv6 ones (and `ipv6` is absent).
+        address: s.slot_address(),
+        gateway: s.host_address().to_string(),
         mtu: s.mtu,
         default_route: held.default_route,
-        ipv6: s.ipv6.map(|v6| {
+        ipv6: s.ipv6.filter(|_| !s.ipv6_only).map(|v6| {
             let (address, gateway) = v6.to_strings();
-            Ipv6Request { address, gateway }
+            Ipv6Request {
+                address,
+                gateway,
+                default_route: held.default_route,
+            }
         }),
     }
 }
