@@ -1499,6 +1499,7 @@ fn attach_op(id: &str, netns: &str, by_fd: bool) -> Operation {
         mtu: None,
         mac: None,
         ipv4: None,
+        ipv6: None,
     }
 }
 
@@ -2211,6 +2212,7 @@ fn the_daemon_refuses_every_unusable_namespace_path_as_netns() {
                 mtu: None,
                 mac: None,
                 ipv4: None,
+                ipv6: None,
             };
             let r = netslot::daemon::client::call(Path::new(SOCKET), op).expect("an answer");
             assert!(!r.ok, "{p}: attached");
@@ -2827,10 +2829,6 @@ fn a_static_lease_brings_its_dns_and_what_a_slot_cannot_carry_is_refused() {
     // What the slot cannot carry: invalid network config naming it, nothing made.
     let refusals = [
         (
-            json!({"type": "static", "addresses": [{"address": "fd00::5/64", "gateway": "fd00::1"}]}),
-            "IPv6 address fd00::5/64",
-        ),
-        (
             json!({"type": "static", "addresses": [{"address": "10.23.0.5/24"}]}),
             "without a gateway",
         ),
@@ -2856,13 +2854,14 @@ fn a_static_lease_brings_its_dns_and_what_a_slot_cannot_carry_is_refused() {
         assert!(r["msg"].as_str().unwrap().contains(says), "{r}");
         assert_eq!(link_names_in("st1"), vec!["lo"]);
     }
-    // A failed ADD releases what the IPAM plugin leased.
-    let mut conf = conf_1_0("v6");
-    conf["ipam"] = json!({"type": "host-local", "subnet": "fd00:22::/64", "dataDir": LEASES});
+    // A failed ADD (here the daemon refusing a lease in its own range) releases what the
+    // IPAM plugin leased.
+    let mut conf = conf_1_0("own");
+    conf["ipam"] = json!({"type": "host-local", "subnet": "100.65.9.0/24", "dataDir": LEASES});
     let (ok, r) = exec_plugin(&plugin, "ADD", &env, &conf);
-    assert!(!ok, "ADD of an IPv6 lease succeeded: {r}");
+    assert!(!ok, "ADD of a lease in the daemon's range succeeded: {r}");
     assert_eq!(r["code"], 7, "{r}");
-    assert_eq!(leases("v6"), Vec::<String>::new());
+    assert_eq!(leases("own"), Vec::<String>::new());
     // An IPAM plugin's own error passes through with its code.
     let mut conf = conf_1_0("full");
     conf["ipam"] = json!({"type": "host-local", "dataDir": LEASES,
@@ -2968,6 +2967,339 @@ fn a_restart_keeps_an_attachments_own_mtu_and_mac() {
     assert_eq!((a.mtu, a.mac.as_str()), (1400, "0a:58:0a:09:00:08"));
     let (ok, out) = exec_plugin(&plugin, "DEL", &env, &conf);
     assert!(ok, "DEL: {out}");
+    assert!(links_in_group(group).is_empty(), "host ends left");
+    daemon.stop();
+}
+
+/// A TCP connect from inside namespace `path` to `addr`:9 (either family) that must be
+/// refused.
+fn refused_from_ip(path: &str, addr: &str) {
+    let ns = std::fs::File::open(path).unwrap();
+    let addr: std::net::IpAddr = addr.parse().unwrap();
+    let r = in_netns(ns.as_fd(), move || tcp_refused_ip(addr));
+    r.unwrap_or_else(|e| panic!("from {path}: {e}"));
+}
+
+/// The IPv6 routes of the main table inside namespace `ns` (or the test's own namespace,
+/// `None`), each as iproute2 prints it in one line.
+fn routes6_in(ns: Option<&str>, dev: &str) -> Vec<String> {
+    let mut args = Vec::new();
+    if let Some(ns) = ns {
+        args.extend(["-n", ns]);
+    }
+    args.extend(["-6", "route", "show", "dev", dev]);
+    let out = run("ip", &args);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+/// The IPv6 addresses of `dev` (inside `ns`, or here), each as (local, address, prefix
+/// length, flags iproute2 names).
+fn addrs6_of(ns: Option<&str>, dev: &str) -> Vec<(String, String, u64, Vec<String>)> {
+    let mut args = Vec::new();
+    if let Some(ns) = ns {
+        args.extend(["-n", ns]);
+    }
+    args.extend(["-6", "addr", "show", "dev", dev]);
+    ip_json(&args)
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|l| l["addr_info"].as_array().cloned().unwrap_or_default())
+        .map(|a| {
+            let local = a["local"].as_str().unwrap_or_default().to_owned();
+            let address = a["address"].as_str().unwrap_or(&local).to_owned();
+            let flags = ["nodad", "noprefixroute", "tentative", "dadfailed"]
+                .into_iter()
+                .filter(|f| a[*f].as_bool() == Some(true))
+                .map(str::to_owned)
+                .collect();
+            (local, address, a["prefixlen"].as_u64().unwrap(), flags)
+        })
+        .collect()
+}
+
+fn disable_ipv6_of(dev: &str) -> String {
+    std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn a_dual_stack_lease_is_placed_on_both_ends_and_carries_ipv6_both_ways() {
+    let test = "a_dual_stack_lease_is_placed_on_both_ends_and_carries_ipv6_both_ways";
+    if !inside_private_world(test) {
+        return;
+    }
+    let group = 7848;
+    let args = ["--keep-on-exit"];
+    let daemon = Daemon::start("ds", group, &args);
+    let plugin = bin("netslot-cni");
+    let mut conf = conf_1_0("dual");
+    conf["ipam"] = json!({"type": "host-local", "dataDir": LEASES,
+        "ranges": [[{"subnet": "10.25.0.0/24"}], [{"subnet": "fd00:25::/64"}]],
+        "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]});
+    let mut results = Vec::new();
+    for (c, version) in [("ds1", "1.0.0"), ("ds2", "0.4.0")] {
+        let path = netns_add(c);
+        let mut conf = conf.clone();
+        conf["cniVersion"] = version.into();
+        let (ok, r) = exec_plugin(&plugin, "ADD", &container_env(c, &path, "eth0"), &conf);
+        assert!(ok, "ADD {c} at {version}: {r}");
+        results.push((c, path, r));
+    }
+    // An IPv4-only slot of the same daemon keeps IPv6 off on its host end.
+    let v4_path = netns_add("ds4");
+    let v4_conf = host_local_conf("single", "10.26.0.0/24");
+    let (ok, v4) = exec_plugin(
+        &plugin,
+        "ADD",
+        &container_env("ds4", &v4_path, "eth0"),
+        &v4_conf,
+    );
+    assert!(ok, "ADD ds4: {v4}");
+    let v4_host = v4["interfaces"][0]["name"].as_str().unwrap();
+    assert_eq!(disable_ipv6_of(v4_host), "1", "{v4_host}");
+    assert!(addrs6_of(None, v4_host).is_empty(), "{v4_host}");
+
+    let mut held = leases("dual");
+    held.sort();
+    assert_eq!(held, ["10.25.0.2", "10.25.0.3", "fd00:25::2", "fd00:25::3"]);
+    for (i, (c, path, r)) in results.iter().enumerate() {
+        let v4 = format!("10.25.0.{}", i + 2);
+        let v6 = format!("fd00:25::{}", i + 2);
+        // The result: both addresses on the container end, both default routes.
+        let ips: Vec<(&str, &str)> = r["ips"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|ip| {
+                (
+                    ip["address"].as_str().unwrap(),
+                    ip["gateway"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            ips,
+            [
+                (format!("{v4}/24").as_str(), "10.25.0.1"),
+                (format!("{v6}/64").as_str(), "fd00:25::1")
+            ],
+            "{r}"
+        );
+        assert!(r["ips"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|ip| ip["interface"] == 1));
+        let routes: Vec<&Value> = r["routes"].as_array().unwrap().iter().collect();
+        assert!(
+            routes.contains(&&json!({"dst": "::/0", "gw": "fd00:25::1"})),
+            "{r}"
+        );
+        // The container end as the kernel has it: the IPv6 lease without DAD and without
+        // the kernel's prefix route, the gateway on the link, the prefix and the default
+        // via the gateway.
+        let a6 = addrs6_of(Some(c), "eth0");
+        assert_eq!(a6.len(), 1, "{c}: {a6:?}");
+        assert_eq!((&a6[0].0, a6[0].2), (&v6, 64), "{c}: {a6:?}");
+        assert!(a6[0].3.contains(&"nodad".to_owned()), "{c}: {a6:?}");
+        assert!(a6[0].3.contains(&"noprefixroute".to_owned()), "{c}: {a6:?}");
+        let r6 = routes6_in(Some(c), "eth0");
+        for want in [
+            "fd00:25::1 proto static metric 1024 pref medium",
+            "fd00:25::/64 via fd00:25::1 proto static metric 1024 pref medium",
+            "default via fd00:25::1 proto static metric 1024 pref medium",
+        ] {
+            assert!(r6.iter().any(|r| r == want), "{c} lacks {want:?}: {r6:?}");
+        }
+        assert!(
+            !r6.iter()
+                .any(|r| r.starts_with("fd00:25::/64 proto kernel")),
+            "{c}: the kernel's prefix route: {r6:?}"
+        );
+        assert_eq!(addrs_in(c, "eth0"), vec![format!("{v4}/24")]);
+        // The host end: IPv6 on, the gateway as a /128 whose peer is the container, and
+        // the kernel's route to the container's address through it.
+        let host = r["interfaces"][0]["name"].as_str().unwrap();
+        assert_eq!(disable_ipv6_of(host), "0", "{host}");
+        let h6 = addrs6_of(None, host);
+        let gw = h6
+            .iter()
+            .find(|a| a.0 == "fd00:25::1")
+            .unwrap_or_else(|| panic!("{host} lacks fd00:25::1: {h6:?}"));
+        assert_eq!((&gw.1, gw.2), (&v6, 128), "{host}: {h6:?}");
+        assert!(gw.3.contains(&"nodad".to_owned()), "{host}: {h6:?}");
+        // Both ways over IPv6, then over IPv4: the container reaches its gateway, the
+        // host the container.
+        refused_from_ip(path, "fd00:25::1");
+        tcp_refused_ip(v6.parse().unwrap()).unwrap_or_else(|e| panic!("host to {c}: {e}"));
+        refused_from(path, "10.25.0.1");
+        tcp_refused(v4.parse().unwrap()).unwrap_or_else(|e| panic!("host to {c}: {e}"));
+        // The host's route to the container (added once the address left the tentative
+        // state the host end had before it came up).
+        let h6r = routes6_in(None, host);
+        assert!(
+            h6r.iter()
+                .any(|r| r.starts_with(&format!("{v6} proto kernel"))),
+            "{host}: {h6r:?}"
+        );
+        // CHECK compares the IPv6 addresses and routes of prevResult with the kernel.
+        let mut check = conf.clone();
+        check["cniVersion"] = r["cniVersion"].clone();
+        check["prevResult"] = r.clone();
+        let (ok, out) = exec_plugin(&plugin, "CHECK", &container_env(c, path, "eth0"), &check);
+        assert!(ok, "CHECK {c}: {out}");
+    }
+    // One container reaches the other over IPv6 through the host (which forwards here).
+    assert!(run("sysctl", &["-qw", "net.ipv6.conf.all.forwarding=1"])
+        .status
+        .success());
+    refused_from_ip(&results[0].1, "fd00:25::3");
+    // CHECK sees an IPv6 route that went missing.
+    let (c, path, r) = &results[0];
+    let gone = run(
+        "ip",
+        &[
+            "-n",
+            c,
+            "-6",
+            "route",
+            "del",
+            "default",
+            "via",
+            "fd00:25::1",
+        ],
+    );
+    assert!(gone.status.success());
+    let mut check = conf.clone();
+    check["prevResult"] = r.clone();
+    let (ok, out) = exec_plugin(&plugin, "CHECK", &container_env(c, path, "eth0"), &check);
+    assert!(!ok, "CHECK without the IPv6 default route passed: {out}");
+    assert_eq!(out["code"], 100, "{out}");
+    assert!(
+        out["msg"]
+            .as_str()
+            .unwrap()
+            .contains("has no route to ::/0 via fd00:25::1"),
+        "{out}"
+    );
+    // A restart adopts the attachment with both leases.
+    daemon.stop();
+    let daemon = Daemon::start("ds", group, &args);
+    let key = netslot::daemon::protocol::AttachmentKey {
+        network: "dual".into(),
+        container_id: "ds2".into(),
+        ifname: "eth0".into(),
+    };
+    let answer =
+        netslot::daemon::client::call(Path::new(SOCKET), Operation::Check { key }).expect("check");
+    let a = answer.attachment.expect("the adopted attachment");
+    let v6 = a.ipv6.expect("the adopted IPv6 lease");
+    assert_eq!(
+        (v6.address.as_str(), v6.gateway.as_str()),
+        ("fd00:25::3/64", "fd00:25::1")
+    );
+    // DEL removes the interfaces and releases both leases of each.
+    for (c, path, r) in &results {
+        let mut conf = conf.clone();
+        conf["cniVersion"] = r["cniVersion"].clone();
+        let (ok, out) = exec_plugin(&plugin, "DEL", &container_env(c, path, "eth0"), &conf);
+        assert!(ok, "DEL {c}: {out}");
+        assert_eq!(link_names_in(c), vec!["lo"]);
+    }
+    let (ok, out) = exec_plugin(
+        &plugin,
+        "DEL",
+        &container_env("ds4", &v4_path, "eth0"),
+        &v4_conf,
+    );
+    assert!(ok, "DEL ds4: {out}");
+    assert_eq!(leases("dual"), Vec::<String>::new());
+    assert_eq!(leases("single"), Vec::<String>::new());
+    assert!(links_in_group(group).is_empty(), "host ends left");
+    daemon.stop();
+}
+
+#[test]
+fn an_ipv6_only_lease_has_no_ipv4_on_either_end_and_carries_ipv6_both_ways() {
+    let test = "an_ipv6_only_lease_has_no_ipv4_on_either_end_and_carries_ipv6_both_ways";
+    if !inside_private_world(test) {
+        return;
+    }
+    let group = 7849;
+    let args = ["--keep-on-exit"];
+    let daemon = Daemon::start("v6", group, &args);
+    let plugin = bin("netslot-cni");
+    let mut conf = conf_1_0("only6");
+    conf["ipam"] = json!({"type": "host-local", "dataDir": LEASES,
+        "ranges": [[{"subnet": "fd00:27::/64"}]], "routes": [{"dst": "::/0"}]});
+    let path = netns_add("v61");
+    let env = container_env("v61", &path, "eth0");
+    let (ok, r) = exec_plugin(&plugin, "ADD", &env, &conf);
+    assert!(ok, "ADD: {r}");
+    assert_eq!(leases("only6"), ["fd00:27::2"]);
+    assert_eq!(
+        r["ips"],
+        json!([{"address": "fd00:27::2/64", "gateway": "fd00:27::1", "interface": 1}]),
+        "{r}"
+    );
+    assert_eq!(
+        r["routes"],
+        json!([{"dst": "::/0", "gw": "fd00:27::1"}]),
+        "{r}"
+    );
+    // No IPv4 on either end; the IPv6 layout as for dual stack.
+    let host = r["interfaces"][0]["name"].as_str().unwrap();
+    assert!(addrs_in("v61", "eth0").is_empty(), "IPv4 in v61");
+    assert!(routes_in("v61").is_empty(), "IPv4 routes in v61");
+    let v4_on_host = ip_json(&["-4", "addr", "show", "dev", host]);
+    assert!(
+        v4_on_host.as_array().is_none_or(|a| a.is_empty()),
+        "{host}: {v4_on_host}"
+    );
+    let a6 = addrs6_of(Some("v61"), "eth0");
+    assert_eq!(
+        (a6.len(), a6[0].0.as_str(), a6[0].2),
+        (1, "fd00:27::2", 64),
+        "{a6:?}"
+    );
+    let r6 = routes6_in(Some("v61"), "eth0");
+    assert!(
+        r6.iter()
+            .any(|r| r == "default via fd00:27::1 proto static metric 1024 pref medium"),
+        "{r6:?}"
+    );
+    assert_eq!(disable_ipv6_of(host), "0", "{host}");
+    refused_from_ip(&path, "fd00:27::1");
+    tcp_refused_ip("fd00:27::2".parse().unwrap()).unwrap_or_else(|e| panic!("host to v61: {e}"));
+    let mut check = conf.clone();
+    check["prevResult"] = r.clone();
+    let (ok, out) = exec_plugin(&plugin, "CHECK", &env, &check);
+    assert!(ok, "CHECK: {out}");
+    // A restart adopts it as IPv6-only.
+    daemon.stop();
+    let daemon = Daemon::start("v6", group, &args);
+    let key = netslot::daemon::protocol::AttachmentKey {
+        network: "only6".into(),
+        container_id: "v61".into(),
+        ifname: "eth0".into(),
+    };
+    let answer =
+        netslot::daemon::client::call(Path::new(SOCKET), Operation::Check { key }).expect("check");
+    let a = answer.attachment.expect("the adopted attachment");
+    assert_eq!(
+        (a.address.as_str(), a.gateway.as_str(), a.ipv6.is_none()),
+        ("fd00:27::2/64", "fd00:27::1", true)
+    );
+    let (ok, out) = exec_plugin(&plugin, "DEL", &env, &conf);
+    assert!(ok, "DEL: {out}");
+    assert_eq!(link_names_in("v61"), vec!["lo"]);
+    assert_eq!(leases("only6"), Vec::<String>::new());
     assert!(links_in_group(group).is_empty(), "host ends left");
     daemon.stop();
 }

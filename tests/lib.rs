@@ -150,6 +150,11 @@ pub fn has_flag(link: &Value, flag: &str) -> bool {
 
 /// A TCP connect to a closed port: a refusal (RST) proves packets went both ways.
 pub fn tcp_refused(addr: std::net::Ipv4Addr) -> Result<(), String> {
+    tcp_refused_ip(addr.into())
+}
+
+/// [`tcp_refused`] for an address of either family.
+pub fn tcp_refused_ip(addr: std::net::IpAddr) -> Result<(), String> {
     // A fresh veth passes traffic only once linkwatch has activated the qdisc of the end
     // that was up before its peer (dev_activate waits for carrier; linkwatch_do_dev runs
     // under RTNL, so on a loaded machine it can lag seconds). SYN and ARP retransmits

@@ -1,12 +1,17 @@
 //! cni_bench: ADD and DEL latency and throughput of `netslot-cni` (through `netslot serve`,
-//! with its own /31s and with `host-local` IPAM) side by side with the reference `ptp`
-//! plugin + `host-local` IPAM, on the same kind of containers, in one run. Runs itself inside private network and mount namespaces (a tmpfs on
+//! with its own /31s and with `host-local` IPAM: IPv4, dual stack, IPv6 only) side by side with
+//! the reference `ptp` plugin + `host-local` IPAM (IPv4 and dual stack), on the same kind
+//! of containers, in one run. Runs itself inside private network and mount namespaces (a tmpfs on
 //! /run), so it leaves nothing behind. Needs root.
 //!
 //! ```sh
 //! cargo build --release -p netslot-cli -p netslot-bench --bins --examples
-//! sudo target/release/examples/cni_bench [--rounds 5] [--concurrent 64] [--alone 50]
+//! sudo target/release/examples/cni_bench [--rounds 5] [--concurrent 64] [--alone 50] [--only TEXT]
 //! ```
+//!
+//! `--only TEXT` runs only the systems whose name contains TEXT (e.g. `host-local`);
+//! `--reverse` runs them in the opposite order (each round runs them one after the other,
+//! so the order may favour some).
 //!
 //! Each ADD and each DEL is timed as a runtime sees it: from exec of the plugin to its
 //! exit. The namespaces are made beforehand (`ip netns add`), as a runtime does, and
@@ -52,6 +57,12 @@ fn main() {
     let rounds = arg("--rounds", 5);
     let n = arg("--concurrent", 64);
     let alone = arg("--alone", 50);
+    let only: Option<String> = {
+        let args: Vec<String> = std::env::args().collect();
+        args.iter()
+            .position(|a| a == "--only")
+            .and_then(|i| args.get(i + 1).cloned())
+    };
 
     let dir = std::env::current_exe()
         .unwrap()
@@ -101,13 +112,49 @@ fn main() {
                          "dataDir": "/run/netslot/host-local"}}),
         },
         System {
+            name: "netslot-cni (daemon) + host-local, dual stack",
+            plugin: dir.join("netslot-cni"),
+            conf: json!({"cniVersion": "1.0.0", "name": "bench-dual", "type": "netslot-cni",
+                "socket": SOCKET,
+                "ipam": {"type": "host-local",
+                         "ranges": [[{"subnet": "10.202.0.0/16"}], [{"subnet": "fd00:202::/64"}]],
+                         "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}],
+                         "dataDir": "/run/netslot/host-local"}}),
+        },
+        System {
+            name: "netslot-cni (daemon) + host-local, IPv6 only",
+            plugin: dir.join("netslot-cni"),
+            conf: json!({"cniVersion": "1.0.0", "name": "bench-v6", "type": "netslot-cni",
+                "socket": SOCKET,
+                "ipam": {"type": "host-local", "ranges": [[{"subnet": "fd00:204::/64"}]],
+                         "routes": [{"dst": "::/0"}],
+                         "dataDir": "/run/netslot/host-local"}}),
+        },
+        System {
             name: "ptp + host-local",
             plugin: PathBuf::from("/usr/lib/cni/ptp"),
             conf: json!({"cniVersion": "1.0.0", "name": "bench", "type": "ptp", "ipMasq": false,
                 "ipam": {"type": "host-local", "subnet": "10.200.0.0/16",
                          "dataDir": "/run/netslot/host-local"}}),
         },
+        System {
+            name: "ptp + host-local, dual stack",
+            plugin: PathBuf::from("/usr/lib/cni/ptp"),
+            conf: json!({"cniVersion": "1.0.0", "name": "bench-ptp-dual", "type": "ptp",
+                "ipMasq": false,
+                "ipam": {"type": "host-local",
+                         "ranges": [[{"subnet": "10.203.0.0/16"}], [{"subnet": "fd00:203::/64"}]],
+                         "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}],
+                         "dataDir": "/run/netslot/host-local"}}),
+        },
     ];
+    let mut systems: Vec<System> = systems
+        .into_iter()
+        .filter(|s| only.as_deref().is_none_or(|o| s.name.contains(o)))
+        .collect();
+    if std::env::args().any(|a| a == "--reverse") {
+        systems.reverse();
+    }
     let mut report: Vec<Report> = Vec::new();
     for (s, sys) in systems.iter().enumerate() {
         let names: Vec<String> = (0..alone).map(|i| format!("a{s}-{i}")).collect();
@@ -316,6 +363,7 @@ fn attach(c: &str) -> netslot::daemon::protocol::Operation {
         mtu: None,
         mac: None,
         ipv4: None,
+        ipv6: None,
     }
 }
 

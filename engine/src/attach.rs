@@ -46,8 +46,15 @@ impl Engine {
                 if let Some(mac) = t.mac {
                     spec.slot_mac = mac;
                 }
-                if let Some(lease) = t.ipv4 {
-                    spec.lease(lease);
+                match (t.ipv4, t.ipv6) {
+                    (Some(v4), v6) => {
+                        spec.lease(v4);
+                        if let Some(v6) = v6 {
+                            spec.lease_ipv6(v6);
+                        }
+                    }
+                    (None, Some(v6)) => spec.lease_ipv6_only(v6),
+                    (None, None) => {}
                 }
                 spec
             })
@@ -166,6 +173,11 @@ pub struct AttachTarget {
     /// An IPAM lease to use instead of the pool's /31 (see [`SlotSpec::leased`]); the
     /// default route, when `default_route`, goes via its gateway. `None`: the pool's /31.
     pub ipv4: Option<crate::slot::Ipv4Lease>,
+    /// An IPv6 lease beside `ipv4` (dual stack; see [`SlotSpec::ipv6`]), or alone (no IPv4
+    /// address at all: [`SlotSpec::ipv6_only`]): the slot end's IPv6 address, routes via
+    /// its gateway and, when `default_route`, the IPv6 default route too; the host end
+    /// keeps IPv6 on.
+    pub ipv6: Option<crate::slot::Ipv6Lease>,
 }
 
 /// What [`Engine::attach`] hands back: per target, in order, the slot's facts or why it

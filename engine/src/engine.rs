@@ -164,8 +164,15 @@ impl Engine {
                 if let Some(mac) = a.mac.as_deref().and_then(crate::slot::parse_mac) {
                     spec.slot_mac = mac;
                 }
-                if let Some(lease) = a.lease() {
-                    spec.lease(lease);
+                match (a.lease(), a.lease_ipv6()) {
+                    (Some(v4), v6) => {
+                        spec.lease(v4);
+                        if let Some(v6) = v6 {
+                            spec.lease_ipv6(v6);
+                        }
+                    }
+                    (None, Some(v6)) => spec.lease_ipv6_only(v6),
+                    (None, None) => {}
                 }
                 (a, spec)
             })

@@ -3,7 +3,7 @@
 //! (so `status` and `down` never trust a state file) and deletes a pool's devices by group.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -13,7 +13,7 @@ use netlink_packet_core::NetlinkPayload;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkXdp};
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
-use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use serde::Serialize;
 
 use crate::netns;
@@ -54,8 +54,8 @@ pub struct AddrRecord {
 /// An IPv4 route as the kernel reports it in a route dump.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RouteRecord {
-    /// Destination network (0.0.0.0 for the default route).
-    pub dst: Ipv4Addr,
+    /// Destination network (0.0.0.0 or :: for a default route).
+    pub dst: IpAddr,
     /// Destination prefix length.
     pub dst_len: u8,
     /// Output device, when the route names one.
@@ -63,7 +63,7 @@ pub struct RouteRecord {
     /// Routing table (RTA_TABLE, else the header's).
     pub table: u32,
     /// Next hop (RTA_GATEWAY), when the route has one.
-    pub gateway: Option<Ipv4Addr>,
+    pub gateway: Option<IpAddr>,
 }
 
 /// The host namespace: an fd of it and a NETLINK_ROUTE socket opened inside it.
@@ -168,6 +168,12 @@ impl HostNs {
     /// Every IPv4 route of the namespace, all tables (RTM_GETROUTE dump).
     pub fn routes(&self) -> io::Result<Vec<RouteRecord>> {
         let replies = self.with_seqs(|seq| sock::dump(&self.sock, route::dump_ipv4(), seq))?;
+        Ok(replies.iter().filter_map(|b| parse_route(b)).collect())
+    }
+
+    /// Every IPv6 route of the namespace, all tables (RTM_GETROUTE dump).
+    pub fn routes_ipv6(&self) -> io::Result<Vec<RouteRecord>> {
+        let replies = self.with_seqs(|seq| sock::dump(&self.sock, route::dump_ipv6(), seq))?;
         Ok(replies.iter().filter_map(|b| parse_route(b)).collect())
     }
 
@@ -377,7 +383,10 @@ fn parse_route(bytes: &[u8]) -> Option<RouteRecord> {
         header, attributes, ..
     } = r;
     let mut rec = RouteRecord {
-        dst: Ipv4Addr::UNSPECIFIED,
+        dst: match header.address_family {
+            AddressFamily::Inet6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        },
         dst_len: header.destination_prefix_length,
         oif: None,
         table: u32::from(header.table),
@@ -385,11 +394,13 @@ fn parse_route(bytes: &[u8]) -> Option<RouteRecord> {
     };
     for a in attributes {
         match a {
-            RouteAttribute::Destination(RouteAddress::Inet(ip)) => rec.dst = ip,
+            RouteAttribute::Destination(RouteAddress::Inet(ip)) => rec.dst = IpAddr::V4(ip),
+            RouteAttribute::Destination(RouteAddress::Inet6(ip)) => rec.dst = IpAddr::V6(ip),
             RouteAttribute::Destination(_) => return None,
             RouteAttribute::Oif(i) => rec.oif = Some(i),
             RouteAttribute::Table(t) => rec.table = t,
-            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => rec.gateway = Some(ip),
+            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => rec.gateway = Some(IpAddr::V4(ip)),
+            RouteAttribute::Gateway(RouteAddress::Inet6(ip)) => rec.gateway = Some(IpAddr::V6(ip)),
             _ => {}
         }
     }

@@ -24,6 +24,9 @@ pub enum Op {
     Route,
     /// The host end's /31 address (RTM_NEWADDR in the host namespace).
     HostAddr,
+    /// Bringing one dual-stack slot's host end up on its own (RTM_SETLINK), before its
+    /// IPv6 address (see `plan::host_addresses`).
+    HostUp,
     /// Bringing a sub-batch's host ends up in one group change (RTM_NEWLINK by
     /// IFLA_GROUP).
     GroupUp,
@@ -52,6 +55,7 @@ impl Op {
             Op::SlotAddr => "slot-addr",
             Op::Route => "route",
             Op::HostAddr => "host-addr",
+            Op::HostUp => "host-up",
             Op::GroupUp => "group-up",
             Op::Xdp => "xdp",
             Op::Qdisc => "qdisc",

@@ -2,8 +2,9 @@
 //! Sans-IO: decides what goes to which socket; sending is `ring`'s, settling `reconcile`'s.
 //!
 //! On a slot's own socket (its namespace): lo up, the veth pair in place, the slot
-//! address (a leased slot's with two routes, see `SlotSpec::leased`), the default route
-//! (unless the slot is asked without one, see `SlotRoute`).
+//! address (a leased slot's with two routes, see `SlotSpec::leased`; an IPv6 lease's
+//! likewise, see `SlotSpec::ipv6`), the default route (IPv4, and IPv6 with an IPv6 lease;
+//! unless the slot is asked without one, see `SlotRoute`).
 //! RTM_NEWADDR and RTM_NEWROUTE act in the socket's namespace
 //! (sock_net), so these must go there. On the host socket: the host addresses (each with
 //! its host end's per-device attachment, if the pool uses one; on a tc-block pool's first
@@ -79,7 +80,12 @@ pub(crate) fn slot_socket(
         );
     }
     if spec.leased {
-        leased_slot_end(&mut b, ledger, slot, spec);
+        if !spec.ipv6_only {
+            leased_slot_end(&mut b, ledger, slot, spec);
+        }
+        if let Some(v6) = spec.ipv6 {
+            leased_slot_end_ipv6(&mut b, ledger, slot, spec.ifindex, v6);
+        }
     } else {
         b.push(
             ledger,
@@ -90,13 +96,14 @@ pub(crate) fn slot_socket(
         );
     }
     if slot_route == SlotRoute::Default {
-        b.push(
-            ledger,
-            slot,
-            Op::Route,
-            route::default_via(spec.host_ip, spec.ifindex),
-            create,
-        );
+        if !spec.ipv6_only {
+            let default = route::default_via(spec.host_ip, spec.ifindex);
+            b.push(ledger, slot, Op::Route, default, create);
+        }
+        if let Some(v6) = spec.ipv6.filter(|_| spec.leased) {
+            let default = route::default_via(v6.gateway, spec.ifindex);
+            b.push(ledger, slot, Op::Route, default, create);
+        }
     }
     b.finish(ledger)
 }
@@ -111,6 +118,24 @@ fn leased_slot_end(b: &mut Batcher, ledger: &mut Ledger, slot: Owner, spec: &Slo
     let gateway = route::on_link(spec.host_ip, spec.ifindex);
     b.push(ledger, slot, Op::Route, gateway, create);
     let prefix = route::via(spec.slot_ip, spec.prefix_len, spec.host_ip, spec.ifindex);
+    b.push(ledger, slot, Op::Route, prefix, create);
+}
+
+/// A dual-stack slot end's IPv6 address and routes ([`crate::slot::Ipv6Lease`]), laid out
+/// as the IPv4 lease's in [`leased_slot_end`]; the address without DAD (`addr::ipv6`).
+fn leased_slot_end_ipv6(
+    b: &mut Batcher,
+    ledger: &mut Ledger,
+    slot: Owner,
+    ifindex: u32,
+    v6: crate::slot::Ipv6Lease,
+) {
+    let create = NLM_F_CREATE | NLM_F_EXCL;
+    let addr = addr::ipv6(ifindex, v6.address, v6.prefix_len);
+    b.push(ledger, slot, Op::SlotAddr, addr, create);
+    let gateway = route::on_link(v6.gateway, ifindex);
+    b.push(ledger, slot, Op::Route, gateway, create);
+    let prefix = route::via(v6.address, v6.prefix_len, v6.gateway, ifindex);
     b.push(ledger, slot, Op::Route, prefix, create);
 }
 
@@ -184,13 +209,15 @@ pub(crate) fn host_addresses<'a>(
         } else {
             addr::ipv4(spec.ifindex, spec.host_ip, spec.prefix_len)
         };
-        b.push(
-            ledger,
-            slot,
-            Op::HostAddr,
-            address,
-            NLM_F_CREATE | NLM_F_EXCL | ack,
-        );
+        if !spec.ipv6_only {
+            b.push(
+                ledger,
+                slot,
+                Op::HostAddr,
+                address,
+                NLM_F_CREATE | NLM_F_EXCL | ack,
+            );
+        }
         match per_device {
             PerDevice::Nothing => {}
             PerDevice::Xdp(fd) => {
@@ -220,6 +247,22 @@ pub(crate) fn host_addresses<'a>(
                     );
                 }
             }
+        }
+        if let Some(v6) = spec.ipv6.filter(|_| spec.leased) {
+            // The host end comes up on its own first: the kernel adds an IPv6 address's
+            // peer route only while the device is up (__ipv6_ifa_notify), and does not
+            // add it again when the device comes up later (fixup_permanent_addr restores
+            // the prefix route only), whereas IPv4 adds its routes at NETDEV_UP. One more
+            // RTNL acquisition per dual-stack slot; its group change is then a no-op for
+            // IFF_UP.
+            b.push(ledger, slot, Op::HostUp, link::set_up(spec.ifindex), ack);
+            b.push(
+                ledger,
+                slot,
+                Op::HostAddr,
+                addr::ipv6_peer(spec.ifindex, v6.gateway, v6.address),
+                NLM_F_CREATE | NLM_F_EXCL | ack,
+            );
         }
     }
     b.finish(ledger)
@@ -404,6 +447,107 @@ mod tests {
             inner(&msgs[0]).unwrap(),
             crate::wire::addr::ipv4_peer(503, spec.host_ip, spec.slot_ip)
         );
+    }
+
+    #[test]
+    fn a_dual_stack_slot_adds_the_ipv6_end_after_the_ipv4_one() {
+        let mut spec = SlotSpec::derive(&EngineConfig::default(), 3, 500);
+        spec.lease(crate::slot::Ipv4Lease::parse("10.22.0.5/24", "10.22.0.1").unwrap());
+        let v6 = crate::slot::Ipv6Lease::parse("fd00:22::5/64", "fd00:22::1").unwrap();
+        spec.lease_ipv6(v6);
+        let shape = PoolShape {
+            group: 7600,
+            host_netns_fd: 5,
+            ipv6_off: true,
+        };
+        let inner = |m: &NetlinkMessage<RouteNetlinkMessage>| match &m.payload {
+            netlink_packet_core::NetlinkPayload::InnerMessage(i) => Some(i.clone()),
+            _ => None,
+        };
+        for (slot_route, defaults) in [(SlotRoute::Default, 2), (SlotRoute::None, 0)] {
+            let mut ledger = Ledger::new(1);
+            let flights = slot_socket(&mut ledger, LIMITS, 0, &spec, shape, slot_route);
+            let msgs = decode(&flights[0].bytes);
+            let got: Vec<_> = msgs.iter().filter_map(inner).collect();
+            let mut expect = vec![
+                crate::wire::addr::ipv4_without_prefix_route(503, spec.slot_ip, 24),
+                route::on_link(spec.host_ip, 503),
+                route::via(spec.slot_ip, 24, spec.host_ip, 503),
+                crate::wire::addr::ipv6(503, v6.address, 64),
+                route::on_link(v6.gateway, 503),
+                route::via(v6.address, 64, v6.gateway, 503),
+            ];
+            if defaults == 2 {
+                expect.push(route::default_via(spec.host_ip, 503));
+                expect.push(route::default_via(v6.gateway, 503));
+            }
+            // lo up, veth and IPv6 address generation off on the slot end come first.
+            assert_eq!(got[3..], expect[..], "{slot_route:?}");
+            assert_eq!(ledger.in_flight(), 3 + expect.len() + 1);
+        }
+        let mut ledger = Ledger::new(1);
+        let flights = host_addresses(
+            &mut ledger,
+            LIMITS,
+            [(0, &spec)],
+            HostEnds::default(),
+            &mut None,
+        );
+        let got: Vec<_> = decode(&flights[0].bytes).iter().filter_map(inner).collect();
+        assert_eq!(
+            got,
+            [
+                crate::wire::addr::ipv4_peer(503, spec.host_ip, spec.slot_ip),
+                link::set_up(503),
+                crate::wire::addr::ipv6_peer(503, v6.gateway, v6.address),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_ipv6_only_slot_plans_no_ipv4_request() {
+        let mut spec = SlotSpec::derive(&EngineConfig::default(), 3, 500);
+        let v6 = crate::slot::Ipv6Lease::parse("fd00:22::5/64", "fd00:22::1").unwrap();
+        spec.lease_ipv6_only(v6);
+        let shape = PoolShape {
+            group: 7600,
+            host_netns_fd: 5,
+            ipv6_off: true,
+        };
+        let inner = |m: &NetlinkMessage<RouteNetlinkMessage>| match &m.payload {
+            netlink_packet_core::NetlinkPayload::InnerMessage(i) => Some(i.clone()),
+            _ => None,
+        };
+        let mut ledger = Ledger::new(1);
+        let flights = slot_socket(&mut ledger, LIMITS, 0, &spec, shape, SlotRoute::Default);
+        let got: Vec<_> = decode(&flights[0].bytes).iter().filter_map(inner).collect();
+        assert_eq!(
+            got[3..],
+            [
+                crate::wire::addr::ipv6(503, v6.address, 64),
+                route::on_link(v6.gateway, 503),
+                route::via(v6.address, 64, v6.gateway, 503),
+                route::default_via(v6.gateway, 503),
+            ]
+        );
+        let mut ledger = Ledger::new(1);
+        let flights = host_addresses(
+            &mut ledger,
+            LIMITS,
+            [(0, &spec)],
+            HostEnds::default(),
+            &mut None,
+        );
+        let got: Vec<_> = decode(&flights[0].bytes).iter().filter_map(inner).collect();
+        assert_eq!(
+            got,
+            [
+                link::set_up(503),
+                crate::wire::addr::ipv6_peer(503, v6.gateway, v6.address),
+            ]
+        );
+        assert_eq!(spec.slot_address(), "fd00:22::5/64");
+        assert_eq!(spec.host_address(), std::net::IpAddr::V6(v6.gateway));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! slot: what one standard slot is (its derived spec) and the handle that keeps it alive.
 //! No kernel calls except opening a namespace fd on request; provisioning lives in `engine`.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
@@ -45,6 +45,16 @@ pub struct SlotSpec {
     /// as its peer, so the kernel routes `slot_ip`/32 through it. `false`: the pool's /31.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub leased: bool,
+    /// An IPv6 lease beside the IPv4 one (dual stack, given by an attach), or alone (with
+    /// `ipv6_only`), laid out as the IPv4 lease is (see [`Ipv6Lease`]). The host end keeps
+    /// IPv6 on: its `disable_ipv6` is not written. `None`: no IPv6 address (IPv6 is off on
+    /// both ends, as for every other slot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Lease>,
+    /// The slot has its IPv6 lease only: no IPv4 address or route on either end
+    /// (`host_ip`, `slot_ip` and `prefix_len` are then unused).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ipv6_only: bool,
 }
 
 /// An IPv4 address an IPAM plugin leased to an attachment: the slot end's address and
@@ -102,6 +112,71 @@ impl Ipv4Lease {
     }
 }
 
+/// An IPv6 address an IPAM plugin leased to an attachment, laid out as the reference CNI
+/// `ptp` plugin lays it out: the slot end holds `address/prefix_len` without the kernel's
+/// prefix route, with routes to `gateway`/128 on the link and to the prefix via
+/// `gateway`; the host end holds `gateway`/128 with `address` as its peer, so the kernel
+/// routes `address`/128 through it. Both addresses are added with IFA_F_NODAD (see
+/// `wire::addr::ipv6`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Ipv6Lease {
+    /// The slot end's address.
+    pub address: Ipv6Addr,
+    /// Its prefix length (1 to 128).
+    pub prefix_len: u8,
+    /// The gateway: the host end's address, the slot's next hop.
+    pub gateway: Ipv6Addr,
+}
+
+impl Ipv6Lease {
+    /// Parses `address` (`addr/len`) and `gateway`, as a CNI result writes them, and checks
+    /// that they can be a slot's two ends: the gateway is not the address, and neither is
+    /// unspecified, multicast, loopback or link-local (a link-local gateway would need no
+    /// route and is a different layout).
+    pub fn parse(address: &str, gateway: &str) -> Result<Self, String> {
+        let (ip, len) = address
+            .split_once('/')
+            .ok_or_else(|| format!("address {address:?} has no prefix length (addr/len)"))?;
+        let ip: Ipv6Addr = ip
+            .parse()
+            .map_err(|_| format!("address {address:?} is not an IPv6 address"))?;
+        let prefix_len: u8 = len
+            .parse()
+            .ok()
+            .filter(|l| (1..=128).contains(l))
+            .ok_or_else(|| format!("address {address:?} has no prefix length of 1 to 128"))?;
+        let gw: Ipv6Addr = gateway
+            .parse()
+            .map_err(|_| format!("gateway {gateway:?} is not an IPv6 address"))?;
+        for (what, a) in [("address", ip), ("gateway", gw)] {
+            if a.is_unspecified()
+                || a.is_multicast()
+                || a.is_loopback()
+                || a.is_unicast_link_local()
+                || a.to_ipv4_mapped().is_some()
+            {
+                return Err(format!("{what} {a} cannot be a slot end's address"));
+            }
+        }
+        if ip == gw {
+            return Err(format!("the gateway {gw} is the address itself"));
+        }
+        Ok(Self {
+            address: ip,
+            prefix_len,
+            gateway: gw,
+        })
+    }
+
+    /// The lease as a CNI result writes it: (`addr/len`, gateway).
+    pub fn to_strings(&self) -> (String, String) {
+        (
+            format!("{}/{}", self.address, self.prefix_len),
+            self.gateway.to_string(),
+        )
+    }
+}
+
 /// First octet of host-end MACs: locally administered (bit 1), unicast (bit 0 clear).
 const HOST_END_OCTET: u8 = 0x02;
 /// First octet of slot-end MACs: also locally administered unicast, told apart from host
@@ -146,6 +221,8 @@ impl SlotSpec {
             prefix_len: 31,
             mtu: config.mtu,
             leased: false,
+            ipv6: None,
+            ipv6_only: false,
         }
     }
 
@@ -155,6 +232,36 @@ impl SlotSpec {
         self.prefix_len = lease.prefix_len;
         self.host_ip = lease.gateway;
         self.leased = true;
+    }
+
+    /// Adds `lease` beside the IPv4 addresses (see [`SlotSpec::ipv6`]).
+    pub(crate) fn lease_ipv6(&mut self, lease: Ipv6Lease) {
+        self.ipv6 = Some(lease);
+    }
+
+    /// Takes `lease` as the slot's only addresses: no IPv4 (see [`SlotSpec::ipv6_only`]).
+    pub(crate) fn lease_ipv6_only(&mut self, lease: Ipv6Lease) {
+        self.ipv6 = Some(lease);
+        self.leased = true;
+        self.ipv6_only = true;
+    }
+
+    /// The slot end's first address as `addr/len`: the IPv4 one, or the IPv6 lease's for
+    /// an IPv6-only slot.
+    pub fn slot_address(&self) -> String {
+        match self.ipv6.filter(|_| self.ipv6_only) {
+            Some(v6) => format!("{}/{}", v6.address, v6.prefix_len),
+            None => format!("{}/{}", self.slot_ip, self.prefix_len),
+        }
+    }
+
+    /// The host end's first address (the slot's gateway): the IPv4 one, or the IPv6
+    /// lease's gateway for an IPv6-only slot.
+    pub fn host_address(&self) -> std::net::IpAddr {
+        match self.ipv6.filter(|_| self.ipv6_only) {
+            Some(v6) => v6.gateway.into(),
+            None => self.host_ip.into(),
+        }
     }
 
     /// Name of the slot end inside the slot's namespace.
@@ -255,6 +362,30 @@ mod tests {
             slot_end_mac(cfg.group, 7),
             SlotSpec::derive(&cfg, 7, 1000).slot_mac
         );
+    }
+
+    #[test]
+    fn ipv6_leases_parse_and_refuse_what_cannot_be_an_end() {
+        let l = Ipv6Lease::parse("fd00:22::5/64", "fd00:22::1").unwrap();
+        assert_eq!(l.prefix_len, 64);
+        assert_eq!(
+            l.to_strings(),
+            ("fd00:22::5/64".to_owned(), "fd00:22::1".to_owned())
+        );
+        for (a, g, says) in [
+            ("fd00::5", "fd00::1", "no prefix length"),
+            ("fd00::5/0", "fd00::1", "1 to 128"),
+            ("fd00::5/129", "fd00::1", "1 to 128"),
+            ("10.0.0.5/24", "fd00::1", "not an IPv6 address"),
+            ("fd00::5/64", "10.0.0.1", "not an IPv6"),
+            ("fd00::5/64", "fe80::1", "gateway fe80::1 cannot"),
+            ("ff02::5/64", "fd00::1", "address ff02::5 cannot"),
+            ("::ffff:10.0.0.5/64", "fd00::1", "cannot"),
+            ("fd00::5/64", "fd00::5", "the address itself"),
+        ] {
+            let e = Ipv6Lease::parse(a, g).unwrap_err();
+            assert!(e.contains(says), "{a} {g}: {e}");
+        }
     }
 
     #[test]

@@ -9,6 +9,9 @@
 //! which halves what the group changes cost per device; a sub-batch with a host end
 //! whose write did not land falls back to the netlink `IPv6 off` group change. Without a
 //! budget, that change alone does it: one acquisition per call instead of one per slot.
+//! A dual-stack slot's host end (`SlotSpec::ipv6`) is never written: `disable_ipv6`
+//! would remove its IPv6 address. The netlink change only stops address generation
+//! (no link-local address), which leaves its address and routes alone.
 
 use std::time::Duration;
 
@@ -35,7 +38,11 @@ impl Call {
             })
             .collect();
         self.sysctl_done = vec![false; self.members.len()];
-        let any = self.members.iter().any(|m| !m.is_empty());
+        let any = self
+            .members
+            .iter()
+            .flatten()
+            .any(|&i| self.ipv6_goes_off(i));
         if self.choices.shape.ipv6_off && self.kept.budget.is_bounded() && any {
             self.stage = Stage::AwaitIpv6;
             return Some(Next::DisableIpv6(self.bring_up_names()));
@@ -44,11 +51,18 @@ impl Call {
         None
     }
 
+    /// Whether slot `i`'s host end gets `disable_ipv6` written: every host end but a
+    /// dual-stack slot's, whose IPv6 address needs IPv6 on (`SlotSpec::ipv6`).
+    fn ipv6_goes_off(&self, i: usize) -> bool {
+        self.slots.specs[i].ipv6.is_none()
+    }
+
     /// The host ends whose `disable_ipv6` is written, sub-batch by sub-batch.
     pub(super) fn bring_up_names(&self) -> Vec<String> {
         self.members
             .iter()
             .flatten()
+            .filter(|&&i| self.ipv6_goes_off(i))
             .map(|&i| self.slots.specs[i].name.clone())
             .collect()
     }
@@ -61,13 +75,10 @@ impl Call {
         }
         let mut results = each.iter();
         let mut landed_all = 0;
-        for (members, done) in self.members.iter().zip(self.sysctl_done.iter_mut()) {
-            let landed = results
-                .by_ref()
-                .take(members.len())
-                .filter(|r| r.is_ok())
-                .count();
-            *done = landed == members.len();
+        for (k, members) in self.members.iter().enumerate() {
+            let written = members.iter().filter(|&&i| self.ipv6_goes_off(i)).count();
+            let landed = results.by_ref().take(written).filter(|r| r.is_ok()).count();
+            self.sysctl_done[k] = landed == written;
             landed_all += landed;
         }
         self.tally.ipv6_sysctl += landed_all;

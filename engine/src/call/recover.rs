@@ -2,8 +2,8 @@
 //! receive-buffer overrun may have dropped (ENOBUFS), instead of failing their slots.
 //!
 //! A host address is done if the kernel's address dump shows it on its host end. A group
-//! change or a per-device XDP attach is idempotent: it is sent again, asking for its own
-//! ACK. Anything else stays failed, naming the overrun.
+//! change, a per-device XDP attach or a dual-stack host end's own up is idempotent: it is
+//! sent again, asking for its own ACK. Anything else stays failed, naming the overrun.
 
 use std::net::IpAddr;
 use std::os::fd::RawFd;
@@ -72,10 +72,17 @@ impl Recovery {
         for (owner, op, why) in addrs {
             let Owner::Slot(i) = owner else { continue };
             let spec = &specs[i];
+            // A dual-stack host end has two addresses under one op: both must be there.
+            let wanted = std::iter::once(IpAddr::V4(spec.host_ip))
+                .filter(|_| !spec.ipv6_only)
+                .chain(spec.ipv6.map(|v6| IpAddr::V6(v6.gateway)));
             let found = match &dump {
-                Ok(a) => a
-                    .iter()
-                    .any(|&(index, addr)| index == spec.ifindex && addr == IpAddr::V4(spec.host_ip))
+                Ok(a) => wanted
+                    .clone()
+                    .all(|w| {
+                        a.iter()
+                            .any(|&(index, addr)| index == spec.ifindex && addr == w)
+                    })
                     .then_some(())
                     .ok_or("the kernel's address dump shows the address missing".to_owned()),
                 Err(e) => Err(format!("the address dump to check it failed too: {e}")),
@@ -101,6 +108,7 @@ impl Recovery {
             };
             let message = match (op, owner, group) {
                 (Op::GroupUp, _, Some(g)) => Ok(link::group_up(g.group, g.xdp_fd)),
+                (Op::HostUp, Owner::Slot(i), None) => Ok(link::set_up(specs[i].ifindex)),
                 (Op::Ipv6Off, _, Some(g)) => Ok(link::group_ipv6_addr_gen_none(g.group)),
                 (Op::Xdp, Owner::Slot(i), None) => match per_device_xdp {
                     Some(fd) => Ok(link::attach_xdp(specs[i].ifindex, fd)),

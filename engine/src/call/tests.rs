@@ -51,8 +51,14 @@ fn messages(bytes: &[u8]) -> Vec<(u16, u32, u32)> {
 }
 
 fn call(n: u32, budget: Option<Duration>, up: usize) -> Call {
+    call_with(n, budget, up, |_| {})
+}
+
+/// [`call`] with each spec changed by `adjust` first.
+fn call_with(n: u32, budget: Option<Duration>, up: usize, adjust: impl Fn(&mut SlotSpec)) -> Call {
     let config = EngineConfig::default();
-    let specs: Vec<SlotSpec> = (0..n).map(|id| SlotSpec::derive(&config, id, 10)).collect();
+    let mut specs: Vec<SlotSpec> = (0..n).map(|id| SlotSpec::derive(&config, id, 10)).collect();
+    specs.iter_mut().for_each(adjust);
     let choices = Choices {
         shape: PoolShape {
             group: config.group,
@@ -97,6 +103,8 @@ struct Log {
     /// Host sends, in order: their messages.
     host_sends: Vec<Vec<(u16, u32, u32)>>,
     dumps: usize,
+    /// The host ends whose `disable_ipv6` the call asked to write.
+    disabled: Vec<String>,
 }
 
 /// Drives `call` to its end; `kernel` answers each send of each round with one datagram
@@ -151,7 +159,8 @@ fn drive_on(
                 call.host_addresses(Ok(dump));
             }
             Next::DisableIpv6(names) => {
-                call.ipv6_disabled(vec![Ok(()); names.len()], Duration::ZERO)
+                call.ipv6_disabled(vec![Ok(()); names.len()], Duration::ZERO);
+                log.disabled.extend(names);
             }
             Next::Pin(_) => unreachable!("the test calls do not pin"),
             Next::Close(slots) => log.closed.extend(slots),
@@ -284,4 +293,25 @@ fn detach_counts_a_device_already_gone_as_detached() {
         .concat())
     });
     assert_eq!(failed(c), vec![None, Some(Op::Detach)]);
+}
+
+#[test]
+fn host_ends_with_an_ipv6_lease_keep_ipv6_on() {
+    // Under a budget: slot 1 has an IPv6 lease, slots 0 and 2 have none.
+    let v6 = crate::slot::Ipv6Lease::parse("fd00:22::5/64", "fd00:22::1").unwrap();
+    let mut c = call_with(3, Some(Duration::from_millis(5)), 0, |s| {
+        if s.id == 1 {
+            s.lease_ipv6_only(v6);
+        }
+    });
+    let log = drive(&mut c, &[], |s, _| Ok(ok(s.marker)));
+    assert_eq!(log.disabled, ["ns0", "ns2"]);
+    assert_eq!(failed(c), vec![None, None, None]);
+    // Every slot with an IPv6 lease: no write asked at all.
+    let mut c = call_with(2, Some(Duration::from_millis(5)), 0, |s| {
+        s.lease_ipv6_only(v6)
+    });
+    let log = drive(&mut c, &[], |s, _| Ok(ok(s.marker)));
+    assert!(log.disabled.is_empty(), "{:?}", log.disabled);
+    assert_eq!(failed(c), vec![None, None]);
 }

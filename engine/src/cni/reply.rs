@@ -150,9 +150,26 @@ fn add_result(conf: &Value, netns: &str, a: &Attachment) -> Value {
         // The container end, just pushed: never below zero.
         "interface": interfaces.len().saturating_sub(1),
     }));
+    // A dual-stack attachment's IPv6 address, on the same interface.
+    if let Some(v6) = &a.ipv6 {
+        ips.push(json!({
+            "address": v6.address,
+            "gateway": v6.gateway,
+            "interface": interfaces.len().saturating_sub(1),
+        }));
+    }
     // A later interface of a container that has its default route already gets none.
     if a.default_route {
-        routes.push(json!({ "dst": "0.0.0.0/0", "gw": a.gateway }));
+        // An IPv6-only attachment's gateway is IPv6.
+        let dst = if a.gateway.contains(':') {
+            "::/0"
+        } else {
+            "0.0.0.0/0"
+        };
+        routes.push(json!({ "dst": dst, "gw": a.gateway }));
+        if let Some(v6) = &a.ipv6 {
+            routes.push(json!({ "dst": "::/0", "gw": v6.gateway }));
+        }
     }
     let result = json!({
         "cniVersion": conf["cniVersion"],

@@ -147,7 +147,7 @@ pub struct Seen<'a> {
     pub link: &'a LinkRecord,
     /// Every address of the namespace.
     pub addresses: &'a [AddrRecord],
-    /// Every IPv4 route of the namespace.
+    /// Every IPv4 and IPv6 route of the namespace.
     pub routes: &'a [RouteRecord],
 }
 
@@ -157,8 +157,8 @@ const MAIN_TABLE: u32 = 254;
 /// CHECK: `prev` (the configuration's `prevResult`) against `seen`. The plugin's
 /// interface in `prev` is the one named like `seen.link` with a `sandbox`; its `mac`,
 /// when given, must be the link's, each IP on it must be on the link with its prefix
-/// length, and each IPv4 route of `prev` (`dst`, and `gw` when given) must be in the main
-/// table. IPv6 routes are not read back and not compared.
+/// length, and each route of `prev`, IPv4 or IPv6 (`dst`, and `gw` when given), must be
+/// in the main table.
 pub fn compare(prev: &Value, seen: Seen<'_>) -> Result<(), CniError> {
     let ifname = seen.link.name.as_str();
     let netns = seen.netns;
@@ -215,14 +215,14 @@ pub fn compare(prev: &Value, seen: Seen<'_>) -> Result<(), CniError> {
         let dst_text = r["dst"].as_str().unwrap_or_default();
         let (dst, len) = parse_cidr(dst_text)
             .ok_or_else(|| bad(format!("route dst {dst_text:?} is not a network")))?;
-        let IpAddr::V4(dst) = dst else {
-            continue;
-        };
         let gw = match r.get("gw").and_then(Value::as_str) {
             None | Some("") => None,
             Some(g) => match g.parse::<IpAddr>() {
-                Ok(IpAddr::V4(g)) => Some(g),
-                _ => return Err(bad(format!("route gw {g:?} is not an IPv4 address"))),
+                Ok(g) if g.is_ipv4() == dst.is_ipv4() => Some(g),
+                _ => {
+                    let family = if dst.is_ipv4() { "IPv4" } else { "IPv6" };
+                    return Err(bad(format!("route gw {g:?} is not an {family} address")));
+                }
             },
         };
         let found = seen.routes.iter().any(|k| {
@@ -365,7 +365,7 @@ mod tests {
         }];
         let routes = [
             RouteRecord {
-                dst: Ipv4Addr::UNSPECIFIED,
+                dst: Ipv4Addr::UNSPECIFIED.into(),
                 dst_len: 0,
                 oif: Some(2),
                 table: MAIN_TABLE,

@@ -85,9 +85,22 @@ pub fn check_fields(op: &Operation) -> Result<(), String> {
             netns,
             mac,
             ipv4,
+            ipv6,
             ..
         } => {
             check_key(key, "attach")?;
+            if let Some(ip) = ipv6 {
+                if ip.address.len() > MAX_NAME || ip.gateway.len() > MAX_NAME {
+                    return Err(format!(
+                        "container {}: attach: the ipv6 lease's fields are longer than \
+                         {MAX_NAME} bytes",
+                        key.container_id
+                    ));
+                }
+                crate::slot::Ipv6Lease::parse(&ip.address, &ip.gateway).map_err(|why| {
+                    format!("container {}: attach: ipv6 lease: {why}", key.container_id)
+                })?;
+            }
             if let Some(ip) = ipv4 {
                 if ip.address.len() > MAX_NAME || ip.gateway.len() > MAX_NAME {
                     return Err(format!(
@@ -252,6 +265,10 @@ pub enum Operation {
         /// daemon queues requests by value, and most attaches have none.)
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ipv4: Option<Box<Ipv4Request>>,
+        /// An IPv6 address an IPAM plugin leased for the container end, beside `ipv4`
+        /// (dual stack) or alone (no IPv4 address at all; see [`Ipv6Request`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ipv6: Option<Box<Ipv6Request>>,
     },
     /// Remove an attachment (CNI DEL). Unknown attachments succeed: DEL is idempotent.
     Detach {
@@ -406,6 +423,11 @@ pub struct Attachment {
     /// answers of daemons from before the field existed, which always added it.
     #[serde(default = "yes")]
     pub default_route: bool,
+    /// The container end's IPv6 address and the host end's (its gateway) of a dual-stack
+    /// attachment; the IPv6 default route goes via it when `default_route`. Absent: no
+    /// IPv6 address, or an IPv6-only attachment, whose `address` and `gateway` are IPv6.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Request>,
 }
 
 fn yes() -> bool {
@@ -424,6 +446,23 @@ pub struct Ipv4Request {
     /// Whether the container gets a default route via `gateway` (when it is the
     /// container's first attachment, as for every attach). `false` when the lease has no
     /// default route.
+    #[serde(default = "yes")]
+    pub default_route: bool,
+}
+
+/// An attach's IPv6 lease, beside its IPv4 one (dual stack) or alone: the container end
+/// holds `address` (without DAD), the host end `gateway` as a /128 with a host route to
+/// `address`, laid out as [`Ipv4Request`]'s. Beside an IPv4 lease, the IPv6 default
+/// route goes via `gateway` when the IPv4 one does (`default_route` here is not read);
+/// alone, when `default_route`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ipv6Request {
+    /// The container end's address, `addr/len` (len 1 to 128).
+    pub address: String,
+    /// The gateway: the host end's address.
+    pub gateway: String,
+    /// Whether the container gets a default route via `gateway` (when it is the
+    /// container's first attachment); see above.
     #[serde(default = "yes")]
     pub default_route: bool,
 }
@@ -502,11 +541,13 @@ mod tests {
             mtu,
             mac,
             ipv4,
+            ipv6,
         } = &req.op
         else {
             panic!("not an attach: {req:?}");
         };
         assert_eq!(ipv4, &None, "absent: the daemon's /31");
+        assert_eq!(ipv6, &None, "absent: no IPv6");
         assert_eq!(key.container_id, "c1");
         assert_eq!(netns, &PathBuf::from("/run/netns/c1"));
         assert!(!netns_fd, "absent netns_fd means the path form");
@@ -558,6 +599,32 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn an_attach_ipv6_lease_is_parsed_and_checked() {
+        let v4 = r#""ipv4":{"address":"10.22.0.5/24","gateway":"10.22.0.1"}"#;
+        let v6 = r#""ipv6":{"address":"fd00:22::5/64","gateway":"fd00:22::1"}"#;
+        let line = |fields: &str| {
+            format!(
+                r#"{{"v":1,"id":7,"op":"attach","container_id":"c1","ifname":"eth0","netns":"/run/netns/c1",{fields}}}"#
+            )
+        };
+        let req: Request = serde_json::from_str(&line(&format!("{v4},{v6}"))).unwrap();
+        assert!(matches!(
+            &req.op,
+            Operation::Attach { ipv6: Some(ip), .. } if ip.gateway == "fd00:22::1"
+        ));
+        assert!(check_fields(&req.op).is_ok());
+        let req: Request = serde_json::from_str(&line(v6)).unwrap();
+        assert!(check_fields(&req.op).is_ok(), "IPv6 alone");
+        let bad = v6.replace("fd00:22::1", "fe80::1");
+        let req: Request = serde_json::from_str(&line(&format!("{v4},{bad}"))).unwrap();
+        let e = check_fields(&req.op).unwrap_err();
+        assert!(
+            e.contains("container c1: attach: ipv6 lease: gateway fe80::1"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -640,6 +707,7 @@ mod tests {
                 mtu: None,
                 mac: None,
                 ipv4: None,
+                ipv6: None,
             },
         );
         let line = serde_json::to_string(&by_fd).unwrap();

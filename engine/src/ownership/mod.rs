@@ -31,6 +31,7 @@ pub mod record;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -405,12 +406,13 @@ impl Census {
             }
         }
         for r in host.routes()? {
+            let IpAddr::V4(dst) = r.dst else { continue };
             let local_or_default = r.dst_len == 0 || r.table == 255;
             let on_ours = r.oif.is_some_and(|i| ours.contains(&i));
             if local_or_default || on_ours {
                 continue;
             }
-            if cidr.overlaps(r.dst, r.dst_len) {
+            if cidr.overlaps(dst, r.dst_len) {
                 let dev = r
                     .oif
                     .map(|i| format!(" dev {}", name(i)))

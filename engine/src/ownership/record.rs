@@ -133,12 +133,26 @@ pub struct AttachmentRecord {
     /// The lease's gateway, the host end's address; with `address`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
+    /// The slot end's IPv6 address (`addr/len`) of an IPv6 lease (`AttachTarget::ipv6`),
+    /// with `ipv6_gateway`; without `address`, the slot is IPv6-only. Absent: no IPv6
+    /// address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_address: Option<String>,
+    /// The IPv6 lease's gateway, the host end's IPv6 address; with `ipv6_address`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_gateway: Option<String>,
 }
 
 impl AttachmentRecord {
     /// The recorded IPAM lease, if any (and if it still parses).
     pub fn lease(&self) -> Option<crate::slot::Ipv4Lease> {
         crate::slot::Ipv4Lease::parse(self.address.as_deref()?, self.gateway.as_deref()?).ok()
+    }
+
+    /// The recorded IPv6 lease, if any (and if it still parses).
+    pub fn lease_ipv6(&self) -> Option<crate::slot::Ipv6Lease> {
+        crate::slot::Ipv6Lease::parse(self.ipv6_address.as_deref()?, self.ipv6_gateway.as_deref()?)
+            .ok()
     }
 }
 
@@ -462,10 +476,16 @@ mod tests {
             mac: Some("0a:00:00:00:00:01".into()),
             address: Some("10.22.0.5/24".into()),
             gateway: Some("10.22.0.1".into()),
+            ipv6_address: Some("fd00:22::5/64".into()),
+            ipv6_gateway: Some("fd00:22::1".into()),
         });
         assert_eq!(
             r.attachments[0].lease().map(|l| l.to_strings()),
             Some(("10.22.0.5/24".into(), "10.22.0.1".into()))
+        );
+        assert_eq!(
+            r.attachments[0].lease_ipv6().map(|l| l.to_strings()),
+            Some(("fd00:22::5/64".into(), "fd00:22::1".into()))
         );
         write_record(&path, &r).unwrap();
         assert_eq!(read_record(&path).unwrap(), Some(r.clone()));

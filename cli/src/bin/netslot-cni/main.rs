@@ -45,7 +45,9 @@ use netslot::cni;
 use netslot::cni::reply::{Asked, CniError, Code, Outcome, SPEC_VERSION};
 use netslot::cni::result::{Seen, Version, SUPPORTED};
 use netslot::daemon::client::{self, ClientError};
-use netslot::daemon::protocol::{AttachmentKey, Operation, DEFAULT_SOCKET};
+use netslot::daemon::protocol::{
+    AttachmentKey, Ipv4Request, Ipv6Request, Operation, DEFAULT_SOCKET,
+};
 
 mod ipam;
 
@@ -234,7 +236,7 @@ fn add(conf: &Value, raw: &[u8], socket: &Path) -> Result<Option<Value>, CniErro
     let key = key(conf)?;
     let (netns, fd) = container_netns()?;
     let Some(plugin) = wanted.ipam.as_deref() else {
-        return attach(conf, socket, key, &netns, fd, &wanted, None);
+        return attach(conf, socket, key, &netns, fd, &wanted, (None, None));
     };
     let result = match ipam::exec(plugin, "ADD", raw) {
         Ok(r) => r.unwrap_or_default(),
@@ -260,7 +262,7 @@ fn add(conf: &Value, raw: &[u8], socket: &Path) -> Result<Option<Value>, CniErro
             &netns,
             fd,
             &wanted,
-            Some(Box::new(leased.ipv4)),
+            (leased.ipv4.map(Box::new), leased.ipv6.map(Box::new)),
         )
     });
     if out.is_err() {
@@ -278,7 +280,7 @@ fn attach(
     netns: &str,
     fd: OwnedFd,
     wanted: &cni::conf::Wanted,
-    ipv4: Option<Box<netslot::daemon::protocol::Ipv4Request>>,
+    (ipv4, ipv6): (Option<Box<Ipv4Request>>, Option<Box<Ipv6Request>>),
 ) -> Result<Option<Value>, CniError> {
     let answer = call(
         socket,
@@ -289,6 +291,7 @@ fn attach(
             mtu: wanted.mtu,
             mac: wanted.mac.clone(),
             ipv4,
+            ipv6,
         },
         Some(fd.as_fd()),
         Code::TryAgainLater,
@@ -383,8 +386,11 @@ fn check(conf: &Value, raw: &[u8], socket: &Path) -> Result<Option<Value>, CniEr
     }
     // What the runtime was told at ADD (and chained plugins may have added to) must be
     // what the kernel shows.
-    let routes = ns
-        .routes()
+    let dumped = ns.routes().and_then(|mut v4| {
+        v4.extend(ns.routes_ipv6()?);
+        Ok(v4)
+    });
+    let routes = dumped
         .map_err(|e| CniError::new(Code::Io, format!("dump routes in {}: {e}", netns.display())))?;
     let shown = netns.display().to_string();
     cni::result::compare(

@@ -18,11 +18,13 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use netslot::daemon::protocol::{
-    Attachment, AttachmentKey, ErrorCode, Ipv4Request, Operation, PooledSlot, Response, Stats,
-    Status,
+    Attachment, AttachmentKey, ErrorCode, Ipv4Request, Ipv6Request, Operation, PooledSlot,
+    Response, Stats, Status,
 };
 use netslot::ownership::record::AttachmentRecord;
-use netslot::{mac_to_string, AttachTarget, Engine, Ipv4Lease, Slot, SlotError, SlotSpec};
+use netslot::{
+    mac_to_string, AttachTarget, Engine, Ipv4Lease, Ipv6Lease, Slot, SlotError, SlotSpec,
+};
 
 use super::metrics::METRICS;
 
@@ -119,8 +121,14 @@ type AttachJob = (
     Wanted,
 );
 /// What an attach asks of its slot beyond the daemon's defaults: MTU, container-end MAC
-/// and IPAM lease (as the request wrote them; checked by `protocol::check_fields`).
-type Wanted = (Option<u32>, Option<String>, Option<Box<Ipv4Request>>);
+/// and IPAM leases, IPv4 and IPv6 (as the request wrote them; checked by
+/// `protocol::check_fields`).
+type Wanted = (
+    Option<u32>,
+    Option<String>,
+    Option<Box<Ipv4Request>>,
+    Option<Box<Ipv6Request>>,
+);
 /// An attach sent to the engine: request id, key, namespace path and id, default route,
 /// peer uid, answer.
 type Waiting = (
@@ -235,11 +243,11 @@ impl Rounds {
                 mac: (h.spec.slot_mac != netslot::slot_end_mac(config.group, h.spec.id))
                     .then(|| mac_to_string(&h.spec.slot_mac)),
                 // Only for a lease: the pool's /31 is derived again.
-                address: h
-                    .spec
-                    .leased
+                address: (h.spec.leased && !h.spec.ipv6_only)
                     .then(|| format!("{}/{}", h.spec.slot_ip, h.spec.prefix_len)),
-                gateway: h.spec.leased.then(|| h.spec.host_ip.to_string()),
+                gateway: (h.spec.leased && !h.spec.ipv6_only).then(|| h.spec.host_ip.to_string()),
+                ipv6_address: h.spec.ipv6.map(|v6| v6.to_strings().0),
+                ipv6_gateway: h.spec.ipv6.map(|v6| v6.to_strings().1),
             })
             .collect()
     }
@@ -371,9 +379,12 @@ impl Rounds {
                     mtu,
                     mac,
                     ipv4,
+                    ipv6,
                     ..
                 } => match target {
-                    Some(fd) => attaches.push((id, key, netns, fd, uid, reply, (mtu, mac, ipv4))),
+                    Some(fd) => {
+                        attaches.push((id, key, netns, fd, uid, reply, (mtu, mac, ipv4, ipv6)))
+                    }
                     None => {
                         let r = Response::err(
                             id,
@@ -491,7 +502,7 @@ impl Rounds {
         });
         let addr = host.addresses().map(|a| {
             a.into_iter()
-                .any(|a| a.index == spec.ifindex && a.addr == std::net::IpAddr::V4(spec.host_ip))
+                .any(|a| a.index == spec.ifindex && a.addr == spec.host_address())
         });
         match (link, addr) {
             (Ok(true), Ok(true)) => {
@@ -512,7 +523,9 @@ impl Rounds {
                 ErrorCode::NotFound,
                 format!(
                     "slot {} (host end {}): address {} missing",
-                    spec.id, spec.name, spec.host_ip
+                    spec.id,
+                    spec.name,
+                    spec.host_address()
                 ),
             ),
             (Err(e), _) | (_, Err(e)) => Response::err(
@@ -531,7 +544,7 @@ impl Rounds {
         let mut routed = std::collections::BTreeSet::new();
         // Attaches of this round per uid, on top of what each holds.
         let mut pending: BTreeMap<u32, usize> = BTreeMap::new();
-        for (id, key, netns, fd, uid, reply, (mtu, mac, ipv4)) in jobs {
+        for (id, key, netns, fd, uid, reply, (mtu, mac, ipv4, ipv6)) in jobs {
             // A request's own MTU and MAC are checked here, one by one, so that one bad
             // value fails its own attach and not the engine call of the whole round.
             let mac = match mac.as_deref().map(|m| {
@@ -602,6 +615,10 @@ impl Rounds {
                 Some(Ok(l)) => Some(l),
                 None => None,
             };
+            // Checked by protocol::check_fields: it parses.
+            let lease6 = ipv6
+                .as_ref()
+                .and_then(|ip| Ipv6Lease::parse(&ip.address, &ip.gateway).ok());
             if self.attachments.contains_key(&key) || !seen.insert(key.clone()) {
                 let r = Response::err(
                     id,
@@ -641,7 +658,13 @@ impl Rounds {
             // route: a second one would fail with EEXIST, and CNI lets a plugin add
             // routes only where it is asked to.
             // A lease without a default route asks for none (and takes no other's turn).
-            let default_route = ipv4.as_ref().is_none_or(|ip| ip.default_route)
+            // Beside an IPv4 lease, the IPv6 one follows it; alone, it asks for itself.
+            let asked = match (&ipv4, &ipv6) {
+                (Some(ip), _) => ip.default_route,
+                (None, Some(ip)) => ip.default_route,
+                (None, None) => true,
+            };
+            let default_route = asked
                 && !self
                     .attachments
                     .keys()
@@ -654,6 +677,7 @@ impl Rounds {
                 mtu,
                 mac,
                 ipv4: lease,
+                ipv6: lease6,
             });
             waiting.push((id, key, netns, netns_id, default_route, uid, reply));
         }
@@ -678,7 +702,7 @@ impl Rounds {
                                 container = %key.container_id,
                                 ifname = %key.ifname,
                                 host_end = %spec.name,
-                                address = %spec.slot_ip,
+                                address = %spec.slot_address(),
                                 netns = %netns.display(),
                                 "attached"
                             );
@@ -981,10 +1005,19 @@ fn attachment(key: &AttachmentKey, held: &Held) -> Attachment {
         ifindex: s.ifindex,
         host_mac: mac_to_string(&s.host_mac),
         mac: mac_to_string(&s.slot_mac),
-        address: format!("{}/{}", s.slot_ip, s.prefix_len),
-        gateway: s.host_ip.to_string(),
+        // An IPv6-only attachment's are its IPv6 ones (and `ipv6` is absent).
+        address: s.slot_address(),
+        gateway: s.host_address().to_string(),
         mtu: s.mtu,
         default_route: held.default_route,
+        ipv6: s.ipv6.filter(|_| !s.ipv6_only).map(|v6| {
+            let (address, gateway) = v6.to_strings();
+            Ipv6Request {
+                address,
+                gateway,
+                default_route: held.default_route,
+            }
+        }),
     }
 }
 
