@@ -703,6 +703,7 @@ impl Rounds {
                                 ifname = %key.ifname,
                                 host_end = %spec.name,
                                 address = %spec.slot_address(),
+                                ipv6 = ?spec.ipv6.map(|l| l.address),
                                 netns = %netns.display(),
                                 "attached"
                             );
