@@ -281,6 +281,26 @@ fn write_record(path: &Path, record: &PoolRecord) -> Result<(), RecordError> {
     std::fs::rename(&tmp, path).map_err(io_err(path, "rename into place"))
 }
 
+/// How long a claim waits for a lock that is held only for a moment. A process's
+/// children hold copies of its fds from fork until exec (CLOEXEC acts at exec), so just
+/// after an owner let go, a child it was starting can still hold the lock for a few
+/// milliseconds. A live owner holds it for good.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Tries the exclusive flock on `file` until it is taken or `patience` has passed.
+fn lock_within(file: &std::fs::File, patience: std::time::Duration) -> io::Result<bool> {
+    let until = std::time::Instant::now() + patience;
+    loop {
+        if netns::try_lock_exclusive(file)? {
+            return Ok(true);
+        }
+        if std::time::Instant::now() >= until {
+            return Ok(false);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// The claim on a pool: an exclusive flock on its lock file, released when dropped (or by
 /// the kernel when the process dies), and the record as found and as last written.
 #[derive(Debug)]
@@ -316,7 +336,7 @@ impl PoolLock {
             if !file.metadata().map_err(lock_err("stat"))?.is_file() {
                 return Err(lock_err("open")(io::Error::other("not a regular file")));
             }
-            if !netns::try_lock_exclusive(&file).map_err(lock_err("flock"))? {
+            if !lock_within(&file, LOCK_PATIENCE).map_err(lock_err("flock"))? {
                 return Err(RecordError::Owned {
                     group,
                     pid: read_pid(&mut file),
