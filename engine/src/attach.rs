@@ -46,16 +46,7 @@ impl Engine {
                 if let Some(mac) = t.mac {
                     spec.slot_mac = mac;
                 }
-                match (t.ipv4, t.ipv6) {
-                    (Some(v4), v6) => {
-                        spec.lease(v4);
-                        if let Some(v6) = v6 {
-                            spec.lease_ipv6(v6);
-                        }
-                    }
-                    (None, Some(v6)) => spec.lease_ipv6_only(v6),
-                    (None, None) => {}
-                }
+                spec.leases(t.ipv4, t.ipv6);
                 spec
             })
             .collect();

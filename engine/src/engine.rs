@@ -164,16 +164,7 @@ impl Engine {
                 if let Some(mac) = a.mac.as_deref().and_then(crate::slot::parse_mac) {
                     spec.slot_mac = mac;
                 }
-                match (a.lease(), a.lease_ipv6()) {
-                    (Some(v4), v6) => {
-                        spec.lease(v4);
-                        if let Some(v6) = v6 {
-                            spec.lease_ipv6(v6);
-                        }
-                    }
-                    (None, Some(v6)) => spec.lease_ipv6_only(v6),
-                    (None, None) => {}
-                }
+                spec.leases(a.lease(), a.lease_ipv6());
                 (a, spec)
             })
             .collect()

@@ -247,6 +247,21 @@ impl SlotSpec {
     }
 
     /// The slot end's first address as `addr/len`: the IPv4 one, or the IPv6 lease's for
+    /// Applies an attachment's IPAM leases: IPv4 (with IPv6 beside it for dual stack),
+    /// or IPv6 alone; none leaves the pool's /31.
+    pub(crate) fn leases(&mut self, v4: Option<Ipv4Lease>, v6: Option<Ipv6Lease>) {
+        match (v4, v6) {
+            (Some(v4), v6) => {
+                self.lease(v4);
+                if let Some(v6) = v6 {
+                    self.lease_ipv6(v6);
+                }
+            }
+            (None, Some(v6)) => self.lease_ipv6_only(v6),
+            (None, None) => {}
+        }
+    }
+
     /// an IPv6-only slot.
     pub fn slot_address(&self) -> String {
         match self.ipv6.filter(|_| self.ipv6_only) {
