@@ -39,6 +39,10 @@ pub struct Machine {
     pub mem_kib: u64,
     /// `ip -V`.
     pub iproute2: String,
+    /// Why RTNL could not be counted on this machine (the kernel refused the hardware
+    /// watchpoint); `None` when it can be, or was not asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtnl_unavailable: Option<String>,
 }
 
 impl Machine {
@@ -65,6 +69,7 @@ impl Machine {
                 .output()
                 .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
                 .unwrap_or_default(),
+            rtnl_unavailable: None,
         }
     }
 }
@@ -123,6 +128,9 @@ pub fn markdown(summary: &Summary, machine: &Machine, command: &str) -> String {
         machine.mem_kib / 1024,
         machine.iproute2
     );
+    if let Some(why) = &machine.rtnl_unavailable {
+        let _ = writeln!(s, "RTNL not counted on this machine: {why}\n");
+    }
     s.push_str(
         "| system | N | runs (timed/tried + RTNL) | wall s | slots/s | p50 ms | p99 ms | max ms | syscalls | \
          io_uring SQEs | RTNL own | RTNL kernel | RTNL other procs | longest hold ms (max) | \

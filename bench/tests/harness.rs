@@ -38,11 +38,36 @@ fn run(name: &str, args: &[&str]) -> (Value, Duration) {
     let took = started.elapsed();
     assert!(status.success(), "netslot-bench {args:?}: {status}");
     let text = std::fs::read_to_string(dir.join("results.json")).expect("results.json");
-    for f in ["results.md", "slots_per_sec.svg", "rtnl_per_slot.svg"] {
+    let v: Value = serde_json::from_str(&text).expect("valid JSON");
+    let mut files = vec!["results.md", "slots_per_sec.svg"];
+    if v["machine"]["rtnl_unavailable"].is_null() {
+        files.push("rtnl_per_slot.svg");
+    }
+    for f in files {
         assert!(dir.join(f).exists(), "{f} written");
     }
     let _ = std::fs::remove_dir_all(&dir);
-    (serde_json::from_str(&text).expect("valid JSON"), took)
+    (v, took)
+}
+
+/// Whether the run counted RTNL: false only on a machine whose kernel refuses the
+/// watchpoint, which the harness then names in its results (and the run has no RTNL runs).
+fn rtnl_counted(v: &Value) -> bool {
+    let why = &v["machine"]["rtnl_unavailable"];
+    if let Some(why) = why.as_str() {
+        eprintln!("RTNL not counted on this machine: {why}");
+        assert!(why.contains("refuses"), "{why}");
+        assert!(
+            v["runs"]
+                .as_array()
+                .expect("runs")
+                .iter()
+                .all(|r| r["rtnl_counted"] == false),
+            "no run counts RTNL when the counter is refused"
+        );
+        return false;
+    }
+    true
 }
 
 fn system<'a>(v: &'a Value, name: &str) -> &'a Value {
@@ -151,12 +176,17 @@ fn counters_match_the_floors_known_counts() {
     let total = per["syscalls"].as_f64().expect("syscalls");
     assert!((3.75..4.25).contains(&total), "syscalls per slot: {per}");
     assert_eq!(per["uring_submissions"].as_f64(), Some(0.0));
-    assert_eq!(per["rtnl_own"].as_f64(), Some(7.0), "RTNL per slot: {per}");
+    let counted = rtnl_counted(&v);
+    if counted {
+        assert_eq!(per["rtnl_own"].as_f64(), Some(7.0), "RTNL per slot: {per}");
+    }
     for at in s["at"].as_array().expect("at") {
         let n = at["n"].as_u64().expect("n");
         assert_eq!(at["runs_ok"].as_u64(), Some(1), "{at}");
-        assert_eq!(at["rtnl_runs"].as_u64(), Some(1), "{at}");
-        assert!(at["rtnl_complete"].as_bool().expect("bool"), "{at}");
+        if counted {
+            assert_eq!(at["rtnl_runs"].as_u64(), Some(1), "{at}");
+            assert!(at["rtnl_complete"].as_bool().expect("bool"), "{at}");
+        }
         assert_eq!(
             at["verified"].as_str(),
             Some(format!("{n}/{n} up+v4 of {n}").as_str())
@@ -188,7 +218,9 @@ fn quick_mode_verifies_every_system_and_counts_per_slot() {
         }
     }
     let netslot = &system(&v, "netslot")["per_slot"][0];
-    assert_eq!(netslot["rtnl_own"].as_f64(), Some(9.0), "{netslot}");
+    if rtnl_counted(&v) {
+        assert_eq!(netslot["rtnl_own"].as_f64(), Some(9.0), "{netslot}");
+    }
     // The design's per-slot calls, exactly: one unshare, socket and setsockopt per
     // namespace, all in the pool thread (x86_64: 272, 41, 54).
     let pool = |comm: &str| comm.starts_with("netslot-pool");
@@ -234,7 +266,12 @@ fn neighbour_runs_beside_the_system() {
     );
     assert_eq!(v["neighbour"].as_bool(), Some(true), "flag recorded");
     let runs = v["runs"].as_array().expect("runs");
-    assert_eq!(runs.len(), 4, "one timed and one RTNL run per system");
+    let expected = if rtnl_counted(&v) { 4 } else { 2 };
+    assert_eq!(
+        runs.len(),
+        expected,
+        "one timed and one RTNL run per system"
+    );
     for r in runs {
         assert!(r["error"].is_null(), "{}", r["error"]);
         assert_eq!(r["neighbour_ran"].as_bool(), Some(true), "{}", r["system"]);

@@ -124,6 +124,10 @@ impl Engine {
                 let kept = self.kept.as_mut().expect("no call is running");
                 kept.host_ends = kept.host_ends.saturating_sub(1);
                 self.free_ids.insert(spec.id);
+                // The next slot of this id gets the same ifindex: it starts at zero.
+                if let Err(e) = self.forget_counters(spec.ifindex) {
+                    tracing::warn!(slot = %spec.name, "detach: {e}");
+                }
             }
         }
         Ok(out)

@@ -21,7 +21,8 @@
 //! `call` decides one provisioning call from end to end (chunks, carry-over of host
 //! addresses, sub-batches, recovery, rollback) as a sans-IO state machine; `drive` is
 //! the engine's driver of it, and the benches and fuzzers drive the same `Call` through
-//! `internals`. [`Engine`] (`engine`, `attach`, `pin`) owns what outlives a call.
+//! `internals`. [`Engine`] (`engine`, `attach`, `pin`) owns what outlives a call;
+//! `recycle` takes released slots back when the kernel shows them as the pool made them.
 //!
 //! Beside them: `wire` (netlink encoding via netlink-packet-route), `sock`, `netns` and
 //! `ring` (the only unsafe code), `host` (the host namespace and kernel read-back),
@@ -68,6 +69,7 @@ mod pin;
 mod plan;
 mod pool;
 mod reconcile;
+mod recycle;
 mod result;
 mod ring;
 mod seq;
@@ -85,6 +87,7 @@ pub use netns::open_network_namespace;
 pub use netslot_bpf as bpf;
 pub use op::Op;
 pub use pin::release;
+pub use recycle::{Destroyed, Dirty, Recycled};
 pub use result::{
     EngineError, PhaseTimes, ProvisionReport, Provisioned, SlotCounters, SlotError, SlotResult,
 };

@@ -106,6 +106,23 @@ impl fmt::Display for CounterError {
     }
 }
 
+impl CounterError {
+    /// Whether the kernel itself refused the watchpoint (EPERM or EACCES from
+    /// perf_event_open) rather than something this process lacks or got wrong. Seen as
+    /// root with every capability on VMs whose guest kernel cannot take hardware
+    /// breakpoints on kernel addresses: user-space breakpoints open there, kernel ones
+    /// fail with EPERM. No RTNL counting is possible on such a machine.
+    pub fn refused_by_kernel(&self) -> bool {
+        let Self::PerfOpen { source, .. } = self else {
+            return false;
+        };
+        // /proc/self belongs to the process's effective uid.
+        let root = std::fs::metadata("/proc/self")
+            .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0);
+        root && matches!(source.raw_os_error(), Some(libc::EPERM | libc::EACCES))
+    }
+}
+
 impl std::error::Error for CounterError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {

@@ -15,6 +15,7 @@ use netslot_bench::harness::parent::netns_objects;
 use netslot_bench::harness::{run_one, summarize, Counters, RunOptions, RunRecord};
 use netslot_bench::output::{markdown, Machine, Results};
 use netslot_bench::plot::write_plots;
+use netslot_bench::rtnl::RtnlCounter;
 use netslot_bench::syscount::SyscallCounter;
 use netslot_bench::systems::{RunSpec, SystemKind};
 
@@ -171,18 +172,20 @@ fn run(mut cli: Cli) -> Result<(), String> {
             .neighbour
             .then(|| Duration::from_micros(cli.neighbour_period_us)),
     };
+    let mut machine = Machine::probe();
+    machine.rtnl_unavailable = if cli.no_rtnl { None } else { rtnl_refusal()? };
+    let count_rtnl = !cli.no_rtnl && machine.rtnl_unavailable.is_none();
     let counters = Counters {
         syscalls: if cli.no_syscalls {
             None
         } else {
             Some(SyscallCounter::start().map_err(|e| e.to_string())?)
         },
-        rtnl: !cli.no_rtnl,
+        rtnl: count_rtnl,
     };
     std::fs::create_dir_all(&cli.out).map_err(|e| format!("create {}: {e}", cli.out.display()))?;
-    let machine = Machine::probe();
     let mut runs: Vec<RunRecord> = Vec::new();
-    let rtnl_runs = if cli.no_rtnl { 0 } else { cli.rtnl_runs };
+    let rtnl_runs = if count_rtnl { cli.rtnl_runs } else { 0 };
     // Interleaved (repeat, N, system) so slow drift of a shared machine spreads evenly;
     // the RTNL-counted runs come after the timed ones.
     let plan: Vec<(usize, bool)> = (0..cli.repeat)
@@ -227,6 +230,25 @@ fn run(mut cli: Cli) -> Result<(), String> {
     }
     eprintln!("results in {}", cli.out.display());
     Ok(())
+}
+
+/// Starts and stops the RTNL counter once: `Some(why)` when the kernel refuses its
+/// watchpoint (the campaign then runs without RTNL figures and says so in its reports),
+/// an error for any other failure (a bug or a missing privilege is not hidden).
+fn rtnl_refusal() -> Result<Option<String>, String> {
+    match RtnlCounter::start() {
+        Ok(c) => {
+            drop(c.stop());
+            Ok(None)
+        }
+        Err(e) if e.refused_by_kernel() => {
+            eprintln!("warning: RTNL not counted: the kernel refuses the watchpoint: {e}");
+            Ok(Some(format!(
+                "the kernel refuses the hardware watchpoint: {e}"
+            )))
+        }
+        Err(e) => Err(format!("RTNL counter: {e} (--no-rtnl runs without it)")),
+    }
 }
 
 /// Rewritten after every run, so an interrupted campaign keeps what it measured.
