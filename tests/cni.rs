@@ -1130,7 +1130,11 @@ fn the_warm_pool_hands_out_pinned_slots_and_takes_them_back() {
         return;
     }
     let group = 7815;
-    let daemon = Daemon::start("wp", group, &["--pool-low", "4", "--pool-high", "8"]);
+    let daemon = Daemon::start(
+        "wp",
+        group,
+        &["--pool-low", "4", "--pool-high", "8", "--no-recycle"],
+    );
     let sock = Path::new(SOCKET);
     // The pool fills when idle.
     let started = Instant::now();
@@ -1172,6 +1176,142 @@ fn the_warm_pool_hands_out_pinned_slots_and_takes_them_back() {
         0,
         "teardown left pins"
     );
+}
+
+/// The namespace id (nsfs NS_GET_ID: the netns cookie, never reused) of the namespace
+/// mounted at `path`.
+fn ns_cookie(path: &Path) -> u64 {
+    use std::os::fd::AsRawFd;
+    /// `_IOR(0xb7, 13, __u64)` (include/uapi/linux/nsfs.h).
+    const NS_GET_ID: libc::c_ulong = (2 << 30) | (8 << 16) | (0xb7 << 8) | 13;
+    let f = std::fs::File::open(path).unwrap();
+    let mut id: u64 = 0;
+    // SAFETY: NS_GET_ID writes one u64 through the pointer, which points at `id`.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_ID, &mut id as *mut u64) };
+    assert_eq!(
+        r,
+        0,
+        "NS_GET_ID {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+    id
+}
+
+/// Acquires a warm slot through the daemon; (name, pin, namespace id).
+fn acquire(sock: &Path) -> (String, PathBuf, u64) {
+    let r = netslot::daemon::client::call(sock, Operation::Acquire).unwrap();
+    assert!(r.ok, "{:?}", r.error);
+    let slot = r.slot.unwrap();
+    let id = ns_cookie(&slot.netns);
+    (slot.name, slot.netns, id)
+}
+
+fn release(sock: &Path, name: &str) {
+    let op = Operation::Release {
+        name: name.to_owned(),
+    };
+    let r = netslot::daemon::client::call(sock, op).unwrap();
+    assert!(r.ok, "release {name}: {:?}", r.error);
+}
+
+/// Five cycles of 20 acquires and 20 releases against a warm pool of 20..40: released
+/// slots go back to the pool (the same namespaces, by id, come round again) and a slot a
+/// tenant changed is destroyed and replaced; with `--no-recycle` every claim gets a new
+/// namespace.
+#[test]
+fn released_slots_are_recycled_unless_a_tenant_changed_them() {
+    let test = "released_slots_are_recycled_unless_a_tenant_changed_them";
+    if !inside_private_world(test) {
+        return;
+    }
+    let group = 7816;
+    let pool = ["--pool-low", "20", "--pool-high", "40"];
+    let distinct = |extra: &[&str]| {
+        let mut args = pool.to_vec();
+        args.extend_from_slice(extra);
+        let daemon = Daemon::start("wr", group, &args);
+        let sock = Path::new(SOCKET);
+        let started = Instant::now();
+        while daemon.stats().pooled < 20 {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "pool never filled"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for _ in 0..5 {
+            let held: Vec<(String, PathBuf, u64)> = (0..20).map(|_| acquire(sock)).collect();
+            for (name, _, id) in held {
+                ids.insert(id);
+                release(sock, &name);
+            }
+        }
+        let stats = daemon.stats();
+        daemon.stop();
+        assert!(links_in_group(group).is_empty(), "teardown left host ends");
+        (ids.len(), stats)
+    };
+    let (recycled, stats) = distinct(&[]);
+    eprintln!("recycling: {recycled} namespaces for 100 claims, {stats:?}");
+    assert!(
+        recycled <= 40,
+        "{recycled} namespaces for 100 claims: {stats:?}"
+    );
+    assert_eq!(stats.recycled, 100, "{stats:?}");
+    assert_eq!(stats.destroyed_on_release, 0, "{stats:?}");
+    let (destroyed, stats) = distinct(&["--no-recycle"]);
+    eprintln!("--no-recycle: {destroyed} namespaces for 100 claims, {stats:?}");
+    assert_eq!(destroyed, 100, "{stats:?}");
+    assert_eq!(stats.destroyed_on_release, 100, "{stats:?}");
+
+    // A tenant's change: an address added inside the slot. The slot is destroyed on
+    // release (pin and host end gone); its replacement carries no trace of it.
+    let daemon = Daemon::start("wr", group, &["--pool-low", "2", "--pool-high", "2"]);
+    let sock = Path::new(SOCKET);
+    let started = Instant::now();
+    while daemon.stats().pooled < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "pool never filled"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (name, pin, _) = acquire(sock);
+    let ns = std::fs::File::open(&pin).unwrap();
+    in_netns(ns.as_fd(), || {
+        let r = run("ip", &["addr", "add", "10.77.0.1/24", "dev", "eth0"]);
+        assert!(r.status.success(), "{r:?}");
+    });
+    drop(ns);
+    release(sock, &name);
+    assert!(!pin.exists(), "a changed slot's pin left after release");
+    assert!(
+        !links_in_group(group)
+            .iter()
+            .any(|l| l["ifname"] == name.as_str()),
+        "a changed slot's host end left after release"
+    );
+    let stats = daemon.stats();
+    assert_eq!(
+        (stats.recycled, stats.destroyed_on_release),
+        (0, 1),
+        "{stats:?}"
+    );
+    for _ in 0..3 {
+        let (name, pin, _) = acquire(sock);
+        let ns = std::fs::File::open(&pin).unwrap();
+        let addrs = in_netns(ns.as_fd(), || ipv4_addrs("eth0"));
+        assert!(
+            !addrs.iter().any(|a| a.starts_with("10.77.")),
+            "{name}: {addrs:?}"
+        );
+        drop(ns);
+        release(sock, &name);
+    }
+    daemon.stop();
+    assert!(links_in_group(group).is_empty(), "teardown left host ends");
 }
 
 /// A single-plugin configuration for network `name`.

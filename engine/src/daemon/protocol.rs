@@ -522,6 +522,13 @@ pub struct Stats {
     /// `ownership`). Its JSON name, `reconciled_removed`, is kept for protocol version 1.
     #[serde(rename = "reconciled_removed")]
     pub removed_at_start: usize,
+    /// Released slots that went back to the warm pool (the kernel showed them as made).
+    #[serde(default)]
+    pub recycled: u64,
+    /// Released slots destroyed: a tenant had changed them, `--no-recycle`, or the warm
+    /// pool was full.
+    #[serde(default)]
+    pub destroyed_on_release: u64,
 }
 
 #[cfg(test)]

@@ -55,6 +55,16 @@ pub(crate) struct ServeArgs {
     /// …up to this many.
     #[arg(long, default_value_t = 0)]
     pool_high: usize,
+    /// Destroy every released slot instead of giving it back to the warm pool. By
+    /// default a released slot is recycled when the kernel shows it exactly as the pool
+    /// made it (devices, addresses, routes, rules, neighbour entries; no process still
+    /// inside its namespace, no other mount of it): its counters are read and reset and
+    /// the next `acquire` gets it without any kernel work (up to `--pool-high` slots are
+    /// kept; past it they are destroyed). A slot a tenant changed is
+    /// destroyed and replaced. Choose this where tenants may keep an fd of the
+    /// namespace or mount it in another mount namespace, which the check cannot see.
+    #[arg(long)]
+    no_recycle: bool,
     /// Directory where warm-pool slots' namespaces are pinned.
     #[arg(long, default_value = "/run/netslot/slots")]
     pool_dir: PathBuf,
@@ -169,6 +179,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, String> {
             pool_low: args.pool_low,
             pool_high: args.pool_high.max(args.pool_low),
             keep_on_exit: args.keep_on_exit,
+            recycle: !args.no_recycle,
             max_attachments_per_uid: args.max_attachments_per_uid,
             max_acquired_per_uid: args.max_acquired_per_uid,
         },

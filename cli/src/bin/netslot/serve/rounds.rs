@@ -57,6 +57,8 @@ pub(crate) struct RoundConfig {
     pub pool_high: usize,
     /// Leave every slot in place on exit.
     pub keep_on_exit: bool,
+    /// Give released slots that are as the pool made them back to the warm pool.
+    pub recycle: bool,
     /// Most attachments a uid other than 0 may hold.
     pub max_attachments_per_uid: usize,
     /// Most handed-out warm slots a uid other than 0 may hold.
@@ -293,6 +295,13 @@ impl Rounds {
                 }),
                 Work::Shutdown => stopping = true,
             }
+            // Work that makes no kernel call (a warm slot handed out, status, stats) is
+            // answered at once: it gains nothing from company, and a claim of a warm slot
+            // should cost no more than the socket round trip.
+            if !stopping && round.iter().all(|j| self.is_immediate(j)) {
+                self.round(round);
+                continue;
+            }
             let deadline = Instant::now() + self.config.window;
             while !stopping && round.len() < self.config.max_round {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -340,6 +349,16 @@ impl Rounds {
             }
         }
         self.finish();
+    }
+
+    /// Whether `job` needs no engine call: an acquire that a warm slot answers, status,
+    /// stats.
+    fn is_immediate(&self, job: &Job) -> bool {
+        match job.op {
+            Operation::Acquire => !self.warm.is_empty(),
+            Operation::Status | Operation::Stats => true,
+            _ => false,
+        }
     }
 
     /// Answers one round: cheap requests at once, then one engine batch per kind
@@ -904,7 +923,12 @@ impl Rounds {
         self.stats.batches += 1;
         let names: Vec<String> = slots.iter().map(|s| s.spec().name.clone()).collect();
         METRICS.engine_call("release", None);
-        let results = self.engine.release_slots(slots);
+        let results = if self.config.recycle {
+            self.recycle(slots)
+        } else {
+            self.stats.destroyed_on_release += slots.len() as u64;
+            self.engine.release_slots(slots)
+        };
         for (i, (id, reply)) in owners.into_iter().enumerate() {
             let r = match &results {
                 Ok(r) => match &r[i] {
@@ -919,6 +943,41 @@ impl Rounds {
             };
             self.answer(&reply, r);
         }
+    }
+
+    /// Recycles released slots: the clean ones back into the warm pool (up to its high
+    /// mark; past it they are destroyed), the others destroyed. Per slot, whether the
+    /// release worked.
+    fn recycle(
+        &mut self,
+        slots: Vec<Slot>,
+    ) -> Result<Vec<Result<(), SlotError>>, netslot::EngineError> {
+        let names: Vec<String> = slots.iter().map(|s| s.spec().name.clone()).collect();
+        let out = self.engine.recycle(slots)?;
+        let mut results: BTreeMap<String, Result<(), SlotError>> = BTreeMap::new();
+        for d in out.destroyed {
+            tracing::info!(slot = %d.spec.name, "release: destroyed, not recycled: {}", d.why);
+            self.stats.destroyed_on_release += 1;
+            results.insert(d.spec.name, d.result);
+        }
+        let room = self.config.pool_high.saturating_sub(self.warm.len());
+        let mut clean = out.clean;
+        let surplus = clean.split_off(room.min(clean.len()));
+        for slot in clean {
+            self.stats.recycled += 1;
+            results.insert(slot.spec().name.clone(), Ok(()));
+            self.warm.push_back(slot);
+        }
+        if !surplus.is_empty() {
+            self.stats.destroyed_on_release += surplus.len() as u64;
+            let specs: Vec<String> = surplus.iter().map(|s| s.spec().name.clone()).collect();
+            let gone = self.engine.release_slots(surplus)?;
+            results.extend(specs.into_iter().zip(gone));
+        }
+        Ok(names
+            .iter()
+            .map(|n| results.remove(n).unwrap_or(Ok(())))
+            .collect())
     }
 
     fn refill(&mut self) {
