@@ -61,8 +61,11 @@ impl Engine {
     /// caller's warm pool. Every other one is destroyed (host end deleted, unpinned,
     /// closed) and listed with the first difference found.
     pub fn recycle(&mut self, slots: Vec<Slot>) -> Result<Recycled, EngineError> {
+        let started = std::time::Instant::now();
         let mut verdicts: Vec<Result<(), Dirty>> = slots.iter().map(inspect_one).collect();
+        let inspected = started.elapsed();
         self.find_occupants(&slots, &mut verdicts);
+        let occupants = started.elapsed() - inspected;
         let ids: Vec<u32> = slots.iter().map(|s| s.spec.ifindex).collect();
         let counters: Vec<SlotCounters> = self
             .counters()?
@@ -80,6 +83,13 @@ impl Engine {
                 Err(why) => dirty.push((slot, why)),
             }
         }
+        tracing::debug!(
+            slots = ids.len(),
+            inspect_us = inspected.as_micros() as u64,
+            occupants_us = occupants.as_micros() as u64,
+            total_us = started.elapsed().as_micros() as u64,
+            "recycle: judged"
+        );
         let (dirty, whys): (Vec<Slot>, Vec<Dirty>) = dirty.into_iter().unzip();
         let specs: Vec<SlotSpec> = dirty.iter().map(|s| s.spec.clone()).collect();
         for (spec, why) in specs.iter().zip(&whys) {

@@ -455,11 +455,17 @@ impl Rounds {
             acquires.len(),
             releases.len(),
         );
+        // Acquires that warm slots answer go first: they cost no kernel call, and should
+        // not wait behind the round's engine batches. The rest wait for the releases,
+        // which may give slots back.
+        let ready = acquires.len().min(self.warm.len());
+        let later = acquires.split_off(ready);
+        self.acquire_all(acquires);
         self.detach_all(detaches);
         self.release_all(releases);
         self.attach_all(attaches);
         self.record_then_answer();
-        self.acquire_all(acquires);
+        self.acquire_all(later);
         self.update_gauges();
         let (attach, detach, acquire, release) = counts;
         let took_us = started.elapsed().as_micros() as u64;
