@@ -40,6 +40,7 @@ struct Args {
     bench: PathBuf,
     neighbour: bool,
     daemon_log: Option<PathBuf>,
+    connect_per_call: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -58,6 +59,7 @@ fn parse() -> Result<Args, String> {
         bench: dir.join("netslot-bench"),
         neighbour: true,
         daemon_log: None,
+        connect_per_call: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -71,11 +73,12 @@ fn parse() -> Result<Args, String> {
             "--netslot" => a.netslot = val()?.into(),
             "--no-neighbour" => a.neighbour = false,
             "--daemon-log" => a.daemon_log = Some(val()?.into()),
+            "--connect-per-call" => a.connect_per_call = true,
             "--help" | "-h" => {
                 println!(
                     "lifecycle [--fill N] [--cycles M] [--concurrency C] \
                      [--modes recycle,destroy] [--netslot PATH] [--no-neighbour] \
-                     [--daemon-log PATH]"
+                     [--daemon-log PATH] [--connect-per-call]"
                 );
                 std::process::exit(0);
             }
@@ -113,6 +116,43 @@ fn fds_and_rss(pid: u32) -> (usize, u64) {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0);
     (fds, rss)
+}
+
+/// A client of the daemon: one connection for all its requests (as a long-lived runtime
+/// keeps it), or a new one per request (as `netslot-cni` makes it).
+struct Client {
+    stream: Option<std::io::BufReader<std::os::unix::net::UnixStream>>,
+    per_call: bool,
+    next_id: u64,
+}
+
+impl Client {
+    fn new(per_call: bool) -> Self {
+        Self {
+            stream: None,
+            per_call,
+            next_id: 1,
+        }
+    }
+
+    fn call(&mut self, op: Operation) -> netslot::daemon::protocol::Response {
+        use std::io::{BufRead, Write};
+        if self.per_call {
+            return client::call(Path::new(SOCKET), op).expect("daemon call");
+        }
+        let stream = self.stream.get_or_insert_with(|| {
+            let s = std::os::unix::net::UnixStream::connect(SOCKET).expect("connect");
+            std::io::BufReader::new(s)
+        });
+        self.next_id += 1;
+        let req = netslot::daemon::protocol::Request::new(self.next_id, op);
+        let mut line = serde_json::to_string(&req).expect("serialize");
+        line.push('\n');
+        stream.get_mut().write_all(line.as_bytes()).expect("send");
+        let mut answer = String::new();
+        stream.read_line(&mut answer).expect("answer");
+        serde_json::from_str(&answer).expect("a response line")
+    }
 }
 
 fn stats() -> Stats {
@@ -196,21 +236,22 @@ fn run_mode(a: &Args, mode: &str) -> Result<ModeReport, String> {
     let fill_s = t0.elapsed().as_secs_f64();
     let before = fds_and_rss(daemon.id());
     let per_thread = a.cycles / a.concurrency;
+    let per_call = a.connect_per_call;
     let t1 = Instant::now();
     let threads: Vec<_> = (0..a.concurrency)
         .map(|_| {
             std::thread::spawn(move || {
-                let sock = Path::new(SOCKET);
+                let mut c = Client::new(per_call);
                 let mut out = (Vec::new(), Vec::new(), BTreeSet::new());
                 for _ in 0..per_thread {
                     let t = Instant::now();
-                    let r = client::call(sock, Operation::Acquire).expect("acquire");
+                    let r = c.call(Operation::Acquire);
                     out.0.push(t.elapsed().as_secs_f64() * 1e6);
                     assert!(r.ok, "acquire: {:?}", r.error);
                     let slot = r.slot.expect("slot");
                     out.2.insert(ns_id(&slot.netns));
                     let t = Instant::now();
-                    let r = client::call(sock, Operation::Release { name: slot.name }).unwrap();
+                    let r = c.call(Operation::Release { name: slot.name });
                     out.1.push(t.elapsed().as_secs_f64() * 1e6);
                     assert!(r.ok, "release: {:?}", r.error);
                 }
@@ -271,8 +312,15 @@ fn main() {
         }
     };
     println!(
-        "fill {} warm slots, {} claim/release cycles from {} threads, then teardown",
-        a.fill, a.cycles, a.concurrency
+        "fill {} warm slots, {} claim/release cycles from {} threads ({}), then teardown",
+        a.fill,
+        a.cycles,
+        a.concurrency,
+        if a.connect_per_call {
+            "a connection per request"
+        } else {
+            "one connection per thread"
+        }
     );
     println!(
         "| mode | fill s | cycles/s | claim p50/p99/max us | release p50/p99/max us | \

@@ -23,6 +23,7 @@ use super::conns::Slot;
 use super::metrics::{self, METRICS};
 use super::peer::{self, Peer};
 use super::rounds::Work;
+use super::warm::{Claim, Warm};
 
 /// Longest request line, without its newline. A longer one is refused with `bad-request`
 /// and the connection is closed.
@@ -42,6 +43,10 @@ pub(crate) struct Context {
     pub idle_timeout: Duration,
     /// Namespaces that are never targets, by id (`NS_GET_ID`), with what they are.
     pub forbidden: Vec<(u64, &'static str)>,
+    /// The warm pool: a ready slot is handed out here, without the engine thread.
+    pub warm: std::sync::Arc<Warm>,
+    /// `--pool-low`: below it, a claim here tells the engine thread to refill.
+    pub pool_low: usize,
 }
 
 /// Serves one connection until it closes, breaks, idles out or is evicted.
@@ -178,6 +183,15 @@ impl Conn<'_> {
         req: netslot::daemon::protocol::Request,
         tx: &Sender<Work>,
     ) -> Response {
+        if matches!(req.op, Operation::Acquire) {
+            if let Claim::Answered(r) = self.ctx.warm.claim(req.id, self.uid) {
+                if self.ctx.warm.ready() < self.ctx.pool_low {
+                    // A closed channel means the daemon is stopping: nothing to refill.
+                    let _ = tx.send(Work::Nudge);
+                }
+                return r;
+            }
+        }
         let target = match &req.op {
             Operation::Attach {
                 key,

@@ -9,6 +9,7 @@ mod conns;
 mod metrics;
 mod peer;
 mod rounds;
+mod warm;
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -171,6 +172,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, String> {
     };
 
     let (tx, rx) = mpsc::channel::<Work>();
+    let warm = Arc::new(warm::Warm::new(args.max_acquired_per_uid));
     let rounds = Rounds::new(
         engine,
         RoundConfig {
@@ -181,8 +183,8 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, String> {
             keep_on_exit: args.keep_on_exit,
             recycle: !args.no_recycle,
             max_attachments_per_uid: args.max_attachments_per_uid,
-            max_acquired_per_uid: args.max_acquired_per_uid,
         },
+        warm.clone(),
         removed,
     );
     let adopted = rounds.attachment_count();
@@ -201,6 +203,8 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, String> {
         allow_gid: args.allow_gid,
         idle_timeout: Duration::from_millis(args.idle_timeout_ms),
         forbidden: forbidden_targets(),
+        warm,
+        pool_low: args.pool_low,
     });
     let conns = Conns::new(args.max_connections);
     let engine_thread = std::thread::Builder::new()

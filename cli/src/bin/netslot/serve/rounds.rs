@@ -1,7 +1,8 @@
 //! rounds: the engine thread. Collects requests for one coalescing window (or until a
 //! round is full), answers them with one engine batch per kind, and keeps the warm pool
-//! between its water marks. It also keeps who owns each attachment and handed-out slot:
-//! a peer other than uid 0 acts on its own only, within its per-uid limits. Requests
+//! (`warm`, shared with the connection threads, which hand out ready slots themselves)
+//! between its water marks. It also keeps who owns each attachment: a peer other than
+//! uid 0 acts on its own only, within its per-uid limits. Requests
 //! arrive checked, with attach targets already opened (`conn`): nothing here waits on
 //! what a peer sent.
 //!
@@ -11,15 +12,16 @@
 //! kernel confirms of it (`Engine::adopted`). So an answered ADD is always recorded, and
 //! a restart or upgrade changes nothing for running containers.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use netslot::daemon::protocol::{
-    Attachment, AttachmentKey, ErrorCode, Ipv4Request, Ipv6Request, Operation, PooledSlot,
-    Response, Stats, Status,
+    Attachment, AttachmentKey, ErrorCode, Ipv4Request, Ipv6Request, Operation, Response, Stats,
+    Status,
 };
 use netslot::ownership::record::AttachmentRecord;
 use netslot::{
@@ -27,6 +29,7 @@ use netslot::{
 };
 
 use super::metrics::METRICS;
+use super::warm::{Claim, Warm};
 
 /// What connection threads send the engine thread.
 pub(crate) enum Work {
@@ -40,6 +43,9 @@ pub(crate) enum Work {
         target: Option<OwnedFd>,
         reply: Sender<Response>,
     },
+    /// A connection thread took a ready slot and the pool fell below its low mark:
+    /// refill when idle.
+    Nudge,
     /// Stop: answer what came before, then tear down (unless kept).
     Shutdown,
 }
@@ -61,8 +67,6 @@ pub(crate) struct RoundConfig {
     pub recycle: bool,
     /// Most attachments a uid other than 0 may hold.
     pub max_attachments_per_uid: usize,
-    /// Most handed-out warm slots a uid other than 0 may hold.
-    pub max_acquired_per_uid: usize,
 }
 
 /// One attachment as the daemon holds it.
@@ -78,23 +82,15 @@ struct Held {
     uid: u32,
 }
 
-/// A slot handed out by `acquire`, and to whom.
-struct HandedOut {
-    slot: Slot,
-    uid: u32,
-}
-
 /// The engine thread's state.
 pub(crate) struct Rounds {
     engine: Engine,
     config: RoundConfig,
     attachments: BTreeMap<AttachmentKey, Held>,
-    warm: VecDeque<Slot>,
-    handed_out: BTreeMap<String, HandedOut>,
+    /// The warm pool, shared with the connection threads (they hand out ready slots).
+    warm: Arc<Warm>,
     /// Attachments held per uid (uid 0 not counted).
     attachments_of: BTreeMap<u32, usize>,
-    /// Handed-out slots held per uid (uid 0 not counted).
-    acquired_of: BTreeMap<u32, usize>,
     stats: Stats,
     /// Answers of the round in progress that wait until the attachment table is recorded.
     held_answers: Vec<(Sender<Response>, Response)>,
@@ -165,7 +161,12 @@ fn bump(counts: &mut BTreeMap<u32, usize>, uid: u32, up: bool) {
 
 impl Rounds {
     /// The engine thread's state, with the attachments `engine` adopted at start.
-    pub fn new(mut engine: Engine, config: RoundConfig, removed_at_start: usize) -> Self {
+    pub fn new(
+        mut engine: Engine,
+        config: RoundConfig,
+        warm: Arc<Warm>,
+        removed_at_start: usize,
+    ) -> Self {
         let mut attachments = BTreeMap::new();
         let mut attachments_of = BTreeMap::new();
         for (a, spec) in engine.adopted() {
@@ -190,10 +191,8 @@ impl Rounds {
             engine,
             config,
             attachments,
-            warm: VecDeque::new(),
-            handed_out: BTreeMap::new(),
+            warm,
             attachments_of,
-            acquired_of: BTreeMap::new(),
             stats: Stats {
                 removed_at_start,
                 ..Default::default()
@@ -263,7 +262,7 @@ impl Rounds {
     pub fn serve(mut self, rx: Receiver<Work>) {
         let mut stopping = false;
         while !stopping {
-            let first = if self.warm.len() < self.config.pool_low {
+            let first = if self.warm.ready() < self.config.pool_low {
                 match rx.try_recv() {
                     Ok(w) => w,
                     Err(TryRecvError::Empty) => {
@@ -293,6 +292,7 @@ impl Rounds {
                     target,
                     reply,
                 }),
+                Work::Nudge => continue,
                 Work::Shutdown => stopping = true,
             }
             // Work that makes no kernel call (a warm slot handed out, status, stats) is
@@ -319,6 +319,7 @@ impl Rounds {
                         target,
                         reply,
                     }),
+                    Ok(Work::Nudge) => {}
                     Ok(Work::Shutdown) => stopping = true,
                     Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
                 }
@@ -355,7 +356,7 @@ impl Rounds {
     /// stats.
     fn is_immediate(&self, job: &Job) -> bool {
         match job.op {
-            Operation::Acquire => !self.warm.is_empty(),
+            Operation::Acquire => self.warm.ready() > 0,
             Operation::Status | Operation::Stats => true,
             _ => false,
         }
@@ -458,7 +459,7 @@ impl Rounds {
         // Acquires that warm slots answer go first: they cost no kernel call, and should
         // not wait behind the round's engine batches. The rest wait for the releases,
         // which may give slots back.
-        let ready = acquires.len().min(self.warm.len());
+        let ready = acquires.len().min(self.warm.ready());
         let later = acquires.split_off(ready);
         self.acquire_all(acquires);
         self.detach_all(detaches);
@@ -479,7 +480,7 @@ impl Rounds {
 
     /// The metrics that are levels, not counts.
     fn update_gauges(&self) {
-        METRICS.warm_slots.set(self.warm.len() as i64);
+        METRICS.warm_slots.set(self.warm.ready() as i64);
         METRICS.attachments.set(self.attachments.len() as i64);
     }
 
@@ -496,7 +497,7 @@ impl Rounds {
             daemon_version: env!("CARGO_PKG_VERSION").into(),
             protocol_versions: vec![netslot::daemon::protocol::VERSION],
             attachments: self.attachments.len(),
-            pooled: self.warm.len(),
+            pooled: self.warm.ready(),
         });
         r
     }
@@ -504,8 +505,9 @@ impl Rounds {
     fn current_stats(&self) -> Stats {
         Stats {
             attachments: self.attachments.len(),
-            pooled: self.warm.len(),
-            handed_out: self.handed_out.len(),
+            pooled: self.warm.ready(),
+            handed_out: self.warm.handed_out(),
+            requests: self.stats.requests + self.warm.answered(),
             ..self.stats.clone()
         }
     }
@@ -840,47 +842,26 @@ impl Rounds {
         }
     }
 
+    /// Acquires the connection threads could not answer (no slot was ready then): from
+    /// the warm pool, refilled by one `provision` call for what it lacks.
     fn acquire_all(&mut self, jobs: Vec<(u64, u32, Sender<Response>)>) {
-        // Over-limit requests are refused before the pool is refilled for them.
-        let mut pending: BTreeMap<u32, usize> = BTreeMap::new();
-        let mut granted = Vec::new();
+        let mut waiting = Vec::new();
         for (id, uid, reply) in jobs {
-            let limit = self.config.max_acquired_per_uid;
-            if let Err(holds) = admit(&self.acquired_of, &mut pending, uid, limit) {
-                let r = Response::err(
-                    id,
-                    ErrorCode::NotAllowed,
-                    format!(
-                        "acquire: uid {uid} holds {holds} warm-pool slots, its limit \
-                         (--max-acquired-per-uid {limit}); release one first"
-                    ),
-                );
-                self.answer(&reply, r);
-                continue;
+            match self.warm.claim(id, uid) {
+                Claim::Answered(r) => self.answer(&reply, r),
+                Claim::Empty => waiting.push((id, uid, reply)),
             }
-            granted.push((id, uid, reply));
         }
-        let short = granted.len().saturating_sub(self.warm.len());
-        if short > 0 {
-            self.stats.batches += 1;
-            self.provision_warm(short);
+        if waiting.is_empty() {
+            return;
         }
-        for (id, uid, reply) in granted {
-            let r = match self.warm.pop_front() {
-                Some(slot) => {
-                    let spec = slot.spec();
-                    let mut r = Response::ok(id);
-                    r.slot = Some(PooledSlot {
-                        name: spec.name.clone(),
-                        netns: slot.pinned_at().map(PathBuf::from).unwrap_or_default(),
-                        address: format!("{}/{}", spec.slot_ip, spec.prefix_len),
-                        gateway: spec.host_ip.to_string(),
-                    });
-                    self.handed_out
-                        .insert(spec.name.clone(), HandedOut { slot, uid });
-                    bump(&mut self.acquired_of, uid, true);
-                    r
-                }
+        self.stats.batches += 1;
+        // The new slots go to the waiting requests directly: put in the pool first, a
+        // connection thread's claim could take them.
+        let mut made = self.provision(waiting.len()).into_iter();
+        for (id, uid, reply) in waiting {
+            let r = match made.next() {
+                Some(slot) => self.warm.grant(id, uid, slot),
                 None => Response::err(
                     id,
                     ErrorCode::Kernel,
@@ -889,38 +870,20 @@ impl Rounds {
             };
             self.answer(&reply, r);
         }
+        self.warm.add(made);
+        self.update_gauges();
     }
 
     fn release_all(&mut self, jobs: Vec<(u64, String, u32, Sender<Response>)>) {
         let mut slots = Vec::new();
         let mut owners = Vec::new();
         for (id, name, uid, reply) in jobs {
-            match self.handed_out.get(&name) {
-                Some(h) if !may_touch(uid, h.uid) => {
-                    let r = Response::err(
-                        id,
-                        ErrorCode::NotAllowed,
-                        format!(
-                            "release: slot {name} was acquired by uid {}, not uid {uid}",
-                            h.uid
-                        ),
-                    );
-                    self.answer(&reply, r);
-                }
-                Some(_) => {
-                    let h = self.handed_out.remove(&name).expect("just found");
-                    bump(&mut self.acquired_of, h.uid, false);
-                    slots.push(h.slot);
+            match self.warm.take_back(&name, uid) {
+                Ok(slot) => {
+                    slots.push(slot);
                     owners.push((id, reply));
                 }
-                None => self.answer(
-                    &reply,
-                    Response::err(
-                        id,
-                        ErrorCode::NotFound,
-                        format!("no handed-out slot {name:?}"),
-                    ),
-                ),
+                Err((code, why)) => self.answer(&reply, Response::err(id, code, why)),
             }
         }
         if slots.is_empty() {
@@ -966,14 +929,14 @@ impl Rounds {
             self.stats.destroyed_on_release += 1;
             results.insert(d.spec.name, d.result);
         }
-        let room = self.config.pool_high.saturating_sub(self.warm.len());
+        let room = self.config.pool_high.saturating_sub(self.warm.ready());
         let mut clean = out.clean;
         let surplus = clean.split_off(room.min(clean.len()));
-        for slot in clean {
+        for slot in &clean {
             self.stats.recycled += 1;
             results.insert(slot.spec().name.clone(), Ok(()));
-            self.warm.push_back(slot);
         }
+        self.warm.add(clean);
         if !surplus.is_empty() {
             self.stats.destroyed_on_release += surplus.len() as u64;
             let specs: Vec<String> = surplus.iter().map(|s| s.spec().name.clone()).collect();
@@ -987,7 +950,11 @@ impl Rounds {
     }
 
     fn refill(&mut self) {
-        let want = self.config.pool_high.max(self.config.pool_low) - self.warm.len();
+        let want = self
+            .config
+            .pool_high
+            .max(self.config.pool_low)
+            .saturating_sub(self.warm.ready());
         self.stats.refill_batches += 1;
         if !self.provision_warm(want) {
             // Do not spin on a kernel that refuses: wait for the next request instead.
@@ -997,36 +964,36 @@ impl Rounds {
 
     /// Provisions `count` pooled slots into the warm pool; false if none could be made.
     fn provision_warm(&mut self, count: usize) -> bool {
+        let made = self.provision(count);
+        let any = !made.is_empty();
+        self.warm.add(made);
+        self.update_gauges();
+        any
+    }
+
+    /// Provisions `count` pooled slots; those that were made.
+    fn provision(&mut self, count: usize) -> Vec<Slot> {
         let out = self.engine.provision(count);
         METRICS.engine_call("warm", out.as_ref().ok().map(|o| &o.report));
-        if let Ok(out) = &out {
-            out.slots
-                .iter()
-                .filter_map(|s| s.as_ref().err())
-                .for_each(|e| METRICS.slot_failed(e));
-        }
-        let ok = match out {
+        match out {
             Ok(out) => {
-                let mut any = false;
                 tracing::info!(count, "warm pool: provisioned");
-                for s in out.slots {
-                    match s {
-                        Ok(slot) => {
-                            self.warm.push_back(slot);
-                            any = true;
-                        }
-                        Err(e) => tracing::warn!("warm pool: {e}"),
-                    }
-                }
-                any
+                out.slots
+                    .into_iter()
+                    .filter_map(|s| {
+                        s.inspect_err(|e| {
+                            METRICS.slot_failed(e);
+                            tracing::warn!("warm pool: {e}");
+                        })
+                        .ok()
+                    })
+                    .collect()
             }
             Err(e) => {
                 tracing::error!("warm pool: provision {count}: {e}");
-                false
+                Vec::new()
             }
-        };
-        self.update_gauges();
-        ok
+        }
     }
 
     /// Tears everything down (one group delete) unless told to keep it.
@@ -1046,15 +1013,7 @@ impl Rounds {
         if let Err(e) = self.engine.record_attachments(Vec::new()) {
             tracing::warn!("record the attachments as gone: {e}");
         }
-        let slots: Vec<Slot> = self
-            .warm
-            .drain(..)
-            .chain(
-                std::mem::take(&mut self.handed_out)
-                    .into_values()
-                    .map(|h| h.slot),
-            )
-            .collect();
+        let slots: Vec<Slot> = self.warm.drain();
         if let Err(e) = self.engine.teardown(slots) {
             tracing::error!("teardown: {e}");
         }
