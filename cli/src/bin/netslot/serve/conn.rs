@@ -189,7 +189,7 @@ impl Conn<'_> {
                     // A closed channel means the daemon is stopping: nothing to refill.
                     let _ = tx.send(Work::Nudge);
                 }
-                return r;
+                return *r;
             }
         }
         let target = match &req.op {

@@ -848,7 +848,7 @@ impl Rounds {
         let mut waiting = Vec::new();
         for (id, uid, reply) in jobs {
             match self.warm.claim(id, uid) {
-                Claim::Answered(r) => self.answer(&reply, r),
+                Claim::Answered(r) => self.answer(&reply, *r),
                 Claim::Empty => waiting.push((id, uid, reply)),
             }
         }

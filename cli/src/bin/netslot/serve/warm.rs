@@ -42,7 +42,7 @@ struct HandedOut {
 /// What a claim of a ready slot came to.
 pub(crate) enum Claim {
     /// A slot was handed out, or the uid is over its limit: the answer.
-    Answered(Response),
+    Answered(Box<Response>),
     /// No slot is ready: the engine thread must provision one.
     Empty,
 }
@@ -72,7 +72,7 @@ impl Warm {
     /// the refusal, and the slot joins the ready ones.
     pub fn grant(&self, id: u64, uid: u32, slot: Slot) -> Response {
         match self.claim_from(id, uid, Some(slot)) {
-            Claim::Answered(r) => r,
+            Claim::Answered(r) => *r,
             Claim::Empty => unreachable!("a slot was given"),
         }
     }
@@ -84,14 +84,14 @@ impl Warm {
             self.answered.fetch_add(1, Ordering::Relaxed);
             s.ready.extend(given);
             let limit = self.limit;
-            return Claim::Answered(Response::err(
+            return Claim::Answered(Box::new(Response::err(
                 id,
                 ErrorCode::NotAllowed,
                 format!(
                     "acquire: uid {uid} holds {holds} warm-pool slots, its limit \
                      (--max-acquired-per-uid {limit}); release one first"
                 ),
-            ));
+            )));
         }
         let Some(slot) = given.or_else(|| s.ready.pop_front()) else {
             return Claim::Empty;
@@ -111,7 +111,7 @@ impl Warm {
         }
         METRICS.warm_slots.set(s.ready.len() as i64);
         self.answered.fetch_add(1, Ordering::Relaxed);
-        Claim::Answered(r)
+        Claim::Answered(Box::new(r))
     }
 
     /// Takes back the handed-out slot `name` from `uid` (uid 0 may give back anyone's);
