@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::stats::percentile;
+use crate::rtnl::monotonic_ns;
 use crate::systems::nl::{self, Nl, CREATE};
 
 /// The toggled end of the neighbour's veth pair (in its private namespace).
@@ -87,7 +88,17 @@ pub struct NeighbourReport {
     pub mean_us: Option<f64>,
     /// Latencies in power-of-two microsecond buckets: (upper bound us, count).
     pub histogram_us: Vec<(u64, u64)>,
+    /// Requests slower than [`SLOW_US`]: (CLOCK_MONOTONIC ns when sent, latency us), in
+    /// order, at most [`MAX_SLOW`], so that a harness can tell which of its steps a long
+    /// wait fell into.
+    #[serde(default)]
+    pub slow: Vec<(u64, f64)>,
 }
+
+/// A request slower than this is listed in [`NeighbourReport::slow`], microseconds.
+pub const SLOW_US: f64 = 2000.0;
+/// At most this many slow requests are listed.
+pub const MAX_SLOW: usize = 100_000;
 
 impl NeighbourReport {
     /// Figures from the latencies of `requests` (us) and the failures.
@@ -114,6 +125,7 @@ impl NeighbourReport {
             max_us: sorted.last().copied(),
             mean_us: (!sorted.is_empty()).then(|| sorted.iter().sum::<f64>() / sorted.len() as f64),
             histogram_us,
+            slow: Vec::new(),
         }
     }
 }
@@ -267,6 +279,7 @@ fn toggle(
     out: &mut std::io::Stdout,
 ) -> NeighbourReport {
     let mut lat: Vec<f64> = Vec::with_capacity(1 << 16);
+    let mut slow: Vec<(u64, f64)> = Vec::new();
     let mut failed = 0;
     let mut first_error = None;
     let mut up = true;
@@ -274,8 +287,15 @@ fn toggle(
     let mut next = t0;
     loop {
         let sent = Instant::now();
+        let sent_ns = monotonic_ns();
         match sock.request(nl::set_link(index, up), 0) {
-            Ok(()) => lat.push(sent.elapsed().as_secs_f64() * 1e6),
+            Ok(()) => {
+                let us = sent.elapsed().as_secs_f64() * 1e6;
+                lat.push(us);
+                if us > SLOW_US && slow.len() < MAX_SLOW {
+                    slow.push((sent_ns, us));
+                }
+            }
             Err(e) => {
                 failed += 1;
                 first_error.get_or_insert_with(|| e.to_string());
@@ -298,7 +318,9 @@ fn toggle(
             next = now;
         }
     }
-    NeighbourReport::from_latencies(&lat, failed, first_error, t0.elapsed())
+    let mut report = NeighbourReport::from_latencies(&lat, failed, first_error, t0.elapsed());
+    report.slow = slow;
+    report
 }
 
 #[cfg(test)]
