@@ -113,6 +113,18 @@ impl Daemon {
         Self { child }
     }
 
+    /// Waits until the warm pool holds `n` ready slots (30 s at most).
+    fn wait_pooled(&self, n: usize) {
+        let started = Instant::now();
+        while self.stats().pooled < n {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "pool never filled"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn stats(&self) -> Stats {
         let r = netslot::daemon::client::call(Path::new(SOCKET), Operation::Stats).expect("stats");
         r.stats.expect("stats in the answer")
@@ -1137,14 +1149,7 @@ fn the_warm_pool_hands_out_pinned_slots_and_takes_them_back() {
     );
     let sock = Path::new(SOCKET);
     // The pool fills when idle.
-    let started = Instant::now();
-    while daemon.stats().pooled < 4 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "pool never filled"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    daemon.wait_pooled(4);
     let r = netslot::daemon::client::call(sock, Operation::Acquire).unwrap();
     assert!(r.ok, "{:?}", r.error);
     let slot = r.slot.unwrap();
@@ -1232,14 +1237,7 @@ fn released_slots_are_recycled_unless_a_tenant_changed_them() {
         args.extend_from_slice(extra);
         let daemon = Daemon::start("wr", group, &args);
         let sock = Path::new(SOCKET);
-        let started = Instant::now();
-        while daemon.stats().pooled < 20 {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "pool never filled"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        daemon.wait_pooled(20);
         let mut ids = std::collections::BTreeSet::new();
         for _ in 0..5 {
             let held: Vec<(String, PathBuf, u64)> = (0..20).map(|_| acquire(sock)).collect();
@@ -1270,14 +1268,7 @@ fn released_slots_are_recycled_unless_a_tenant_changed_them() {
     // release (pin and host end gone); its replacement carries no trace of it.
     let daemon = Daemon::start("wr", group, &["--pool-low", "2", "--pool-high", "2"]);
     let sock = Path::new(SOCKET);
-    let started = Instant::now();
-    while daemon.stats().pooled < 2 {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "pool never filled"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    daemon.wait_pooled(2);
     let (name, pin, _) = acquire(sock);
     let ns = std::fs::File::open(&pin).unwrap();
     in_netns(ns.as_fd(), || {

@@ -41,7 +41,7 @@ pub struct LinkRecord {
 }
 
 /// An address as the kernel reports it in an address dump.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct AddrRecord {
     /// ifindex of the device holding it.
     pub index: u32,
@@ -407,7 +407,7 @@ fn parse_route(bytes: &[u8]) -> Option<RouteRecord> {
     Some(rec)
 }
 
-fn parse_addr(bytes: &[u8]) -> Option<AddrRecord> {
+pub(crate) fn parse_addr(bytes: &[u8]) -> Option<AddrRecord> {
     let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes).ok()?;
     let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(a)) = msg.payload else {
         return None;

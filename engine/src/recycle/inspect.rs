@@ -11,7 +11,7 @@ use std::io;
 use std::net::IpAddr;
 
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::address::AddressMessage;
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkXdp};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
@@ -20,6 +20,7 @@ use netlink_packet_route::route::{RouteAddress, RouteAttribute};
 use netlink_packet_route::rule::{RuleAttribute, RuleMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
+use crate::host::AddrRecord;
 use crate::seq::{Ledger, Tag};
 use crate::sock;
 use crate::wire::{link, route};
@@ -43,14 +44,6 @@ pub(crate) struct SeenLink {
     pub qdisc: Option<String>,
     pub promiscuity: u32,
     pub xdp: bool,
-}
-
-/// An address inside the slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct SeenAddr {
-    pub index: u32,
-    pub addr: IpAddr,
-    pub prefix_len: u8,
 }
 
 /// A route inside the slot, of any table and type.
@@ -90,7 +83,7 @@ pub(crate) struct SeenNeighbour {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SlotState {
     pub links: Vec<SeenLink>,
-    pub addrs: Vec<SeenAddr>,
+    pub addrs: Vec<AddrRecord>,
     pub routes: Vec<SeenRoute>,
     pub rules: Vec<SeenRule>,
     pub neighbours: Vec<SeenNeighbour>,
@@ -110,7 +103,7 @@ pub(crate) fn read(sock: &netlink_sys::Socket) -> io::Result<SlotState> {
         let mut a = AddressMessage::default();
         a.header.family = family;
         for b in dump(RouteNetlinkMessage::GetAddress(a))? {
-            state.addrs.extend(parse_addr(&b));
+            state.addrs.extend(crate::host::parse_addr(&b));
         }
         let mut r = RuleMessage::default();
         r.header.family = family;
@@ -192,26 +185,6 @@ fn parse_link(bytes: &[u8]) -> Option<SeenLink> {
         }
     }
     Some(rec)
-}
-
-fn parse_addr(bytes: &[u8]) -> Option<SeenAddr> {
-    let RouteNetlinkMessage::NewAddress(a) = inner(bytes)? else {
-        return None;
-    };
-    let mut local = None;
-    let mut address = None;
-    for attr in &a.attributes {
-        match attr {
-            AddressAttribute::Local(ip) => local = Some(*ip),
-            AddressAttribute::Address(ip) => address = Some(*ip),
-            _ => {}
-        }
-    }
-    Some(SeenAddr {
-        index: a.header.index,
-        addr: local.or(address)?,
-        prefix_len: a.header.prefix_len,
-    })
 }
 
 fn parse_route(bytes: &[u8]) -> Option<SeenRoute> {

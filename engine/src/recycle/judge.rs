@@ -15,7 +15,8 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::inspect::{SeenAddr, SeenLink, SeenNeighbour, SeenRoute, SeenRule, SlotState};
+use super::inspect::{SeenLink, SeenNeighbour, SeenRoute, SeenRule, SlotState};
+use crate::host::AddrRecord;
 use crate::slot::{mac_to_string, SlotSpec};
 
 /// ifindex of `lo` in every network namespace (loopback_net_init registers it first).
@@ -254,19 +255,19 @@ fn neighbours(spec: &SlotSpec, seen: &[SeenNeighbour]) -> Result<(), Dirty> {
     }
 }
 
-fn expected_addrs(spec: &SlotSpec) -> Vec<SeenAddr> {
+fn expected_addrs(spec: &SlotSpec) -> Vec<AddrRecord> {
     vec![
-        SeenAddr {
+        AddrRecord {
             index: LO_INDEX,
             addr: Ipv4Addr::LOCALHOST.into(),
             prefix_len: 8,
         },
-        SeenAddr {
+        AddrRecord {
             index: LO_INDEX,
             addr: Ipv6Addr::LOCALHOST.into(),
             prefix_len: 128,
         },
-        SeenAddr {
+        AddrRecord {
             index: spec.ifindex,
             addr: spec.slot_ip.into(),
             prefix_len: spec.prefix_len,
@@ -358,7 +359,7 @@ fn expected_rules() -> Vec<SeenRule> {
     ]
 }
 
-fn fmt_addr(a: &SeenAddr) -> String {
+fn fmt_addr(a: &AddrRecord) -> String {
     format!("{}/{} on ifindex {}", a.addr, a.prefix_len, a.index)
 }
 
@@ -471,7 +472,7 @@ mod tests {
             ),
             (
                 Box::new(|st| {
-                    st.addrs.push(SeenAddr {
+                    st.addrs.push(AddrRecord {
                         index: 1007,
                         addr: Ipv4Addr::new(10, 1, 1, 1).into(),
                         prefix_len: 24,
