@@ -295,9 +295,7 @@ impl Rounds {
                 Work::Nudge => continue,
                 Work::Shutdown => stopping = true,
             }
-            // Work that makes no kernel call (a warm slot handed out, status, stats) is
-            // answered at once: it gains nothing from company, and a claim of a warm slot
-            // should cost no more than the socket round trip.
+            // An acquire a ready slot answers is answered at once.
             if !stopping && round.iter().all(|j| self.is_immediate(j)) {
                 self.round(round);
                 continue;
@@ -352,14 +350,11 @@ impl Rounds {
         self.finish();
     }
 
-    /// Whether `job` needs no engine call: an acquire that a warm slot answers, status,
-    /// stats.
+    /// Whether `job` needs no engine call and gains nothing from company: an acquire that
+    /// a ready slot answers (one that a connection thread found no slot for, when a refill
+    /// has made one since).
     fn is_immediate(&self, job: &Job) -> bool {
-        match job.op {
-            Operation::Acquire => self.warm.ready() > 0,
-            Operation::Status | Operation::Stats => true,
-            _ => false,
-        }
+        matches!(job.op, Operation::Acquire) && self.warm.ready() > 0
     }
 
     /// Answers one round: cheap requests at once, then one engine batch per kind
