@@ -169,6 +169,19 @@ fn host_ends(prefix: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// The daemon, killed if this run ends early (a failed claim, a panicked client), so
+/// that no daemon outlives the benchmark.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 struct ModeReport {
     mode: String,
     claim: Vec<f64>,
@@ -215,12 +228,14 @@ fn run_mode(a: &Args, mode: &str) -> Result<ModeReport, String> {
         }
         None => Stdio::null(),
     };
-    let mut daemon: Child = cmd
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("start {}: {e}", a.netslot.display()))?;
+    let mut daemon = KillOnDrop(
+        cmd.env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("start {}: {e}", a.netslot.display()))?,
+    );
+    let daemon = &mut daemon.0;
     while client::call(Path::new(SOCKET), Operation::Status).is_err() || stats().pooled < a.fill {
         if let Ok(Some(st)) = daemon.try_wait() {
             return Err(format!(
