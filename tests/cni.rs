@@ -1186,21 +1186,8 @@ fn the_warm_pool_hands_out_pinned_slots_and_takes_them_back() {
 /// The namespace id (nsfs NS_GET_ID: the netns cookie, never reused) of the namespace
 /// mounted at `path`.
 fn ns_cookie(path: &Path) -> u64 {
-    use std::os::fd::AsRawFd;
-    /// `_IOR(0xb7, 13, __u64)` (include/uapi/linux/nsfs.h).
-    const NS_GET_ID: libc::c_ulong = (2 << 30) | (8 << 16) | (0xb7 << 8) | 13;
     let f = std::fs::File::open(path).unwrap();
-    let mut id: u64 = 0;
-    // SAFETY: NS_GET_ID writes one u64 through the pointer, which points at `id`.
-    let r = unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_ID, &mut id as *mut u64) };
-    assert_eq!(
-        r,
-        0,
-        "NS_GET_ID {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
-    id
+    netslot::ns_id(f.as_fd()).unwrap_or_else(|e| panic!("NS_GET_ID {}: {e}", path.display()))
 }
 
 /// Acquires a warm slot through the daemon; (name, pin, namespace id).

@@ -20,7 +20,7 @@
 //! ```
 
 use std::collections::BTreeSet;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -98,13 +98,8 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn ns_id(path: &Path) -> u64 {
-    const NS_GET_ID: libc::c_ulong = (2 << 30) | (8 << 16) | (0xb7 << 8) | 13;
     let f = std::fs::File::open(path).expect("open the slot's pin");
-    let mut id = 0u64;
-    // SAFETY: NS_GET_ID writes one u64 through the pointer, which points at `id`.
-    let r = unsafe { libc::ioctl(f.as_raw_fd(), NS_GET_ID, &mut id as *mut u64) };
-    assert_eq!(r, 0, "NS_GET_ID: {}", std::io::Error::last_os_error());
-    id
+    netslot::ns_id(f.as_fd()).expect("NS_GET_ID")
 }
 
 fn fds_and_rss(pid: u32) -> (usize, u64) {

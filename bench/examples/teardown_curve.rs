@@ -39,6 +39,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use netslot::{Engine, EngineConfig, Slot};
 use netslot_bench::harness::neighbour::{neighbour_main, Neighbour, NeighbourReport};
+use netslot_bench::harness::parent::is_kernel_thread;
 use netslot_bench::rtnl::{monotonic_ns, RtnlCounter, RtnlReport};
 use netslot_bench::systems::nl::{self, Nl};
 use serde::Serialize;
@@ -806,18 +807,4 @@ impl Holds {
     fn over(&self, ms: f64) -> usize {
         self.all().iter().filter(|&&h| h > ms).count()
     }
-}
-
-/// Whether `pid` is a kernel thread (a kworker, or a child of kthreadd).
-fn is_kernel_thread(pid: u32, comm: Option<&str>) -> bool {
-    if pid == 2 || comm.is_some_and(|c| c.starts_with("kworker")) {
-        return true;
-    }
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let rest = &s[s.rfind(')')? + 1..];
-            rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-        })
-        == Some(2)
 }

@@ -351,27 +351,29 @@ fn parse_link(bytes: &[u8]) -> Option<LinkRecord> {
             LinkAttribute::Address(m) if m.len() == 6 => {
                 rec.mac = Some(crate::slot::mac_to_string(&m[..6].try_into().ok()?));
             }
-            LinkAttribute::LinkInfo(infos) => {
-                for i in infos {
-                    if let LinkInfo::Kind(k) = i {
-                        rec.kind = Some(match k {
-                            InfoKind::Veth => "veth".to_owned(),
-                            other => format!("{other:?}").to_lowercase(),
-                        });
-                    }
-                }
-            }
-            LinkAttribute::Xdp(x) => {
-                for e in x {
-                    if let LinkXdp::ProgId(id) = e {
-                        rec.xdp_prog_id = Some(*id).filter(|&id| id != 0);
-                    }
-                }
-            }
+            LinkAttribute::LinkInfo(infos) => rec.kind = link_kind(infos),
+            LinkAttribute::Xdp(x) => rec.xdp_prog_id = xdp_prog_id(x),
             _ => {}
         }
     }
     Some(rec)
+}
+
+/// The link kind in IFLA_LINKINFO (IFLA_INFO_KIND), e.g. "veth".
+pub(crate) fn link_kind(infos: &[LinkInfo]) -> Option<String> {
+    infos.iter().rev().find_map(|i| match i {
+        LinkInfo::Kind(InfoKind::Veth) => Some("veth".to_owned()),
+        LinkInfo::Kind(other) => Some(format!("{other:?}").to_lowercase()),
+        _ => None,
+    })
+}
+
+/// The id of the XDP program IFLA_XDP reports attached, if any (0 means none).
+pub(crate) fn xdp_prog_id(x: &[LinkXdp]) -> Option<u32> {
+    x.iter().rev().find_map(|e| match e {
+        LinkXdp::ProgId(id) => Some(*id).filter(|&id| id != 0),
+        _ => None,
+    })
 }
 
 fn parse_route(bytes: &[u8]) -> Option<RouteRecord> {

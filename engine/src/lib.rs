@@ -82,7 +82,7 @@ pub use attach::{AttachTarget, Attached};
 pub use config::{ConfigError, CountersAttach, EngineConfig, FaultInjection, Ipv4Cidr};
 pub use engine::Engine;
 pub use host::{AddrRecord, HostNs, LinkRecord};
-pub use netns::open_network_namespace;
+pub use netns::{ns_id, open_network_namespace};
 /// The XDP counters program (crate `netslot-bpf`), for reading pinned counters.
 pub use netslot_bpf as bpf;
 pub use op::Op;

@@ -83,7 +83,7 @@ pub(crate) fn open_path(path: &Path) -> io::Result<OwnedFd> {
 
 /// The id of the namespace `fd` refers to (`NS_GET_ID`; never reused while the machine
 /// runs). Fails with ENOTTY on a file that is not a namespace.
-pub(crate) fn ns_id(fd: BorrowedFd<'_>) -> io::Result<u64> {
+pub fn ns_id(fd: BorrowedFd<'_>) -> io::Result<u64> {
     let mut id: u64 = 0;
     // SAFETY: NS_GET_ID writes one u64 through the pointer, which points at `id`, alive
     // and writable for the call.

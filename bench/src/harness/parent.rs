@@ -424,7 +424,7 @@ fn drive(
 }
 
 /// Whether `pid` is a kernel thread (kthreadd or one of its children).
-fn is_kernel_thread(pid: u32, comm: Option<&str>) -> bool {
+pub fn is_kernel_thread(pid: u32, comm: Option<&str>) -> bool {
     if pid == 2 || comm.is_some_and(|c| c.starts_with("kworker")) {
         return true;
     }

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::address::AddressMessage;
-use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkXdp};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
@@ -166,21 +166,8 @@ fn parse_link(bytes: &[u8]) -> Option<SeenLink> {
             LinkAttribute::Controller(m) => rec.master = Some(m),
             LinkAttribute::Qdisc(q) => rec.qdisc = Some(q),
             LinkAttribute::Promiscuity(p) => rec.promiscuity = p,
-            LinkAttribute::LinkInfo(infos) => {
-                for i in infos {
-                    if let LinkInfo::Kind(k) = i {
-                        rec.kind = Some(match k {
-                            InfoKind::Veth => "veth".to_owned(),
-                            other => format!("{other:?}").to_lowercase(),
-                        });
-                    }
-                }
-            }
-            LinkAttribute::Xdp(x) => {
-                rec.xdp |= x
-                    .iter()
-                    .any(|e| matches!(e, LinkXdp::ProgId(id) if *id != 0));
-            }
+            LinkAttribute::LinkInfo(infos) => rec.kind = crate::host::link_kind(&infos),
+            LinkAttribute::Xdp(x) => rec.xdp = crate::host::xdp_prog_id(&x).is_some(),
             _ => {}
         }
     }

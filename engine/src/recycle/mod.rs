@@ -66,11 +66,11 @@ impl Engine {
         let inspected = started.elapsed();
         self.find_occupants(&slots, &mut verdicts);
         let occupants = started.elapsed() - inspected;
-        let ids: Vec<u32> = slots.iter().map(|s| s.spec.ifindex).collect();
+        let ifindexes: Vec<u32> = slots.iter().map(|s| s.spec.ifindex).collect();
         let counters: Vec<SlotCounters> = self
             .counters()?
             .into_iter()
-            .filter(|c| ids.contains(&c.ifindex))
+            .filter(|c| ifindexes.contains(&c.ifindex))
             .collect();
         let mut clean = Vec::new();
         let mut dirty = Vec::new();
@@ -84,7 +84,7 @@ impl Engine {
             }
         }
         tracing::debug!(
-            slots = ids.len(),
+            slots = ifindexes.len(),
             inspect_us = inspected.as_micros() as u64,
             occupants_us = occupants.as_micros() as u64,
             total_us = started.elapsed().as_micros() as u64,
