@@ -1,4 +1,4 @@
-//! Build script: vmlinux.h from the running kernel's BTF, then the XDP and tc skeletons into OUT_DIR.
+//! Build script: vmlinux.h from the running kernel's BTF, then the XDP and tc skeletons (counters, tap redirect) into OUT_DIR.
 //! Leaves `src/` untouched: nothing generated is ever checked in.
 
 use std::env;
@@ -8,11 +8,12 @@ use std::process::Command;
 
 use libbpf_cargo::SkeletonBuilder;
 
-/// Each counters program and the skeleton file generated from it (one object each,
+/// Each program and the skeleton file generated from it (one object each,
 /// so loading one hook never loads the other program).
-const PROGRAMS: [(&str, &str); 2] = [
+const PROGRAMS: [(&str, &str); 3] = [
     ("src/bpf/xdp_counters.bpf.c", "xdp_counters.skel.rs"),
     ("src/bpf/tc_counters.bpf.c", "tc_counters.skel.rs"),
+    ("src/bpf/tap_redirect.bpf.c", "tap_redirect.skel.rs"),
 ];
 /// Headers every program includes: the layout and limits, the map and its update.
 const HEADERS: [&str; 2] = ["src/bpf/counters.h", "src/bpf/count.bpf.h"];

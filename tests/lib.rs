@@ -9,6 +9,8 @@ use serde_json::Value;
 
 pub use netslot_test_support::{in_netns, in_private_netns, require_root};
 
+pub mod guest;
+
 /// Runs a command, returning its output (panics if it cannot start).
 pub fn run(cmd: &str, args: &[&str]) -> Output {
     Command::new(cmd)

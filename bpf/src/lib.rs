@@ -18,6 +18,8 @@
 //! - `pin.rs`: [`Counters::pin`], [`PinnedCounters`], [`unpin`].
 //! - `bpffs.rs`: bpffs check and mount at `/sys/fs/bpf` (the only unsafe code).
 //! - `counters.rs`: reading and summing the per-CPU values, [`DeviceCounters`].
+//! - `src/bpf/tap_redirect.bpf.c` and `tap_redirect.rs`: [`TapRedirect`], the XDP
+//!   program that joins a microVM slot's tap and its veth end (no map, no state).
 //! - `error.rs`: [`BpfError`] naming the [`BpfOp`] and carrying the OS error.
 //!
 //! # Why a per-CPU hash
@@ -57,6 +59,7 @@ mod error;
 mod pin;
 mod program;
 mod skel;
+mod tap_redirect;
 
 pub use bpffs::BPFFS_ROOT;
 pub use counters::DeviceCounters;
@@ -64,3 +67,4 @@ pub use error::{BpfError, BpfOp, Result};
 pub use pin::{unpin, PinnedCounters, MAP_PIN, PROG_PIN};
 pub use program::{Counters, Hook};
 pub use skel::MAX_DEVICES;
+pub use tap_redirect::{TapRedirect, SLOT_END_BIT};

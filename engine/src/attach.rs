@@ -39,6 +39,9 @@ impl Engine {
             .zip(&targets)
             .map(|(&id, t)| {
                 let mut spec = SlotSpec::derive(&self.config, id, self.ifindex_base);
+                // A caller's namespace gets the standard slot end: the microVM kind (a tap
+                // made by the pool thread) is for the pool's own namespaces.
+                spec.tap = None;
                 spec.slot_ifname = t.ifname.clone();
                 if let Some(mtu) = t.mtu {
                     spec.mtu = mtu;

@@ -244,6 +244,9 @@ pub struct EngineConfig {
     /// lives; everything else of the pool is removed as without it. See
     /// [`crate::Engine::adopted`]. Needs `run_dir`; off by default.
     pub adopt: bool,
+    /// What every slot is: the standard slot, or a microVM slot with a tap for the guest
+    /// ([`crate::microvm`]).
+    pub kind: crate::microvm::SlotKind,
     /// Fault injection for tests only; the default injects nothing.
     pub faults: FaultInjection,
 }
@@ -290,6 +293,7 @@ impl Default for EngineConfig {
             chunk: 256,
             run_dir: None,
             adopt: false,
+            kind: crate::microvm::SlotKind::Standard,
             faults: FaultInjection::default(),
         }
     }
@@ -327,12 +331,51 @@ impl EngineConfig {
             return Err(ConfigError::TooManySlots { wanted: last + 1 });
         }
         self.check_slot_mtu(self.mtu)?;
+        if let Some(tap) = self.kind.tap() {
+            self.check_tap(tap)?;
+        }
         if self.chunk == 0 || self.pool_high < self.pool_low {
             return Err(ConfigError::Pool {
                 low: self.pool_low,
                 high: self.pool_high,
                 chunk: self.chunk,
             });
+        }
+        Ok(())
+    }
+
+    /// A microVM pool's tap: a usable name other than the slot end's, ids the kernel
+    /// takes, and host ends with an XDP program. The guest's frames reach the veth by
+    /// XDP_REDIRECT (veth_xdp_xmit), which delivers only to a peer whose XDP ring runs,
+    /// so the host ends must carry the XDP counters.
+    fn check_tap(&self, tap: &crate::microvm::TapConfig) -> Result<(), ConfigError> {
+        check_ifname(&tap.name)?;
+        if tap.name == SLOT_IFNAME || tap.name == "lo" {
+            return Err(ConfigError::Tap(format!(
+                "the tap cannot be named {:?}: the slot's namespace has a device of that name",
+                tap.name
+            )));
+        }
+        for (what, id) in [("owner uid", tap.owner), ("group gid", tap.group)] {
+            if id == Some(u32::MAX) {
+                return Err(ConfigError::Tap(format!(
+                    "{what} 4294967295 is the kernel's \"no id\" (-1); leave it unset instead"
+                )));
+            }
+        }
+        let xdp = self.xdp_counters
+            && matches!(
+                self.xdp_attach,
+                CountersAttach::Group | CountersAttach::PerDevice
+            );
+        if !xdp {
+            return Err(ConfigError::Tap(
+                "microVM slots need the XDP counters on their host ends (the default, \
+                 --attach group or per-device): the guest's frames are redirected into the \
+                 veth by XDP, and a veth delivers a redirected frame only to a peer whose \
+                 XDP program runs"
+                    .into(),
+            ));
         }
         Ok(())
     }
@@ -478,6 +521,9 @@ pub enum ConfigError {
     /// MTU too large for the XDP counters on veth.
     #[error("MTU {0} is above 3506, the largest a veth pair can carry with an XDP program attached (veth_xdp_set refuses it with ERANGE); use --no-xdp, or --attach tc-block to count with tc")]
     MtuTooLargeForXdp(u32),
+    /// A microVM pool's tap configuration cannot be made or cannot carry the guest.
+    #[error("microVM tap: {0}")]
+    Tap(String),
     /// The call's slots would not fit the process's open-file limit.
     #[error("{wanted} slots hold {per_slot} open file(s) each, but RLIMIT_NOFILE {limit} with {open} open leaves room for {fit} (beside {overhead} for the engine itself): raise the limit (ulimit -n / LimitNOFILE=) or ask for fewer slots per call")]
     FdLimit {
@@ -650,5 +696,47 @@ mod tests {
             Err(ConfigError::MtuTooLargeForXdp(3507))
         );
         assert!(jumbo_tc.check_slot_mtu(9000).is_ok());
+    }
+
+    #[test]
+    fn a_microvm_pool_needs_xdp_on_its_host_ends_and_a_tap_name_of_its_own() {
+        use crate::microvm::{SlotKind, TapConfig};
+        let microvm = |tap: TapConfig| EngineConfig {
+            kind: SlotKind::Microvm(tap),
+            ..Default::default()
+        };
+        assert_eq!(microvm(TapConfig::default()).check(0, 1), Ok(()));
+        let says = |c: EngineConfig, what: &str| match c.check(0, 1) {
+            Err(ConfigError::Tap(why)) => assert!(why.contains(what), "{why}"),
+            other => panic!("{other:?}"),
+        };
+        let tc = EngineConfig {
+            xdp_attach: CountersAttach::TcBlock,
+            ..microvm(TapConfig::default())
+        };
+        says(tc, "need the XDP counters");
+        let c = EngineConfig {
+            xdp_counters: false,
+            ..microvm(TapConfig::default())
+        };
+        says(c, "need the XDP counters");
+        let eth0 = TapConfig {
+            name: "eth0".into(),
+            ..TapConfig::default()
+        };
+        says(microvm(eth0), "cannot be named");
+        let no_id = TapConfig {
+            owner: Some(u32::MAX),
+            ..TapConfig::default()
+        };
+        says(microvm(no_id), "no id");
+        let long = TapConfig {
+            name: "a-tap-name-too-long".into(),
+            ..TapConfig::default()
+        };
+        assert!(matches!(
+            microvm(long).check(0, 1),
+            Err(ConfigError::IfName { .. })
+        ));
     }
 }

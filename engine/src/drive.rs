@@ -94,6 +94,7 @@ impl Engine {
                 group: self.config.group,
                 host_netns_fd: self.host.netns_fd().as_raw_fd(),
                 ipv6_off: !self.config.ipv6,
+                tap_xdp_fd: self.tap_redirect.as_ref().map(|p| p.prog_fd().as_raw_fd()),
             },
             group_xdp,
             per_device,
@@ -352,16 +353,33 @@ fn hand_back(
 fn hand_over(
     got: Vec<std::io::Result<PooledNs>>,
     ns: &mut [Option<PooledNs>],
-) -> Vec<Result<(), crate::reconcile::Failure>> {
+) -> Vec<Result<Option<u32>, crate::reconcile::Failure>> {
     let mut slots = ns.iter_mut();
     got.into_iter()
         .map(|made| {
             let slot = slots.next();
-            let n = made.map_err(|e| io_failure(&e, "creating the namespace".into()))?;
+            let n = made.map_err(|e| namespace_failure(&e))?;
+            let tap = n.tap_ifindex;
             if let Some(slot) = slot {
                 *slot = Some(n);
             }
-            Ok(())
+            Ok(tap)
         })
         .collect()
+}
+
+/// Why the pool could not make a namespace: the tap's own step and errno when it was the
+/// tap (`tap::TapFailure`), else the namespace's.
+fn namespace_failure(e: &std::io::Error) -> crate::reconcile::Failure {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<crate::tap::TapFailure>())
+    {
+        Some(tap) => crate::reconcile::Failure {
+            errno: tap.errno,
+            ext_ack: None,
+            detail: Some(tap.to_string()),
+        },
+        None => io_failure(e, "creating the namespace".into()),
+    }
 }

@@ -36,6 +36,9 @@ pub struct Engine {
     pub(crate) free_ids: BTreeSet<u32>,
     /// The counters program (XDP or tc, per `config.xdp_attach`) and its map.
     pub(crate) counters: Option<netslot_bpf::Counters>,
+    /// The tap redirect program of a microVM pool (`config.kind`), attached to each slot's
+    /// tap and slot end.
+    pub(crate) tap_redirect: Option<netslot_bpf::TapRedirect>,
     /// What calls hand on to the next one (hold budget, groups, host ends up, ...);
     /// None only while a call has it.
     pub(crate) kept: Option<Kept>,
@@ -99,9 +102,33 @@ impl Engine {
         let (snd, rcv) = sock::default_buffers();
         let slot_limits = sock::limits_from(snd, rcv);
         let ring = Ring::new(config.chunk + 8).map_err(EngineError::io("create io_uring"))?;
-        let pool = NsPool::start(config.pool_threads, config.pool_low, config.pool_high)
-            .map_err(EngineError::io("start the namespace pool thread"))?;
+        let pool = NsPool::start(
+            config.pool_threads,
+            config.pool_low,
+            config.pool_high,
+            config.kind.tap().cloned(),
+        )
+        .map_err(EngineError::io("start the namespace pool thread"))?;
         let xdp = load_counters(&config)?;
+        let tap_redirect = match config.kind.tap() {
+            Some(_) => {
+                // Refused here, once, rather than by every namespace the pool makes.
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/net/tun")
+                    .map_err(EngineError::io(
+                        "open /dev/net/tun, which microVM slots make their taps through \
+                         (load the tun module: modprobe tun)",
+                    ))?;
+                Some(netslot_bpf::TapRedirect::load().map_err(|e| {
+                    EngineError::io("load the microVM tap redirect program")(std::io::Error::other(
+                        e,
+                    ))
+                })?)
+            }
+            None => None,
+        };
         let pinned_counters = xdp.is_some() && config.bpf_pin_dir.is_some();
         let config_max_hold = config.max_rtnl_hold;
         // Adopted slots keep their ids (new slots take the others, lowest first) and
@@ -135,6 +162,7 @@ impl Engine {
             next_id,
             free_ids,
             counters: xdp,
+            tap_redirect,
             kept: Some(kept),
             lock,
             reclaimed,
@@ -156,6 +184,7 @@ impl Engine {
             .into_iter()
             .map(|a| {
                 let mut spec = SlotSpec::derive(&self.config, a.slot_id, self.ifindex_base);
+                spec.tap = None; // attachments are standard slots (see `attach`)
                 spec.ifindex = a.ifindex;
                 spec.slot_ifname = a.ifname.clone();
                 if let Some(mtu) = a.mtu {

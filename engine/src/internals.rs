@@ -220,6 +220,7 @@ impl CallSim {
                 group: config.group,
                 host_netns_fd: NO_FD,
                 ipv6_off: !config.ipv6,
+                tap_xdp_fd: None,
             },
             group_xdp,
             per_device,
@@ -296,7 +297,7 @@ impl CallSim {
         let got = made
             .iter()
             .map(|r| {
-                r.map_err(|errno| Failure {
+                r.map(|()| None).map_err(|errno| Failure {
                     errno,
                     ext_ack: None,
                     detail: Some("creating the namespace".into()),

@@ -24,8 +24,12 @@
 //! `internals`. [`Engine`] (`engine`, `attach`, `pin`) owns what outlives a call;
 //! `recycle` takes released slots back when the kernel shows them as the pool made them.
 //!
-//! Beside them: `wire` (netlink encoding via netlink-packet-route), `sock`, `netns` and
-//! `ring` (the only unsafe code), `host` (the host namespace and kernel read-back),
+//! A pool's slots are of one [`microvm::SlotKind`]: the standard slot, or a microVM slot
+//! whose namespace also holds a tap for a guest ([`microvm`]; the pool thread makes the
+//! tap through `tap`).
+//!
+//! Beside them: `wire` (netlink encoding via netlink-packet-route), `sock`, `netns`, `tap`
+//! and `ring` (the only unsafe code), `host` (the host namespace and kernel read-back),
 //! `config`, [`features`] (the start-up check of the kernel: Linux 6.18 or later),
 //! [`doctor`] (the host limits that N slots run into, `netslot doctor`).
 //!
@@ -61,6 +65,7 @@ pub mod host;
 #[doc(hidden)]
 pub mod internals;
 pub mod limits;
+pub mod microvm;
 mod netns;
 mod op;
 mod owner;
@@ -76,6 +81,7 @@ mod seq;
 mod slot;
 mod sock;
 mod sysctl;
+mod tap;
 mod wire;
 
 pub use attach::{AttachTarget, Attached};

@@ -1,6 +1,6 @@
 //! netns: network-namespace system calls: create, open, enter, pin and unpin, and the
 //! flock on the ownership record that sits beside the pins (see `gc`).
-//! No netlink here; the only other file besides `sock` and `ring` allowed `unsafe`.
+//! No netlink here; the only other file besides `sock`, `tap` and `ring` allowed `unsafe`.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
@@ -18,6 +18,8 @@ use std::sync::OnceLock;
 pub(crate) struct PooledNs {
     pub sock: netlink_sys::Socket,
     pub nsfd: OnceLock<OwnedFd>,
+    /// The ifindex of the microVM tap the pool made inside (`tap`), if it made one.
+    pub tap_ifindex: Option<u32>,
 }
 
 impl PooledNs {
@@ -230,6 +232,7 @@ pub(crate) fn sockets_in(namespaces: Vec<OwnedFd>) -> io::Result<Vec<io::Result<
                     Ok(PooledNs {
                         sock,
                         nsfd: std::sync::OnceLock::from(ns),
+                        tap_ifindex: None,
                     })
                 })
                 .collect()

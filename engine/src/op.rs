@@ -36,6 +36,12 @@ pub enum Op {
     Qdisc,
     /// The one cls_bpf filter on the pool's shared tc block (tc-block only, first call).
     TcFilter,
+    /// A microVM slot's tap up with its MTU, MAC and the redirect program (RTM_SETLINK in
+    /// the slot).
+    Tap,
+    /// The redirect program on a microVM slot's slot end, with IPv6 off (RTM_SETLINK in the
+    /// slot).
+    SlotRedirect,
     /// Bind-mounting the slot's namespace under the pin directory.
     Pin,
     /// Undoing a failed slot (RTM_DELLINK of its host end).
@@ -60,6 +66,8 @@ impl Op {
             Op::Xdp => "xdp",
             Op::Qdisc => "qdisc",
             Op::TcFilter => "tc-filter",
+            Op::Tap => "tap",
+            Op::SlotRedirect => "slot-redirect",
             Op::Pin => "pin",
             Op::Rollback => "rollback",
             Op::Detach => "detach",

@@ -15,6 +15,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::microvm::TapConfig;
 use crate::netns;
 use crate::netns::PooledNs;
 use crate::sock;
@@ -85,8 +86,14 @@ pub(crate) struct PoolStats {
 
 impl NsPool {
     /// Starts `threads` creating threads. They keep between `low` and `high` namespaces
-    /// ready when idle, and make what is demanded beyond that.
-    pub fn start(threads: usize, low: usize, high: usize) -> io::Result<Self> {
+    /// ready when idle, and make what is demanded beyond that; with `tap`, each with a
+    /// microVM tap inside.
+    pub fn start(
+        threads: usize,
+        low: usize,
+        high: usize,
+        tap: Option<TapConfig>,
+    ) -> io::Result<Self> {
         let shared = Arc::new(Shared::default());
         {
             let mut s = shared.state.lock().expect("pool lock");
@@ -100,9 +107,10 @@ impl NsPool {
         };
         for i in 0..threads.max(1) {
             let worker = Arc::clone(&pool.shared);
+            let tap = tap.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("netslot-pool-{i}"))
-                .spawn(move || produce(&worker))?;
+                .spawn(move || produce(&worker, tap.as_ref()))?;
             pool.threads.push(thread);
         }
         Ok(pool)
@@ -169,7 +177,7 @@ impl Drop for NsPool {
     }
 }
 
-fn produce(shared: &Shared) {
+fn produce(shared: &Shared, tap: Option<&TapConfig>) {
     // Each unshare leaves this thread inside the namespace it just made, which is handed
     // out as a slot: a thread sitting in it keeps it alive after the slot is torn down
     // (found by the soak test: one namespace outlived every teardown). So the thread goes
@@ -199,7 +207,7 @@ fn produce(shared: &Shared) {
         drop(s);
         let started = Instant::now();
         away = true;
-        let made = create_one();
+        let made = create_one(tap);
         let took = started.elapsed();
         s = shared.state.lock().expect("pool lock");
         s.in_progress -= 1;
@@ -224,11 +232,17 @@ fn produce(shared: &Shared) {
 }
 
 /// unshare + socket + setsockopt: one namespace, held by the socket made inside it.
-fn create_one() -> io::Result<PooledNs> {
+/// With `tap`, the microVM slot's tap too (`tap::create`), while the thread is inside.
+fn create_one(tap: Option<&TapConfig>) -> io::Result<PooledNs> {
     netns::unshare_new()?;
     let sock = sock::slot_socket()?;
+    let tap_ifindex = match tap {
+        Some(cfg) => Some(crate::tap::create(cfg, std::os::fd::AsFd::as_fd(&sock))?),
+        None => None,
+    };
     Ok(PooledNs {
         sock,
         nsfd: Default::default(),
+        tap_ifindex,
     })
 }

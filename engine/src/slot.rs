@@ -55,6 +55,10 @@ pub struct SlotSpec {
     /// (`host_ip`, `slot_ip` and `prefix_len` are then unused).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ipv6_only: bool,
+    /// A microVM slot's tap ([`crate::microvm`]): the guest behind it holds `slot_ip`,
+    /// the slot end holds no address. `None`: a standard slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tap: Option<crate::microvm::TapSpec>,
 }
 
 /// An IPv4 address an IPAM plugin leased to an attachment: the slot end's address and
@@ -182,6 +186,10 @@ const HOST_END_OCTET: u8 = 0x02;
 /// First octet of slot-end MACs: also locally administered unicast, told apart from host
 /// ends at a glance.
 const SLOT_END_OCTET: u8 = 0x06;
+/// First octet of a microVM guest's MAC (what its VMM gives the guest interface).
+const GUEST_OCTET: u8 = 0x0a;
+/// First octet of a microVM slot's tap device MAC.
+const TAP_OCTET: u8 = 0x0e;
 
 /// The MAC of slot `id`'s end in a pool with base group `group`: first octet `end`, then
 /// the base group (16 bits), then the id (24 bits). It is set in the creating message at
@@ -223,7 +231,24 @@ impl SlotSpec {
             leased: false,
             ipv6: None,
             ipv6_only: false,
+            tap: config.kind.tap().map(|tap| crate::microvm::TapSpec {
+                name: tap.name.clone(),
+                ifindex: 0,
+                mac: pool_mac(TAP_OCTET, config.group, id),
+                guest_mac: pool_mac(GUEST_OCTET, config.group, id),
+                owner: tap.owner,
+                group: tap.group,
+                multi_queue: tap.multi_queue,
+            }),
         }
+    }
+
+    /// The slot end's ifindex inside the slot's namespace: `ifindex`, or for a microVM
+    /// slot the tap's with `netslot_bpf::SLOT_END_BIT` set (see [`crate::microvm`]).
+    pub fn slot_end_ifindex(&self) -> u32 {
+        self.tap
+            .as_ref()
+            .map_or(self.ifindex, crate::microvm::TapSpec::slot_end_ifindex)
     }
 
     /// Takes `lease`'s addresses instead of the pool's /31 (see [`SlotSpec::leased`]).
@@ -314,7 +339,7 @@ pub fn is_unicast_mac(mac: &[u8; 6]) -> bool {
     mac[0] & 1 == 0 && mac.iter().any(|&b| b != 0)
 }
 
-fn mac_text<S: serde::Serializer>(mac: &[u8; 6], s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn mac_text<S: serde::Serializer>(mac: &[u8; 6], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&mac_to_string(mac))
 }
 

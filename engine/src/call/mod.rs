@@ -381,7 +381,10 @@ impl Call {
     /// The namespaces the driver took for the next slots, in order (each Ok, or why it
     /// could not be made), after waiting `took`. Fewer than asked is fine; none at all
     /// fails every slot still without one.
-    pub fn namespaces(&mut self, got: Vec<Result<(), Failure>>, took: Duration) {
+    ///
+    /// Each Ok carries the ifindex of the microVM tap the namespace holds, if any; a
+    /// microVM slot (its spec has a tap) takes it into its spec, and fails without one.
+    pub fn namespaces(&mut self, got: Vec<Result<Option<u32>, Failure>>, took: Duration) {
         if self.stage != Stage::AwaitNamespaces {
             return;
         }
@@ -389,9 +392,27 @@ impl Call {
         let start = self.taken;
         let end = (start + got.len()).min(self.len());
         for (i, made) in (start..end).zip(got) {
-            match made {
-                Ok(()) => self.slots.has_ns[i] = true,
-                Err(why) => self.slots.fail(i, Op::Namespace, why),
+            let spec = &mut self.slots.specs[i];
+            match (made, spec.tap.as_mut()) {
+                (Ok(_), None) => self.slots.has_ns[i] = true,
+                (Ok(Some(ifindex)), Some(tap)) => {
+                    tap.ifindex = ifindex;
+                    self.slots.has_ns[i] = true;
+                }
+                (Ok(None), Some(tap)) => {
+                    let detail =
+                        format!("the namespace handed to the call has no tap {}", tap.name);
+                    self.slots.fail(
+                        i,
+                        Op::Namespace,
+                        Failure {
+                            errno: libc::ENODEV,
+                            ext_ack: None,
+                            detail: Some(detail),
+                        },
+                    );
+                }
+                (Err(why), _) => self.slots.fail(i, Op::Namespace, why),
             }
         }
         let end = if end == start {

@@ -64,6 +64,7 @@ fn call_with(n: u32, budget: Option<Duration>, up: usize, adjust: impl Fn(&mut S
             group: config.group,
             host_netns_fd: -1,
             ipv6_off: true,
+            tap_xdp_fd: None,
         },
         group_xdp: None,
         per_device: PerDevice::Nothing,
@@ -128,7 +129,7 @@ fn drive_on(
     for _ in 0..10_000 {
         match call.next(host) {
             Next::Namespaces { max, .. } => {
-                call.namespaces(vec![Ok(()); max], Duration::ZERO);
+                call.namespaces(vec![Ok(None); max], Duration::ZERO);
             }
             Next::Exchange => {
                 let seen: Vec<Seen> = call

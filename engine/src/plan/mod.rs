@@ -1,7 +1,9 @@
 //! plan: turns slot specs into the requests of the standard slot, per socket, in order.
 //! Sans-IO: decides what goes to which socket; sending is `ring`'s, settling `reconcile`'s.
 //!
-//! On a slot's own socket (its namespace): lo up, the veth pair in place, the slot
+//! On a slot's own socket (its namespace): lo up, the veth pair in place, then for a
+//! microVM slot its tap and the redirect on the slot end (no address, no route: see
+//! `crate::microvm`), for every other slot the
 //! address (a leased slot's with two routes, see `SlotSpec::leased`; an IPv6 lease's
 //! likewise, see `SlotSpec::ipv6`), the default route (IPv4, and IPv6 with an IPv6 lease;
 //! unless the slot is asked without one, see `SlotRoute`).
@@ -32,6 +34,8 @@ pub(crate) struct PoolShape {
     pub group: u32,
     pub host_netns_fd: RawFd,
     pub ipv6_off: bool,
+    /// The tap redirect program of a microVM pool (`crate::microvm`).
+    pub tap_xdp_fd: Option<RawFd>,
 }
 
 /// Which route a slot adds inside its namespace.
@@ -60,6 +64,7 @@ pub(crate) fn slot_socket(
     b.push(ledger, slot, Op::LoUp, link::set_up(LOOPBACK_IFINDEX), 0);
     let pair = link::VethPair {
         ifindex: spec.ifindex,
+        slot_ifindex: spec.slot_end_ifindex(),
         slot_name: &spec.slot_ifname,
         slot_mac: spec.slot_mac,
         host_name: &spec.name,
@@ -69,6 +74,10 @@ pub(crate) fn slot_socket(
         mtu: spec.mtu,
     };
     b.push(ledger, slot, Op::Veth, link::veth_in_place(&pair), create);
+    if let (Some(tap), Some(fd)) = (&spec.tap, shape.tap_xdp_fd) {
+        microvm_slot_end(&mut b, ledger, slot, spec, tap, shape.ipv6_off, fd);
+        return b.finish(ledger);
+    }
     if shape.ipv6_off {
         // Before the host end comes up and gives eth0 a carrier (see wire::link).
         b.push(
@@ -106,6 +115,25 @@ pub(crate) fn slot_socket(
         }
     }
     b.finish(ledger)
+}
+
+/// A microVM slot after its veth pair: the tap ready (up, MTU, MAC, IPv6 off, redirect) and
+/// the redirect on the slot end. No address and no route: the guest behind the tap holds
+/// the slot's address and routes through the host end itself (`crate::microvm`). Two
+/// requests where the standard slot sends three (IPv6 off, address, route).
+fn microvm_slot_end(
+    b: &mut Batcher,
+    ledger: &mut Ledger,
+    slot: Owner,
+    spec: &SlotSpec,
+    tap: &crate::microvm::TapSpec,
+    ipv6_off: bool,
+    xdp_fd: RawFd,
+) {
+    let ready = link::tap_ready(tap.ifindex, spec.mtu, tap.mac, ipv6_off, xdp_fd);
+    b.push(ledger, slot, Op::Tap, ready, 0);
+    let redirect = link::slot_end_redirect(tap.slot_end_ifindex(), ipv6_off, xdp_fd);
+    b.push(ledger, slot, Op::SlotRedirect, redirect, 0);
 }
 
 /// A leased slot end's address and routes (`SlotSpec::leased`), as the reference CNI

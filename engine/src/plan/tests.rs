@@ -28,6 +28,7 @@ fn plan_slot(route: SlotRoute) -> (Vec<Flight>, Ledger) {
         group: 7600,
         host_netns_fd: 5,
         ipv6_off: true,
+        tap_xdp_fd: None,
     };
     let mut ledger = Ledger::new(1);
     let flights = slot_socket(&mut ledger, LIMITS, 0, &spec, shape, route);
@@ -78,6 +79,7 @@ fn a_leased_slot_plans_its_address_three_routes_and_a_peer_host_address() {
         group: 7600,
         host_netns_fd: 5,
         ipv6_off: true,
+        tap_xdp_fd: None,
     };
     let mut ledger = Ledger::new(1);
     let flights = slot_socket(&mut ledger, LIMITS, 0, &spec, shape, SlotRoute::Default);
@@ -120,6 +122,7 @@ fn a_dual_stack_slot_adds_the_ipv6_end_after_the_ipv4_one() {
         group: 7600,
         host_netns_fd: 5,
         ipv6_off: true,
+        tap_xdp_fd: None,
     };
     let inner = |m: &NetlinkMessage<RouteNetlinkMessage>| match &m.payload {
         netlink_packet_core::NetlinkPayload::InnerMessage(i) => Some(i.clone()),
@@ -174,6 +177,7 @@ fn an_ipv6_only_slot_plans_no_ipv4_request() {
         group: 7600,
         host_netns_fd: 5,
         ipv6_off: true,
+        tap_xdp_fd: None,
     };
     let inner = |m: &NetlinkMessage<RouteNetlinkMessage>| match &m.payload {
         netlink_packet_core::NetlinkPayload::InnerMessage(i) => Some(i.clone()),
@@ -363,4 +367,55 @@ fn tc_block_puts_the_filter_right_after_the_first_qdisc() {
         kinds,
         ["addr", "qdisc", "filter", "addr", "qdisc", "addr", "qdisc", "noop"]
     );
+}
+
+#[test]
+fn a_microvm_slot_sends_its_tap_and_redirect_instead_of_address_and_route() {
+    use netlink_packet_core::NetlinkPayload::InnerMessage;
+    use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkXdp};
+    let cfg = EngineConfig {
+        kind: crate::microvm::SlotKind::Microvm(crate::microvm::TapConfig::default()),
+        ..EngineConfig::default()
+    };
+    let mut spec = SlotSpec::derive(&cfg, 3, 500);
+    spec.tap.as_mut().unwrap().ifindex = 2;
+    let shape = PoolShape {
+        group: 7600,
+        host_netns_fd: 5,
+        ipv6_off: true,
+        tap_xdp_fd: Some(11),
+    };
+    let mut ledger = Ledger::new(1);
+    let flights = slot_socket(&mut ledger, LIMITS, 0, &spec, shape, SlotRoute::Default);
+    let msgs = decode(&flights[0].bytes);
+    // lo up, veth, tap, slot end, marker: one request fewer than the standard slot's five.
+    assert_eq!(msgs.len(), 5, "{msgs:?}");
+    let link = |i: usize| match &msgs[i].payload {
+        InnerMessage(RouteNetlinkMessage::SetLink(l) | RouteNetlinkMessage::NewLink(l)) => l,
+        other => panic!("request {i} is {other:?}"),
+    };
+    let slot_end = 2 | netslot_bpf::SLOT_END_BIT;
+    // The veth's primary (the slot end) takes the tap's index with the bit; its peer the
+    // pool's host ifindex.
+    assert_eq!(link(1).header.index, slot_end);
+    let xdp = |l: &netlink_packet_route::link::LinkMessage| {
+        l.attributes
+            .iter()
+            .any(|a| matches!(a, LinkAttribute::Xdp(x) if x.contains(&LinkXdp::Fd(11))))
+    };
+    let tap = link(2);
+    assert_eq!(tap.header.index, 2);
+    assert!(tap.header.flags.contains(LinkFlags::Up));
+    assert!(xdp(tap), "{tap:?}");
+    assert!(tap.attributes.contains(&LinkAttribute::Address(
+        spec.tap.as_ref().unwrap().mac.to_vec()
+    )));
+    assert!(tap.attributes.contains(&LinkAttribute::Mtu(spec.mtu)));
+    let end = link(3);
+    assert_eq!(end.header.index, slot_end);
+    assert!(xdp(end), "{end:?}");
+    assert!(matches!(
+        msgs[4].payload,
+        netlink_packet_core::NetlinkPayload::Noop
+    ));
 }

@@ -10,9 +10,10 @@
 use std::io;
 use std::net::IpAddr;
 
+use netlink_packet_core::Nla;
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::address::AddressMessage;
-use netlink_packet_route::link::{LinkAttribute, LinkFlags};
+use netlink_packet_route::link::{InfoData, InfoTun, LinkAttribute, LinkFlags, LinkInfo};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
@@ -43,7 +44,31 @@ pub(crate) struct SeenLink {
     /// IFLA_QDISC: the root qdisc's kind.
     pub qdisc: Option<String>,
     pub promiscuity: u32,
-    pub xdp: bool,
+    /// The id of the XDP program attached, if any.
+    pub xdp: Option<u32>,
+    /// IFF_LOWER_UP: the device has a carrier (for a tap: a VMM holds a queue of it).
+    pub carrier: bool,
+    /// A tun/tap device's own state (IFLA_INFO_DATA of kind `tun`).
+    pub tun: Option<SeenTun>,
+}
+
+/// What a tun/tap device reports of itself (tun_fill_info), as a tenant holding it could
+/// change it: TUNSETOWNER, TUNSETGROUP and TUNSETPERSIST need no capability from a
+/// process attached to the device.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct SeenTun {
+    /// IFLA_TUN_OWNER (absent: no owner).
+    pub owner: Option<u32>,
+    /// IFLA_TUN_GROUP (absent: no group).
+    pub group: Option<u32>,
+    /// IFLA_TUN_TYPE is IFF_TAP.
+    pub tap: bool,
+    /// IFLA_TUN_PERSIST.
+    pub persist: bool,
+    /// IFLA_TUN_MULTI_QUEUE.
+    pub multi_queue: bool,
+    /// IFLA_TUN_NUM_QUEUES: queues attached now (fds a VMM holds).
+    pub queues: u32,
 }
 
 /// A route inside the slot, of any table and type.
@@ -155,7 +180,9 @@ fn parse_link(bytes: &[u8]) -> Option<SeenLink> {
         master: None,
         qdisc: None,
         promiscuity: 0,
-        xdp: false,
+        xdp: None,
+        carrier: l.header.flags.contains(LinkFlags::LowerUp),
+        tun: None,
     };
     for a in l.attributes {
         match a {
@@ -166,12 +193,53 @@ fn parse_link(bytes: &[u8]) -> Option<SeenLink> {
             LinkAttribute::Controller(m) => rec.master = Some(m),
             LinkAttribute::Qdisc(q) => rec.qdisc = Some(q),
             LinkAttribute::Promiscuity(p) => rec.promiscuity = p,
-            LinkAttribute::LinkInfo(infos) => rec.kind = crate::host::link_kind(&infos),
-            LinkAttribute::Xdp(x) => rec.xdp = crate::host::xdp_prog_id(&x).is_some(),
+            LinkAttribute::LinkInfo(infos) => {
+                rec.kind = crate::host::link_kind(&infos);
+                rec.tun = tun_info(&infos);
+            }
+            LinkAttribute::Xdp(x) => rec.xdp = crate::host::xdp_prog_id(&x),
             _ => {}
         }
     }
     Some(rec)
+}
+
+/// IFLA_TUN_* attributes (include/uapi/linux/if_link.h); netlink-packet-route leaves
+/// them raw.
+const IFLA_TUN_OWNER: u16 = 1;
+const IFLA_TUN_GROUP: u16 = 2;
+const IFLA_TUN_TYPE: u16 = 3;
+const IFLA_TUN_PERSIST: u16 = 6;
+const IFLA_TUN_MULTI_QUEUE: u16 = 7;
+const IFLA_TUN_NUM_QUEUES: u16 = 8;
+
+/// A tun device's IFLA_INFO_DATA, if `infos` has one.
+fn tun_info(infos: &[LinkInfo]) -> Option<SeenTun> {
+    let nlas = infos.iter().find_map(|i| match i {
+        LinkInfo::Data(InfoData::Tun(nlas)) => Some(nlas),
+        _ => None,
+    })?;
+    let mut tun = SeenTun::default();
+    for nla in nlas {
+        let InfoTun::Other(nla) = nla else { continue };
+        let mut v = vec![0u8; nla.value_len()];
+        nla.emit_value(&mut v);
+        let u32_of = |v: &[u8]| {
+            v.get(..4)
+                .map(|b| u32::from_ne_bytes(b.try_into().expect("4")))
+        };
+        let flag = |v: &[u8]| v.first().is_some_and(|&b| b != 0);
+        match nla.kind() {
+            IFLA_TUN_OWNER => tun.owner = u32_of(&v),
+            IFLA_TUN_GROUP => tun.group = u32_of(&v),
+            IFLA_TUN_TYPE => tun.tap = v.first() == Some(&(libc::IFF_TAP as u8)),
+            IFLA_TUN_PERSIST => tun.persist = flag(&v),
+            IFLA_TUN_MULTI_QUEUE => tun.multi_queue = flag(&v),
+            IFLA_TUN_NUM_QUEUES => tun.queues = u32_of(&v).unwrap_or(0),
+            _ => {}
+        }
+    }
+    Some(tun)
 }
 
 fn parse_route(bytes: &[u8]) -> Option<SeenRoute> {

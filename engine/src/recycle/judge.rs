@@ -20,20 +20,20 @@ use crate::host::AddrRecord;
 use crate::slot::{mac_to_string, SlotSpec};
 
 /// ifindex of `lo` in every network namespace (loopback_net_init registers it first).
-const LO_INDEX: u32 = 1;
+pub(super) const LO_INDEX: u32 = 1;
 /// `lo`'s MTU (loopback_setup: 64 KiB).
-const LO_MTU: u32 = 65536;
+pub(super) const LO_MTU: u32 = 65536;
 /// The root qdisc of a device without a queue (veth and lo get it at registration).
-const NOQUEUE: &str = "noqueue";
+pub(super) const NOQUEUE: &str = "noqueue";
 /// Routing tables (include/uapi/linux/rtnetlink.h): RT_TABLE_DEFAULT, _MAIN, _LOCAL.
-const TABLE_DEFAULT: u32 = 253;
-const TABLE_MAIN: u32 = 254;
-const TABLE_LOCAL: u32 = 255;
+pub(super) const TABLE_DEFAULT: u32 = 253;
+pub(super) const TABLE_MAIN: u32 = 254;
+pub(super) const TABLE_LOCAL: u32 = 255;
 /// Route types: RTN_UNICAST, RTN_LOCAL, RTN_BROADCAST, RTN_MULTICAST.
-const RTN_UNICAST: u8 = 1;
-const RTN_LOCAL: u8 = 2;
-const RTN_BROADCAST: u8 = 3;
-const RTN_MULTICAST: u8 = 5;
+pub(super) const RTN_UNICAST: u8 = 1;
+pub(super) const RTN_LOCAL: u8 = 2;
+pub(super) const RTN_BROADCAST: u8 = 3;
+pub(super) const RTN_MULTICAST: u8 = 5;
 /// Priorities of the default rules (fib_default_rules_init, fib6_rules_net_init).
 const RULE_LOCAL: u32 = 0;
 const RULE_MAIN: u32 = 32766;
@@ -46,6 +46,14 @@ pub enum Dirty {
     /// The slot was not made by the pool's own layout (an attachment's IPAM lease):
     /// only pooled slots are recycled.
     NotPooled,
+    /// A VMM still holds a queue of a microVM slot's tap (an open fd): the next tenant's
+    /// VMM could not open it, and the old one would see the new guest's traffic.
+    TapHeld {
+        /// The tap's name.
+        name: String,
+        /// Queues attached.
+        queues: u32,
+    },
     /// A device the pool did not make is in the namespace.
     ExtraDevice {
         /// Its name and ifindex.
@@ -96,6 +104,12 @@ impl fmt::Display for Dirty {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NotPooled => write!(f, "not a pooled slot (an attachment's lease)"),
+            Self::TapHeld { name, queues } => {
+                write!(
+                    f,
+                    "the tap {name} is still held by a VMM ({queues} queue(s) attached)"
+                )
+            }
             Self::ExtraDevice { name, index } => {
                 write!(
                     f,
@@ -112,10 +126,18 @@ impl fmt::Display for Dirty {
     }
 }
 
-/// The first way `state` differs from what the pool made for `spec`, or `Ok`.
-pub(crate) fn judge(spec: &SlotSpec, state: &SlotState) -> Result<(), Dirty> {
+/// The first way `state` differs from what the pool made for `spec`, or `Ok`. A microVM
+/// slot is judged by `judge_microvm`, against the tap redirect program `redirect`.
+pub(crate) fn judge(
+    spec: &SlotSpec,
+    state: &SlotState,
+    redirect: Option<u32>,
+) -> Result<(), Dirty> {
     if spec.leased || spec.ipv6.is_some() {
         return Err(Dirty::NotPooled);
+    }
+    if let Some(tap) = &spec.tap {
+        return super::judge_microvm::judge(spec, tap, state, redirect);
     }
     links(spec, &state.links)?;
     same_set(
@@ -148,7 +170,7 @@ fn links(spec: &SlotSpec, seen: &[SeenLink]) -> Result<(), Dirty> {
     let Some(lo) = lo else {
         return Err(Dirty::MissingDevice { name: "lo".into() });
     };
-    device(lo, None, LO_MTU, None)?;
+    device(lo, plain(None, LO_MTU, None))?;
     let end = seen
         .iter()
         .find(|l| l.index == spec.ifindex && l.name == spec.slot_ifname);
@@ -157,12 +179,48 @@ fn links(spec: &SlotSpec, seen: &[SeenLink]) -> Result<(), Dirty> {
             name: spec.slot_ifname.clone(),
         });
     };
-    device(end, Some(spec.slot_mac), spec.mtu, Some(spec.ifindex))
+    device(
+        end,
+        plain(Some(spec.slot_mac), spec.mtu, Some(spec.ifindex)),
+    )
 }
 
-/// Checks one device of the pool: up, no odd flags, no master, no XDP, the root qdisc
-/// noqueue, the MTU, and for the slot end its kind, MAC and peer.
-fn device(l: &SeenLink, mac: Option<[u8; 6]>, mtu: u32, peer: Option<u32>) -> Result<(), Dirty> {
+/// What one device of the pool must show, besides being up with no odd flags and no
+/// master.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Expected<'a> {
+    /// Its MAC and kind (`veth`), for the slot end; `None` for `lo` and the tap, which
+    /// are checked apart.
+    pub veth_mac: Option<[u8; 6]>,
+    pub mtu: u32,
+    /// The veth peer's ifindex.
+    pub peer: Option<u32>,
+    /// The XDP program attached (`None`: none may be).
+    pub xdp: Option<u32>,
+    /// The root qdisc (`None`: not judged).
+    pub qdisc: Option<&'a str>,
+}
+
+/// A standard device of the pool: no XDP, root qdisc noqueue.
+fn plain(veth_mac: Option<[u8; 6]>, mtu: u32, peer: Option<u32>) -> Expected<'static> {
+    Expected {
+        veth_mac,
+        mtu,
+        peer,
+        xdp: None,
+        qdisc: Some(NOQUEUE),
+    }
+}
+
+/// Checks one device of the pool against `want`.
+pub(super) fn device(l: &SeenLink, want: Expected<'_>) -> Result<(), Dirty> {
+    let Expected {
+        veth_mac: mac,
+        mtu,
+        peer,
+        xdp,
+        qdisc,
+    } = want;
     let changed = |what: String| {
         Err(Dirty::ChangedDevice {
             name: l.name.clone(),
@@ -181,11 +239,14 @@ fn device(l: &SeenLink, mac: Option<[u8; 6]>, mtu: u32, peer: Option<u32>) -> Re
     if let Some(m) = l.master {
         return changed(format!("enslaved to ifindex {m}"));
     }
-    if l.xdp {
-        return changed("an XDP program is attached".into());
+    if l.xdp != xdp {
+        return changed(match (l.xdp, xdp) {
+            (Some(id), None) => format!("XDP program {id} is attached"),
+            (seen, want) => format!("XDP program {seen:?}, the pool's {want:?}"),
+        });
     }
-    if l.qdisc.as_deref() != Some(NOQUEUE) {
-        return changed(format!("root qdisc {:?}, the pool's {NOQUEUE}", l.qdisc));
+    if let Some(q) = qdisc.filter(|&q| l.qdisc.as_deref() != Some(q)) {
+        return changed(format!("root qdisc {:?}, the pool's {q}", l.qdisc));
     }
     if let Some(mac) = mac {
         if l.kind.as_deref() != Some("veth") {
@@ -206,7 +267,7 @@ fn device(l: &SeenLink, mac: Option<[u8; 6]>, mtu: u32, peer: Option<u32>) -> Re
 }
 
 /// Compares two multisets; the first extra entry, else the first missing one.
-fn same_set<T: Ord + Clone>(
+pub(super) fn same_set<T: Ord + Clone>(
     kind: &'static str,
     mut expected: Vec<T>,
     mut seen: Vec<T>,
@@ -256,6 +317,17 @@ fn neighbours(spec: &SlotSpec, seen: &[SeenNeighbour]) -> Result<(), Dirty> {
 }
 
 fn expected_addrs(spec: &SlotSpec) -> Vec<AddrRecord> {
+    let mut addrs = lo_addrs();
+    addrs.push(AddrRecord {
+        index: spec.ifindex,
+        addr: spec.slot_ip.into(),
+        prefix_len: spec.prefix_len,
+    });
+    addrs
+}
+
+/// `lo`'s addresses in every slot: 127.0.0.1/8 and ::1/128.
+pub(super) fn lo_addrs() -> Vec<AddrRecord> {
     vec![
         AddrRecord {
             index: LO_INDEX,
@@ -267,15 +339,10 @@ fn expected_addrs(spec: &SlotSpec) -> Vec<AddrRecord> {
             addr: Ipv6Addr::LOCALHOST.into(),
             prefix_len: 128,
         },
-        AddrRecord {
-            index: spec.ifindex,
-            addr: spec.slot_ip.into(),
-            prefix_len: spec.prefix_len,
-        },
     ]
 }
 
-fn route(table: u32, kind: u8, dst: Option<IpAddr>, dst_len: u8, oif: u32) -> SeenRoute {
+pub(super) fn route(table: u32, kind: u8, dst: Option<IpAddr>, dst_len: u8, oif: u32) -> SeenRoute {
     SeenRoute {
         table,
         kind,
@@ -295,10 +362,19 @@ fn expected_routes(spec: &SlotSpec) -> Vec<SeenRoute> {
     let mut default = route(TABLE_MAIN, RTN_UNICAST, None, 0, end);
     default.gateway = Some(spec.host_ip.into());
     let v4 = |a: Ipv4Addr| Some(IpAddr::V4(a));
-    vec![
+    let mut routes = vec![
         default,
         route(TABLE_MAIN, RTN_UNICAST, v4(net), spec.prefix_len, end),
         route(TABLE_LOCAL, RTN_LOCAL, v4(spec.slot_ip), 32, end),
+    ];
+    routes.extend(lo_routes());
+    routes
+}
+
+/// The kernel's routes for `lo`'s addresses, in every slot.
+pub(super) fn lo_routes() -> Vec<SeenRoute> {
+    let v4 = |a: Ipv4Addr| Some(IpAddr::V4(a));
+    vec![
         route(
             TABLE_LOCAL,
             RTN_LOCAL,
@@ -334,16 +410,21 @@ fn expected_routes(spec: &SlotSpec) -> Vec<SeenRoute> {
 /// the device is up with carrier, which may be after the slot was handed out, so it may be
 /// there or not: neither is a tenant's doing.
 fn multicast_route(spec: &SlotSpec) -> SeenRoute {
+    multicast_route_on(spec.ifindex)
+}
+
+/// IPv6's ff00::/8 multicast route on device `index`.
+pub(super) fn multicast_route_on(index: u32) -> SeenRoute {
     route(
         TABLE_LOCAL,
         RTN_MULTICAST,
         Some(Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0).into()),
         8,
-        spec.ifindex,
+        index,
     )
 }
 
-fn expected_rules() -> Vec<SeenRule> {
+pub(super) fn expected_rules() -> Vec<SeenRule> {
     let rule = |ipv6, priority, table| SeenRule {
         ipv6,
         priority,
@@ -359,11 +440,11 @@ fn expected_rules() -> Vec<SeenRule> {
     ]
 }
 
-fn fmt_addr(a: &AddrRecord) -> String {
+pub(super) fn fmt_addr(a: &AddrRecord) -> String {
     format!("{}/{} on ifindex {}", a.addr, a.prefix_len, a.index)
 }
 
-fn fmt_route(r: &SeenRoute) -> String {
+pub(super) fn fmt_route(r: &SeenRoute) -> String {
     let dst = r
         .dst
         .map_or("default".to_owned(), |d| format!("{d}/{}", r.dst_len));
@@ -374,7 +455,7 @@ fn fmt_route(r: &SeenRoute) -> String {
     )
 }
 
-fn fmt_rule(r: &SeenRule) -> String {
+pub(super) fn fmt_rule(r: &SeenRule) -> String {
     format!(
         "{} priority {} table {}{}",
         if r.ipv6 { "ipv6" } else { "ipv4" },
@@ -408,7 +489,9 @@ mod tests {
             master: None,
             qdisc: Some(NOQUEUE.into()),
             promiscuity: 0,
-            xdp: false,
+            xdp: None,
+            carrier: false,
+            tun: None,
         };
         let end = SeenLink {
             index: spec.ifindex,
@@ -442,7 +525,7 @@ mod tests {
     #[test]
     fn a_fresh_slot_is_clean_and_each_tenant_change_is_named() {
         let s = spec();
-        assert_eq!(judge(&s, &fresh(&s)), Ok(()));
+        assert_eq!(judge(&s, &fresh(&s), None), Ok(()));
         let cases: Vec<(Change, &str)> = vec![
             (
                 Box::new(|st| st.links[1].mtu = Some(9000)),
@@ -518,7 +601,7 @@ mod tests {
         for (change, says) in cases {
             let mut st = fresh(&s);
             change(&mut st);
-            let e = judge(&s, &st).expect_err(says).to_string();
+            let e = judge(&s, &st, None).expect_err(says).to_string();
             assert!(e.contains(says), "{e:?} lacks {says:?}");
         }
     }
@@ -528,9 +611,9 @@ mod tests {
         let s = spec();
         let mut st = fresh(&s);
         st.neighbours[0].lladdr = None; // INCOMPLETE or FAILED: no link-layer address yet
-        assert_eq!(judge(&s, &st), Ok(()));
+        assert_eq!(judge(&s, &st, None), Ok(()));
         st.neighbours.clear();
-        assert_eq!(judge(&s, &st), Ok(()));
+        assert_eq!(judge(&s, &st, None), Ok(()));
     }
 
     #[test]
@@ -538,10 +621,10 @@ mod tests {
         let s = spec();
         let mut st = fresh(&s);
         st.routes.retain(|r| *r != multicast_route(&s));
-        assert_eq!(judge(&s, &st), Ok(()));
+        assert_eq!(judge(&s, &st, None), Ok(()));
         st.routes.push(multicast_route(&s));
         st.routes.push(multicast_route(&s));
-        let e = judge(&s, &st).unwrap_err().to_string();
+        let e = judge(&s, &st, None).unwrap_err().to_string();
         assert!(e.contains("ff00::/8"), "{e}");
     }
 
@@ -549,6 +632,6 @@ mod tests {
     fn leased_slots_are_not_recycled() {
         let mut s = spec();
         s.leased = true;
-        assert_eq!(judge(&s, &fresh(&s)), Err(Dirty::NotPooled));
+        assert_eq!(judge(&s, &fresh(&s), None), Err(Dirty::NotPooled));
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! - `inspect` reads a slot's namespace over its own socket (links, addresses, routes,
 //!   rules, neighbours);
-//! - `judge` compares that with what the pool makes for the slot's spec (pure);
+//! - `judge` compares that with what the pool makes for the slot's spec (pure), and
+//!   `judge_microvm` does for a microVM slot (its tap, the redirect on both devices);
 //! - `occupants` finds processes still inside the namespace and mounts of it elsewhere.
 //!
 //! A clean slot keeps its namespace, veth pair, addresses, pin and XDP attachment; its
@@ -17,6 +18,7 @@
 
 mod inspect;
 mod judge;
+mod judge_microvm;
 mod occupants;
 
 pub use judge::Dirty;
@@ -62,7 +64,12 @@ impl Engine {
     /// closed) and listed with the first difference found.
     pub fn recycle(&mut self, slots: Vec<Slot>) -> Result<Recycled, EngineError> {
         let started = std::time::Instant::now();
-        let mut verdicts: Vec<Result<(), Dirty>> = slots.iter().map(inspect_one).collect();
+        let redirect = self
+            .tap_redirect
+            .as_ref()
+            .map(netslot_bpf::TapRedirect::prog_id);
+        let mut verdicts: Vec<Result<(), Dirty>> =
+            slots.iter().map(|s| inspect_one(s, redirect)).collect();
         let inspected = started.elapsed();
         self.find_occupants(&slots, &mut verdicts);
         let occupants = started.elapsed() - inspected;
@@ -160,13 +167,14 @@ impl Engine {
     }
 }
 
-/// Reads one slot's namespace and judges it.
-fn inspect_one(slot: &Slot) -> Result<(), Dirty> {
+/// Reads one slot's namespace and judges it (`redirect`: the tap redirect program's id,
+/// in a microVM pool).
+fn inspect_one(slot: &Slot, redirect: Option<u32>) -> Result<(), Dirty> {
     if slot.spec.leased || slot.spec.ipv6.is_some() {
         return Err(Dirty::NotPooled);
     }
     let state = inspect::read(&slot.ns.sock).map_err(|e| Dirty::Unreadable {
         what: format!("its namespace: {e}"),
     })?;
-    judge::judge(&slot.spec, &state)
+    judge::judge(&slot.spec, &state, redirect)
 }

@@ -12,10 +12,13 @@ use netlink_packet_route::RouteNetlinkMessage;
 /// What one in-place veth pair needs: both ends, created by ONE RTM_NEWLINK.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct VethPair<'a> {
-    /// ifindex for both ends. The kernel honours the peer's ifi_index only when the
+    /// ifindex of the host end. The kernel honours the peer's ifi_index only when the
     /// primary has one too (veth_newlink), and a known host ifindex lets host addresses
     /// be batched without a lookup.
     pub ifindex: u32,
+    /// ifindex of the slot end, in the slot's namespace: `ifindex` for a standard slot,
+    /// the tap's with the redirect bit for a microVM slot (`crate::microvm`).
+    pub slot_ifindex: u32,
     /// The slot end (primary), created in the sending socket's namespace.
     pub slot_name: &'a str,
     pub slot_mac: [u8; 6],
@@ -62,7 +65,7 @@ pub(crate) fn veth_in_place(pair: &VethPair<'_>) -> RouteNetlinkMessage {
         LinkAttribute::NumRxQueues(1),
     ];
     let mut primary = LinkMessage::default();
-    primary.header.index = pair.ifindex;
+    primary.header.index = pair.slot_ifindex;
     primary.header.flags = LinkFlags::Up;
     primary.header.change_mask = LinkFlags::Up;
     primary.attributes = vec![
@@ -134,6 +137,47 @@ pub(crate) fn attach_xdp(index: u32, fd: RawFd) -> RouteNetlinkMessage {
     RouteNetlinkMessage::SetLink(msg)
 }
 
+/// RTM_SETLINK making a microVM slot's tap ready for its guest, in one acquisition: up,
+/// the slot's MTU, the pool's MAC for the tap, IPv6 address generation off when asked, and
+/// the redirect program `xdp_fd`. do_setlink brings the device up before it applies
+/// IFLA_AF_SPEC, but a persistent tap with no queue attached has no carrier (seen on 6.18:
+/// NO-CARRIER until a VMM opens it), and addrconf waits for one, so no link-local address
+/// is made before the mode is NONE.
+pub(crate) fn tap_ready(
+    index: u32,
+    mtu: u32,
+    mac: [u8; 6],
+    ipv6_off: bool,
+    xdp_fd: RawFd,
+) -> RouteNetlinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.header.flags = LinkFlags::Up;
+    msg.header.change_mask = LinkFlags::Up;
+    msg.attributes.push(LinkAttribute::Mtu(mtu));
+    msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
+    if ipv6_off {
+        msg.attributes.push(no_ipv6_addresses());
+    }
+    msg.attributes
+        .push(LinkAttribute::Xdp(vec![LinkXdp::Fd(xdp_fd)]));
+    RouteNetlinkMessage::SetLink(msg)
+}
+
+/// RTM_SETLINK on a microVM slot's slot end: IPv6 address generation off when asked (as
+/// every slot end gets, before its host end comes up and gives it a carrier) and the
+/// redirect program, in one acquisition instead of the standard slot's IPv6-off request.
+pub(crate) fn slot_end_redirect(index: u32, ipv6_off: bool, xdp_fd: RawFd) -> RouteNetlinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    if ipv6_off {
+        msg.attributes.push(no_ipv6_addresses());
+    }
+    msg.attributes
+        .push(LinkAttribute::Xdp(vec![LinkXdp::Fd(xdp_fd)]));
+    RouteNetlinkMessage::SetLink(msg)
+}
+
 /// RTM_DELLINK by group (ifi_index 0, IFLA_GROUP): rtnl_group_dellink deletes every device
 /// of the group in one acquisition; veth_dellink takes each peer with it.
 pub(crate) fn group_delete(group: u32) -> RouteNetlinkMessage {
@@ -164,6 +208,7 @@ mod tests {
     fn pair() -> VethPair<'static> {
         VethPair {
             ifindex: 4242,
+            slot_ifindex: 4242,
             slot_name: "eth0",
             slot_mac: [0x02, 0x73, 0, 0, 0, 7],
             host_name: "ns7",
