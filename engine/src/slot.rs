@@ -372,6 +372,12 @@ impl Slot {
     pub fn pinned_at(&self) -> Option<&Path> {
         self.pinned.as_deref()
     }
+
+    /// What a VMM needs for a microVM slot's guest (tap, namespace, MAC, address,
+    /// gateway, Firecracker's network-interfaces body); `None` for a standard slot.
+    pub fn guest_network(&self) -> Option<crate::microvm::GuestNetwork> {
+        crate::microvm::GuestNetwork::of(&self.spec, self.pinned_at())
+    }
 }
 
 #[cfg(test)]
