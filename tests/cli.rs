@@ -657,3 +657,129 @@ fn up_of_more_slots_than_the_fd_limit_holds_works_in_calls() {
     assert_eq!(read(&dir, "pins").trim(), "2000");
     assert_eq!(read(&dir, "pins-after").trim(), "0");
 }
+
+#[test]
+fn up_kind_microvm_status_reads_each_tap_and_its_firecracker_body_and_down_leaves_nothing() {
+    if !require_root(
+        "up_kind_microvm_status_reads_each_tap_and_its_firecracker_body_and_down_leaves_nothing",
+    ) {
+        return;
+    }
+    let (log, dir) = in_private_world(
+        r#"
+        $NS up --kind microvm --tap-uid 4242 --slots 2 --prefix cmv --group 7706 --json > $D/up.json
+        $NS status --prefix cmv --group 7706 --json > $D/status.json
+        $NS status --prefix cmv --group 7706 > $D/status.txt
+        for i in 0 1; do
+            nsenter --net=/run/netns/cmv$i ip -j -d link show tap0 > $D/tap$i.json
+        done
+        $NS down --prefix cmv --group 7706 --json > $D/down.json
+        ls -A /run/netns > $D/after-ls
+        ip -j -d link show > $D/after-links.json
+        "#,
+    );
+    let up = json(&dir, "up.json");
+    assert_eq!(up["report"]["provisioned"], 2, "{log}");
+    let status = json(&dir, "status.json");
+    let slots = status["slots"].as_array().unwrap();
+    assert_eq!(slots.len(), 2, "{status}");
+    let mut guest_macs = Vec::new();
+    for (i, s) in slots.iter().enumerate() {
+        let pin = format!("/run/netns/cmv{i}");
+        let mv = &s["microvm"];
+        assert_eq!(mv["netns"], pin.as_str(), "{s}");
+        assert_eq!(mv["tap"], "tap0", "{s}");
+        // The guest holds the slot's address; the host end, its gateway, holds the other.
+        let made = &up["slots"][i];
+        assert_eq!(mv["guest_address"], made["slot_ip"], "{s}");
+        assert_eq!(
+            mv["gateway"].as_str(),
+            made["host_ip"].as_str().unwrap().split('/').next(),
+            "{s}"
+        );
+        // What the kernel shows is what `up` reported it made.
+        assert_eq!(mv["firecracker"], made["microvm"]["firecracker"], "{s}");
+        let body = &mv["firecracker"];
+        assert_eq!(body["iface_id"], "eth0", "{s}");
+        assert_eq!(body["host_dev_name"], "tap0", "{s}");
+        assert_eq!(body["guest_mac"], mv["guest_mac"], "{s}");
+        let mac = netslot::parse_mac(body["guest_mac"].as_str().unwrap()).unwrap();
+        assert!(netslot::is_unicast_mac(&mac), "{s}");
+        guest_macs.push(mac);
+
+        // The tap, read by iproute2 inside the pinned namespace: a persistent tap owned
+        // by the VMM's uid, whose own MAC is not the guest's.
+        let tap = json(&dir, &format!("tap{i}.json"));
+        let tap = &tap[0];
+        assert_eq!(tap["linkinfo"]["info_kind"], "tun", "{tap}");
+        let data = &tap["linkinfo"]["info_data"];
+        assert_eq!(data["type"], "tap", "{tap}");
+        assert_eq!(data["persist"], true, "{tap}");
+        assert_eq!(data["multi_queue"], false, "{tap}");
+        assert_eq!(data["user"], 4242, "{tap}");
+        assert_ne!(tap["address"], body["guest_mac"], "{tap}");
+    }
+    assert_ne!(guest_macs[0], guest_macs[1], "guest MACs are per slot");
+    let text = read(&dir, "status.txt");
+    assert!(text.contains("2 microVM tap(s)"), "{text}");
+    assert!(text.contains("tap tap0"), "{text}");
+
+    let down = json(&dir, "down.json");
+    assert_eq!(down["host_ends_deleted"], 2, "{down}");
+    assert_eq!(down["namespaces_unpinned"], 2, "{down}");
+    assert_eq!(read(&dir, "after-ls").trim(), "", "pins left");
+    let left: Vec<Value> = json(&dir, "after-links.json")
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| in_pool(l, 7706) || l["ifname"].as_str().is_some_and(|n| n.starts_with("cmv")))
+        .cloned()
+        .collect();
+    assert!(left.is_empty(), "host ends left: {left:?}");
+}
+
+#[test]
+fn tap_options_without_kind_microvm_are_refused_and_create_nothing() {
+    if !require_root("tap_options_without_kind_microvm_are_refused_and_create_nothing") {
+        return;
+    }
+    let cases: [(&str, &str); 4] = [
+        // clap's `requires`: the missing option is named.
+        ("--tap-uid 4242", "--kind"),
+        ("--tap-multi-queue", "--kind"),
+        (
+            "--kind standard --tap-uid 4242",
+            "--tap-uid applies to microVM slots only",
+        ),
+        ("--kind microvm --no-xdp", "XDP counters"),
+    ];
+    for (args, expect) in cases {
+        let (log, dir) = in_private_world(&format!(
+            r#"
+            rc=0; $NS up --slots 1 --prefix cmt {args} 2> $D/err || rc=$?; echo $rc > $D/rc
+            rc=0; $NS up --slots 1 --prefix cmt {args} --json > $D/json.json || rc=$?; echo $rc > $D/json.rc
+            ip -j link show > $D/links.json
+            ls -A /run/netns > $D/ls
+            "#
+        ));
+        assert_eq!(read(&dir, "rc").trim(), "2", "{args}: {log}");
+        let err = read(&dir, "err");
+        assert!(
+            err.contains(expect),
+            "{args}: expected {expect:?} in {err:?}"
+        );
+        // Under --json, the same refusal as a usage document, naming what is missing.
+        let message = json_error(&dir, "json", "usage", 2);
+        assert!(
+            message.contains(expect),
+            "{args}: expected {expect:?} in {message:?}"
+        );
+        let links = json(&dir, "links.json");
+        assert_eq!(
+            links.as_array().unwrap().len(),
+            1,
+            "{args}: only lo: {links}"
+        );
+        assert_eq!(read(&dir, "ls").trim(), "", "{args}: pins created");
+    }
+}

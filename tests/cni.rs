@@ -1183,6 +1183,86 @@ fn the_warm_pool_hands_out_pinned_slots_and_takes_them_back() {
     );
 }
 
+/// A `--kind microvm` daemon: each acquired slot's answer carries its guest network, the
+/// tap it names is in the namespace it names (owned by the VMM's uid), and an attach is
+/// refused, its namespace left alone.
+#[test]
+fn a_microvm_daemon_hands_out_slots_with_their_guest_network() {
+    let test = "a_microvm_daemon_hands_out_slots_with_their_guest_network";
+    if !inside_private_world(test) {
+        return;
+    }
+    let group = 7870;
+    let daemon = Daemon::start(
+        "mvd",
+        group,
+        &[
+            "--kind",
+            "microvm",
+            "--tap-uid",
+            "4242",
+            "--pool-low",
+            "2",
+            "--pool-high",
+            "2",
+            "--no-recycle",
+        ],
+    );
+    let sock = Path::new(SOCKET);
+    daemon.wait_pooled(2);
+    let mut guest_macs = Vec::new();
+    let mut names = Vec::new();
+    for _ in 0..2 {
+        let r = netslot::daemon::client::call(sock, Operation::Acquire).unwrap();
+        assert!(r.ok, "{:?}", r.error);
+        let slot = r.slot.unwrap();
+        let mv = slot
+            .microvm
+            .clone()
+            .expect("a microVM slot's answer has `microvm`");
+        assert_eq!(mv.netns.as_deref(), slot.netns.to_str(), "{mv:?}");
+        assert_eq!(
+            mv.guest_address, slot.address,
+            "the guest holds the slot's address"
+        );
+        assert_eq!(mv.gateway.to_string(), slot.gateway);
+        assert_eq!(mv.tap, "tap0");
+        assert_eq!(mv.firecracker.iface_id, "eth0");
+        assert_eq!(mv.firecracker.host_dev_name, mv.tap);
+        assert_eq!(mv.firecracker.guest_mac, mv.guest_mac);
+        let mac = netslot::parse_mac(&mv.guest_mac).unwrap();
+        assert!(netslot::is_unicast_mac(&mac), "{mv:?}");
+        guest_macs.push(mac);
+        // The kernel's view, through the pin the answer names.
+        let ns = std::fs::File::open(&slot.netns).unwrap();
+        let dev = mv.tap.clone();
+        let tap = in_netns(ns.as_fd(), move || ip_json(&["-d", "link", "show", &dev]));
+        let info = &tap[0]["linkinfo"];
+        assert_eq!(info["info_kind"], "tun", "{tap}");
+        assert_eq!(info["info_data"]["type"], "tap", "{tap}");
+        assert_eq!(info["info_data"]["user"], 4242, "{tap}");
+        names.push(slot.name);
+    }
+    assert_ne!(guest_macs[0], guest_macs[1], "guest MACs are per slot");
+
+    let c1 = netns_add("mvc1");
+    let r = netslot::daemon::client::call(sock, attach_op("c1", &c1, false)).unwrap();
+    let e = r.error.expect("an attach to a microVM daemon is refused");
+    assert_eq!(e.code, netslot::daemon::protocol::ErrorCode::BadRequest);
+    assert!(e.message.contains("microVM"), "{}", e.message);
+    assert_eq!(
+        link_names_in("mvc1"),
+        ["lo"],
+        "the container's namespace was touched"
+    );
+
+    for name in &names {
+        release(sock, name);
+    }
+    daemon.stop();
+    assert!(links_in_group(group).is_empty(), "teardown left host ends");
+}
+
 /// The namespace id (nsfs NS_GET_ID: the netns cookie, never reused) of the namespace
 /// mounted at `path`.
 fn ns_cookie(path: &Path) -> u64 {

@@ -206,6 +206,17 @@ fn sigkill_at_any_point_then_gc_leaves_nothing() {
         r#"$NS up --slots $N --prefix $P --group $G > $D/up.out 2>&1 & VICTIM=$!
         echo "$(kill_when pins 1 $VICTIM) links=$(links) pins-after-kill=$(pins)" > $D/at-kill"#,
     );
+    // MicroVM slots while pinning: every namespace pinned so far also holds its slot's
+    // persistent tap; gc's removal of the pins must take the taps with the namespaces
+    // (nsids 0 after gc), none may be left anywhere (a tap refunded to the initial
+    // namespace is what tests/microvm.rs rules out).
+    crash_and_collect(
+        "microVM slots, during pinning",
+        "kmv",
+        7965,
+        r#"$NS up --slots $N --prefix $P --group $G --kind microvm --tap-uid 4242 > $D/up.out 2>&1 & VICTIM=$!
+        echo "$(kill_when pins 1 $VICTIM) links=$(links) pins-after-kill=$(pins)" > $D/at-kill"#,
+    );
     // During `down`: the group is gone and the first pins are.
     crash_and_collect(
         "during down",

@@ -110,6 +110,27 @@ fn each_slot_holds_a_persistent_tap_owned_by_the_vmm_and_the_guest_holds_the_add
                 eth0["xdp"]["prog"]["id"], t["xdp"]["prog"]["id"],
                 "one redirect program on both: {eth0}"
             );
+            assert!(has_flag(eth0, "UP"), "{eth0}");
+            // lo came up in the same group change and carries the program too, in
+            // generic mode (it has no native XDP).
+            let lo = links.iter().find(|l| l["ifname"] == "lo").unwrap();
+            assert!(has_flag(lo, "UP"), "{lo}");
+            assert_eq!(lo["xdp"]["mode"], 2, "generic (XDP_ATTACHED_SKB): {lo}");
+            assert_eq!(lo["xdp"]["prog"]["id"], t["xdp"]["prog"]["id"], "{lo}");
+            assert_eq!(t["xdp"]["mode"], 1, "native (XDP_ATTACHED_DRV): {t}");
+            assert_eq!(eth0["xdp"]["mode"], 1, "native: {eth0}");
+            // No link-local address on any device: IPv6 address generation is off.
+            let v6 = in_netns(slot.netns_fd().unwrap(), || {
+                ip_json(&["-6", "addr", "show"])
+            });
+            let scopes: Vec<String> = v6
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|d| d["addr_info"].as_array().cloned().unwrap_or_default())
+                .map(|a| format!("{} {}", a["local"], a["scope"]))
+                .collect();
+            assert_eq!(scopes, ["\"::1\" \"host\""], "{v6}");
             // The slot end holds no address and the namespace no route but lo's: the
             // guest has the slot's address.
             let addrs = in_netns(slot.netns_fd().unwrap(), || {

@@ -28,7 +28,7 @@ pub const NEIGHBOUR_LATENCY: &str = "neighbour_latency.svg";
 
 /// Colours by system, fixed so every chart agrees: one per system, none repeated.
 fn colour(kind: SystemKind) -> RGBColor {
-    const PALETTE: [RGBColor; 10] = [
+    const PALETTE: [RGBColor; 12] = [
         RGBColor(214, 39, 40),
         RGBColor(31, 119, 180),
         RGBColor(44, 160, 44),
@@ -39,8 +39,13 @@ fn colour(kind: SystemKind) -> RGBColor {
         RGBColor(80, 80, 80),
         RGBColor(188, 189, 34),
         RGBColor(23, 190, 207),
+        RGBColor(255, 187, 120),
+        RGBColor(0, 0, 128),
     ];
-    let i = SystemKind::ALL.iter().position(|&k| k == kind).unwrap_or(0);
+    let i = SystemKind::EVERY
+        .iter()
+        .position(|&k| k == kind)
+        .unwrap_or(0);
     PALETTE[i % PALETTE.len()]
 }
 

@@ -304,3 +304,69 @@ fn neighbour_runs_beside_the_system() {
     }
     nothing_left();
 }
+
+/// `--systems microvm`: the standard slot through the library, the microVM slot through
+/// the library (`netslot-microvm`) and with iproute2 (`ip-tuntap`), side by side. Every
+/// slot of the microVM systems has its tap up in its namespace, the library makes each tap
+/// with exactly the documented calls in its namespace pool thread (openat of
+/// /dev/net/tun, TUNSETIFF, TUNSETOWNER, TUNSETPERSIST, SIOCGIFINDEX, close), and no
+/// namespace, veth or tap is left behind.
+#[test]
+fn microvm_systems_make_their_taps_and_leave_nothing() {
+    if !privileged() {
+        return;
+    }
+    let (v, _) = run(
+        "microvm",
+        &[
+            "--n",
+            "5,10",
+            "--systems",
+            "microvm",
+            "--repeat",
+            "1",
+            "--rotate",
+            "--quiet-ms",
+            "300",
+        ],
+    );
+    for (name, taps) in [
+        ("netslot", false),
+        ("netslot-microvm", true),
+        ("ip-tuntap", true),
+    ] {
+        for at in system(&v, name)["at"].as_array().expect("at") {
+            assert!(at["error"].is_null(), "{name}: {at}");
+            let n = at["n"].as_u64().expect("n");
+            let host = format!("{n}/{n} up+v4 of {n}");
+            let want = if taps {
+                format!("{host}, {n}/{n} taps up")
+            } else {
+                host
+            };
+            assert_eq!(at["verified"].as_str(), Some(want.as_str()), "{name}");
+        }
+    }
+    // x86_64 numbers: openat 257, ioctl 16, close 3. Over the 5 slots between N = 5 and
+    // N = 10: one openat and close and four ioctls per tap, in the pool thread; none in
+    // the standard slot's pool thread.
+    let pool = |comm: &str| comm.starts_with("netslot-pool");
+    for (nr, name, per_slot) in [("257", "openat", 1), ("16", "ioctl", 4), ("3", "close", 1)] {
+        let microvm =
+            calls(&v, "netslot-microvm", 10, nr, pool) - calls(&v, "netslot-microvm", 5, nr, pool);
+        assert_eq!(microvm, 5 * per_slot, "{name} per microVM slot");
+        let standard = calls(&v, "netslot", 10, nr, pool) - calls(&v, "netslot", 5, nr, pool);
+        assert_eq!(standard, 0, "{name} in the standard slot's pool thread");
+    }
+    nothing_left();
+    // A tap that outlived its namespace would have been moved to the initial one.
+    let taps = Command::new("ip")
+        .args(["-o", "link", "show", "type", "tun"])
+        .output()
+        .expect("ip");
+    let taps = String::from_utf8_lossy(&taps.stdout);
+    assert!(
+        !taps.lines().any(|l| l.contains(" tap0:")),
+        "a tap left in the initial namespace: {taps}"
+    );
+}

@@ -98,6 +98,6 @@ pub use result::{
     EngineError, PhaseTimes, ProvisionReport, Provisioned, SlotCounters, SlotError, SlotResult,
 };
 pub use slot::{
-    host_end_mac, is_unicast_mac, mac_to_string, parse_mac, slot_end_mac, Ipv4Lease, Ipv6Lease,
-    Slot, SlotSpec,
+    guest_mac, host_end_mac, is_unicast_mac, mac_to_string, parse_mac, slot_end_mac, Ipv4Lease,
+    Ipv6Lease, Slot, SlotSpec,
 };

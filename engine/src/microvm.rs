@@ -6,13 +6,14 @@
 //! owned by the VMM's uid or gid so that an unprivileged VMM (Firecracker under its jailer,
 //! Cloud Hypervisor, QEMU) can open it by name. The guest behind the tap takes the slot's
 //! address: the slot end (`eth0`) carries no address and no route, and an XDP program
-//! (`netslot_bpf::TapRedirect`) on the tap and on the slot end forwards every frame
-//! between them, so the guest sits directly on the veth's wire, with the host end as its
+//! (`netslot_bpf::TapRedirect`) on the tap and on the slot end (and on `lo`, which it
+//! passes: one group change attaches it to every device of the namespace) forwards every
+//! frame between them, so the guest sits directly on the veth's wire, with the host end as its
 //! gateway. Why XDP and not routing, and what each costs: docs/microvm.md.
 
 use std::net::Ipv4Addr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// What every slot of a pool is.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -85,9 +86,6 @@ pub struct TapSpec {
     /// `netslot_bpf::SLOT_END_BIT` set, which is how the redirect program tells the two
     /// apart without per-slot state.
     pub ifindex: u32,
-    /// The tap device's own MAC (the slot side of the guest's link; never the guest's).
-    #[serde(serialize_with = "crate::slot::mac_text")]
-    pub mac: [u8; 6],
     /// The MAC the guest's interface should have (Firecracker's `guest_mac`).
     #[serde(serialize_with = "crate::slot::mac_text")]
     pub guest_mac: [u8; 6],
@@ -108,10 +106,10 @@ impl TapSpec {
 
 /// What a VMM needs to give a microVM slot's guest its network, in one place: the tap to
 /// open, the namespace to open it in, the guest's MAC, address and gateway.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuestNetwork {
     /// The slot's network namespace file, when pinned (the jailer's `--netns`).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
     /// The tap's name inside that namespace.
     pub tap: String,
@@ -130,7 +128,7 @@ pub struct GuestNetwork {
 }
 
 /// Firecracker's network-interfaces body (its API's `NetworkInterface`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FirecrackerInterface {
     /// The interface id inside the VM's configuration; netslot names it `eth0`.
     pub iface_id: String,
@@ -193,9 +191,9 @@ mod tests {
         let tap = spec.tap.clone().unwrap();
         assert_eq!(tap.slot_end_ifindex(), 2 | netslot_bpf::SLOT_END_BIT);
         assert_eq!(tap.owner, Some(1000));
-        // Guest and tap MACs are the pool's, distinct from both veth ends.
+        // The guest's MAC is the pool's, distinct from both veth ends'.
         assert_eq!(crate::mac_to_string(&tap.guest_mac), "0a:1d:b0:00:00:07");
-        assert_eq!(crate::mac_to_string(&tap.mac), "0e:1d:b0:00:00:07");
+        assert_eq!(tap.guest_mac, crate::guest_mac(cfg.group, 7));
         let net = GuestNetwork::of(&spec, Some(std::path::Path::new("/run/netns/ns7"))).unwrap();
         assert_eq!(net.guest_address, "100.64.0.15/31");
         assert_eq!(net.gateway, Ipv4Addr::new(100, 64, 0, 14));

@@ -36,11 +36,10 @@ pub enum Op {
     Qdisc,
     /// The one cls_bpf filter on the pool's shared tc block (tc-block only, first call).
     TcFilter,
-    /// A microVM slot's tap up with its MTU, MAC and the redirect program (RTM_SETLINK in
-    /// the slot).
-    Tap,
-    /// The redirect program on a microVM slot's slot end, with IPv6 off (RTM_SETLINK in the
-    /// slot).
+    /// A microVM slot's tap MTU, when not the tap's default (RTM_SETLINK in the slot).
+    TapMtu,
+    /// A microVM slot's devices (lo, tap, slot end) up, IPv6 off, with the tap redirect
+    /// program: one group change in the slot.
     SlotRedirect,
     /// Bind-mounting the slot's namespace under the pin directory.
     Pin,
@@ -66,7 +65,7 @@ impl Op {
             Op::Xdp => "xdp",
             Op::Qdisc => "qdisc",
             Op::TcFilter => "tc-filter",
-            Op::Tap => "tap",
+            Op::TapMtu => "tap-mtu",
             Op::SlotRedirect => "slot-redirect",
             Op::Pin => "pin",
             Op::Rollback => "rollback",

@@ -188,8 +188,6 @@ const HOST_END_OCTET: u8 = 0x02;
 const SLOT_END_OCTET: u8 = 0x06;
 /// First octet of a microVM guest's MAC (what its VMM gives the guest interface).
 const GUEST_OCTET: u8 = 0x0a;
-/// First octet of a microVM slot's tap device MAC.
-const TAP_OCTET: u8 = 0x0e;
 
 /// The MAC of slot `id`'s end in a pool with base group `group`: first octet `end`, then
 /// the base group (16 bits), then the id (24 bits). It is set in the creating message at
@@ -210,6 +208,12 @@ pub fn host_end_mac(group: u32, id: u32) -> [u8; 6] {
 /// `group` (an attach may ask for another one).
 pub fn slot_end_mac(group: u32, id: u32) -> [u8; 6] {
     pool_mac(SLOT_END_OCTET, group, id)
+}
+
+/// The MAC netslot derives for the guest of microVM slot `id` in the pool with base group
+/// `group` (what its VMM should give the guest interface).
+pub fn guest_mac(group: u32, id: u32) -> [u8; 6] {
+    pool_mac(GUEST_OCTET, group, id)
 }
 
 impl SlotSpec {
@@ -234,8 +238,7 @@ impl SlotSpec {
             tap: config.kind.tap().map(|tap| crate::microvm::TapSpec {
                 name: tap.name.clone(),
                 ifindex: 0,
-                mac: pool_mac(TAP_OCTET, config.group, id),
-                guest_mac: pool_mac(GUEST_OCTET, config.group, id),
+                guest_mac: guest_mac(config.group, id),
                 owner: tap.owner,
                 group: tap.group,
                 multi_queue: tap.multi_queue,

@@ -5,8 +5,10 @@
 //! No netlink message makes a tun/tap device (rtnetlink answers "tun/tap creation via
 //! rtnetlink is not supported."): only TUNSETIFF on an fd of /dev/net/tun does
 //! (tun_set_iff -> register_netdevice). Every TUNSET* ioctl runs under RTNL
-//! (__tun_chr_ioctl takes rtnl_lock before its switch), so a tap costs one acquisition per
-//! ioctl: TUNSETIFF, TUNSETOWNER and TUNSETGROUP when asked, TUNSETPERSIST. The device is
+//! (__tun_chr_ioctl takes rtnl_lock before its switch), and so does closing the fd
+//! (tun_chr_close -> tun_detach takes rtnl_lock; __tun_detach turns the carrier off as the
+//! last queue goes), so a tap costs one acquisition per step: TUNSETIFF, TUNSETOWNER and
+//! TUNSETGROUP when asked, TUNSETPERSIST, and the close. The device is
 //! made in the namespace of the calling thread (tun_chr_open records current's netns), and
 //! is destroyed with it, not handed to the initial namespace as devices without
 //! rtnl_link_ops are (the kernel test `taps_die_with_their_namespaces_...` checks it).

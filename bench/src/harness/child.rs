@@ -56,9 +56,10 @@ pub fn child_main(kind: SystemKind, spec: &RunSpec) -> i32 {
                     say(&mut proto, protocol::DONE, &done)
                 })
             }
-            protocol::VERIFY => {
-                verify_host(spec).and_then(|v| say(&mut proto, protocol::VERIFIED, &v))
-            }
+            protocol::VERIFY => verify_host(spec).and_then(|mut v| {
+                v.taps_up = system.verify_slots(spec)?;
+                say(&mut proto, protocol::VERIFIED, &v)
+            }),
             protocol::TEARDOWN => {
                 let t = Instant::now();
                 let r = system.teardown(spec);

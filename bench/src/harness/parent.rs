@@ -48,12 +48,38 @@ pub fn netns_objects() -> Option<u64> {
         .ok()
 }
 
-/// Waits until the namespace count is back within the slack of the baseline, or has
-/// stayed flat for three quiet periods; returns whether either happened before
-/// `opts.settle_max`. Neither signal is exact: cleanup_net frees a whole batch of
-/// namespaces at its end (the count stays flat while a batch is destroyed), and SLUB keeps
-/// counting objects of per-CPU partial slabs (the count can stay above the baseline for
-/// good). The baseline follows the count down.
+/// Whether a kernel worker is destroying network namespaces right now. cleanup_net runs
+/// as a work item of the `netns` workqueue, and while a worker executes an item its comm
+/// in /proc reads `kworker/<id>+netns` (wq_worker_comm; `-netns` once it is idle again),
+/// sleeping in rcu_barrier or on RTNL included.
+pub fn netns_cleanup_running() -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten().any(|e| {
+        let name = e.file_name();
+        if !name
+            .to_str()
+            .is_some_and(|s| s.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return false;
+        }
+        std::fs::read(e.path().join("comm")).is_ok_and(|c| {
+            let c = c.strip_suffix(b"\n").unwrap_or(&c);
+            c.starts_with(b"kworker") && c.ends_with(b"+netns")
+        })
+    })
+}
+
+/// Waits until the namespace count is back within the slack of the baseline, or until no
+/// kernel worker has been destroying namespaces (`netns_cleanup_running`) and the count
+/// has not moved for one quiet period; returns whether either happened before
+/// `opts.settle_max`. The count alone cannot tell: cleanup_net frees a batch's
+/// `struct net`s only in its next round, after one more rcu_barrier (net_passive_dec puts
+/// them on defer_free_list, net_complete_free frees them), so the last batch destroyed on
+/// the machine stays counted until someone destroys another namespace, and the count is
+/// flat while a batch is being destroyed; SLUB also keeps counting objects of per-CPU
+/// partial slabs. The baseline follows the count down.
 fn wait_netns_freed(opts: &RunOptions) -> bool {
     let Some(base) = opts.netns_baseline.get() else {
         return true;
@@ -61,6 +87,9 @@ fn wait_netns_freed(opts: &RunOptions) -> bool {
     let t = Instant::now();
     let mut last = None;
     let mut since = Instant::now();
+    // A cleanup the step's last close queued may not have started yet: count the wait's
+    // start as busy.
+    let mut busy = Instant::now();
     loop {
         let Some(n) = netns_objects() else {
             return true;
@@ -71,10 +100,15 @@ fn wait_netns_freed(opts: &RunOptions) -> bool {
         if n <= base + NETNS_SLACK {
             return true;
         }
+        let now = Instant::now();
+        if netns_cleanup_running() {
+            busy = now;
+        }
         if last != Some(n) {
             last = Some(n);
-            since = Instant::now();
-        } else if since.elapsed() >= opts.quiet * 3 {
+            since = now;
+        }
+        if now - busy >= opts.quiet && now - since >= opts.quiet {
             return true;
         }
         if t.elapsed() >= opts.settle_max {

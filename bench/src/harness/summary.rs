@@ -215,10 +215,13 @@ fn at_n(n: usize, runs: &[&RunRecord]) -> AtN {
         teardown_s: med(ok.iter().filter_map(|r| r.teardown_to_quiet_s)),
         rss_self_kib: med(done().map(|d| d.rss_self_kib as f64)),
         rss_children_kib: med(done().map(|d| d.rss_children_kib as f64)),
-        verified: ok
-            .last()
-            .and_then(|r| r.verified.as_ref())
-            .map(|v| format!("{}/{} up+v4 of {}", v.up.min(v.with_v4), n, v.host_ends)),
+        verified: ok.last().and_then(|r| r.verified.as_ref()).map(|v| {
+            let host = format!("{}/{} up+v4 of {}", v.up.min(v.with_v4), n, v.host_ends);
+            match v.taps_up {
+                Some(taps) => format!("{host}, {taps}/{n} taps up"),
+                None => host,
+            }
+        }),
         rtnl_complete: ok
             .iter()
             .flat_map(|r| [&r.rtnl_provision, &r.rtnl_teardown])

@@ -45,6 +45,10 @@ pub struct HostView {
     pub in_group: usize,
     /// Of those, holding an IPv4 address.
     pub with_v4: usize,
+    /// Slots whose namespace holds their microVM tap, up (`System::verify_slots`);
+    /// `None` for the standard-slot systems.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taps_up: Option<usize>,
 }
 
 /// Reads the calling thread's namespace back: links and addresses of the veth devices
@@ -67,6 +71,30 @@ pub fn verify_host(spec: &RunSpec) -> Result<HostView, SystemError> {
     }
     Ok(v)
 }
+
+/// Of the network namespaces at `paths` (pins, or /proc/self/fd/N), how many hold their
+/// microVM tap: a device named `tap0` of kind tun, up. Untimed read-back: one link dump per
+/// namespace.
+pub fn taps_up<'a>(paths: impl Iterator<Item = &'a std::path::Path>) -> Result<usize, SystemError> {
+    let mut up = 0;
+    for path in paths {
+        let ns = HostNs::open_for_reading(path)
+            .map_err(SystemError::ctx(format!("open {}", path.display())))?;
+        let links = ns.links().map_err(SystemError::ctx(format!(
+            "dump links of {}",
+            path.display()
+        )))?;
+        up += usize::from(
+            links
+                .iter()
+                .any(|l| l.name == TAP_NAME && l.kind.as_deref() == Some("tun") && l.up),
+        );
+    }
+    Ok(up)
+}
+
+/// The tap's name in every microVM slot (the engine's default, and the baseline's).
+pub const TAP_NAME: &str = netslot::microvm::DEFAULT_TAP_NAME;
 
 #[cfg(test)]
 mod tests {

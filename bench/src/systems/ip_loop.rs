@@ -9,7 +9,8 @@ use super::{Provision, RunSpec, SlotPlan, System, SystemError};
 /// Stateless: named namespaces live under the child's private /run/netns.
 pub struct IpLoop;
 
-fn ip(args: &[&str]) -> Result<(), SystemError> {
+/// Runs one `ip` command, stdout discarded; an error names the command and its status.
+pub(crate) fn ip(args: &[&str]) -> Result<(), SystemError> {
     let status = Command::new("ip")
         .args(args)
         .stdout(Stdio::null())

@@ -1,8 +1,11 @@
-//! systems: the provisioning systems under test, each making the standard slot (S1).
+//! systems: the provisioning systems under test, each making the standard slot (S1), or,
+//! for the microVM systems (`SystemKind::MICROVM`), the microVM slot: the standard slot's
+//! namespace and veth pair plus a persistent tap in the slot (engine/src/microvm.rs).
 //! Each runs inside a child process of the harness; timing and counting are the harness's.
 //!
 //! A system is driven in four steps: `setup` (untimed: open sockets, start pools),
-//! `provision` (timed), `verify` (untimed: read the host namespace back) and `teardown`.
+//! `provision` (timed), `verify` (untimed: read the host namespace back, and the slots'
+//! own namespaces where the system says how: `verify_slots`) and `teardown`.
 //! Everything a system makes lives in the child's private network and mount namespaces.
 
 mod cni;
@@ -10,6 +13,7 @@ mod common;
 mod floor;
 mod ip_batch;
 mod ip_loop;
+mod ip_tuntap;
 mod netslot;
 pub mod nl;
 mod ns;
@@ -21,6 +25,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use common::{verify_host, HostView, SlotPlan};
+
+/// The uid that owns every microVM slot's tap in the microVM systems (TUNSETOWNER; no
+/// such user needs to exist).
+pub const TAP_OWNER: u32 = 4242;
 
 /// What the systems share for one run: names, group, addresses.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,6 +85,11 @@ pub trait System {
     fn provision(&mut self, spec: &RunSpec) -> Result<Provision, SystemError>;
     /// Removes everything (the harness waits for the kernel's asynchronous part).
     fn teardown(&mut self, spec: &RunSpec) -> Result<(), SystemError>;
+    /// Untimed, after provisioning: how many slots' namespaces hold their microVM tap
+    /// (named `tap0`, kind tun, up). `None` (the default): the system makes no taps.
+    fn verify_slots(&mut self, _spec: &RunSpec) -> Result<Option<usize>, SystemError> {
+        Ok(None)
+    }
 }
 
 /// Every system, by its command-line name.
@@ -105,10 +118,15 @@ pub enum SystemKind {
     CniPtp,
     /// The bare syscalls: unshare, socket, one sendmsg + recv per slot.
     Floor,
+    /// The microVM slot through the library: as netslot (COLD), with
+    /// `kind: SlotKind::Microvm` (a tap owned by `TAP_OWNER` in every slot).
+    NetslotMicrovm,
+    /// The microVM slot with iproute2, one command per step (`ip tuntap add` + `ip link`).
+    IpTuntap,
 }
 
 impl SystemKind {
-    /// All systems, in table order.
+    /// The standard-slot systems, in table order (`--systems all`).
     pub const ALL: &'static [SystemKind] = &[
         SystemKind::Netslot,
         SystemKind::NetslotWarm,
@@ -120,6 +138,30 @@ impl SystemKind {
         SystemKind::Rtnetlink,
         SystemKind::CniPtp,
         SystemKind::Floor,
+    ];
+
+    /// The microVM comparison (`--systems microvm`): the standard slot through the
+    /// library, the microVM slot through the library, and the microVM slot with iproute2.
+    pub const MICROVM: &'static [SystemKind] = &[
+        SystemKind::Netslot,
+        SystemKind::NetslotMicrovm,
+        SystemKind::IpTuntap,
+    ];
+
+    /// Every system, in table order: the standard-slot systems, then the microVM ones.
+    pub const EVERY: &'static [SystemKind] = &[
+        SystemKind::Netslot,
+        SystemKind::NetslotWarm,
+        SystemKind::NetslotUnbounded,
+        SystemKind::IpLoop,
+        SystemKind::IpBatch,
+        SystemKind::ThreadsCpus,
+        SystemKind::Threads8,
+        SystemKind::Rtnetlink,
+        SystemKind::CniPtp,
+        SystemKind::Floor,
+        SystemKind::NetslotMicrovm,
+        SystemKind::IpTuntap,
     ];
 
     /// Command-line name.
@@ -135,12 +177,14 @@ impl SystemKind {
             SystemKind::ThreadsCpus => "threads-cpus",
             SystemKind::Threads8 => "threads-8",
             SystemKind::Floor => "floor",
+            SystemKind::NetslotMicrovm => "netslot-microvm",
+            SystemKind::IpTuntap => "ip-tuntap",
         }
     }
 
     /// Parses a command-line name.
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.iter().copied().find(|k| k.name() == s)
+        Self::EVERY.iter().copied().find(|k| k.name() == s)
     }
 
     /// What part of the slot the system makes and how, for the table's notes.
@@ -201,6 +245,25 @@ impl SystemKind {
                  its recv; host addresses 1024 per sendmsg; one group change; no \
                  bookkeeping; IPv6 left on; no XDP counters (the slot without its eBPF part)"
             }
+            SystemKind::NetslotMicrovm => {
+                "library, COLD, the microVM slot (kind: SlotKind::Microvm, tap tap0 owned by \
+                 uid 4242, otherwise as netslot): the pool thread makes each namespace and \
+                 its persistent tap (open /dev/net/tun, TUNSETIFF with IFF_TAP|IFF_NO_PI|\
+                 IFF_VNET_HDR, TUNSETOWNER, TUNSETPERSIST, SIOCGIFINDEX, close); per slot \
+                 socket the veth in place and one group change on group 0 of the slot's \
+                 namespace (lo, tap, eth0: up, IPv6 off, XDP redirect); eth0 \
+                 holds no address and no route (the guest behind the tap holds the slot \
+                 address); host address, hold budget and XDP counters as netslot"
+            }
+            SystemKind::IpTuntap => {
+                "iproute2 one command per step, slot after slot, the microVM slot: netns \
+                 add, `ip -n NS tuntap add tap0 mode tap user 4242 vnet_hdr`, veth in place \
+                 from the slot (`ip -n NS link add eth0 up type veth peer name HOST netns \
+                 <host pid> group G`), lo up, tap0 up, host address, host end up (7 `ip` \
+                 processes per slot); eth0 holds no address and no route; IPv6 left on; \
+                 no XDP (neither the counters nor the tap redirect, as ip-loop attaches \
+                 none); teardown deletes the namespaces (taps and veths die with them)"
+            }
         }
     }
 
@@ -219,6 +282,8 @@ impl SystemKind {
             )),
             SystemKind::Threads8 => Box::new(threads::ThreadPool::new(8)),
             SystemKind::Floor => Box::new(floor::Floor::default()),
+            SystemKind::NetslotMicrovm => Box::new(netslot::NetslotSystem::microvm()),
+            SystemKind::IpTuntap => Box::new(ip_tuntap::IpTuntap),
         }
     }
 }
@@ -226,5 +291,27 @@ impl SystemKind {
 impl fmt::Display for SystemKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_system_parses_by_name_and_all_is_the_standard_slot() {
+        for &k in SystemKind::EVERY {
+            assert_eq!(SystemKind::parse(k.name()), Some(k));
+        }
+        assert!(SystemKind::ALL
+            .iter()
+            .all(|k| SystemKind::EVERY.contains(k)));
+        assert!(SystemKind::MICROVM
+            .iter()
+            .all(|k| SystemKind::EVERY.contains(k)));
+        for k in [SystemKind::NetslotMicrovm, SystemKind::IpTuntap] {
+            assert!(!SystemKind::ALL.contains(&k), "{k} makes no standard slot");
+        }
+        assert_eq!(SystemKind::parse("microvm"), None, "a list, not a system");
     }
 }

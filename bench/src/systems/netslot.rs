@@ -4,14 +4,17 @@
 //! Two regimes (design.md): COLD creates every namespace inside the timed step; WARM
 //! starts the engine with a pool of N namespaces (pool_low = 1, pool_high = N) and waits in
 //! the untimed setup until the pool is full. `netslot-unbounded` is COLD with the
-//! engine's RTNL hold budget off, to show what the budget costs and what it spares others. The engine has no public "pool ready" query,
+//! engine's RTNL hold budget off, to show what the budget costs and what it spares others.
+//! `netslot-microvm` is COLD with `kind: SlotKind::Microvm` (a tap owned by `TAP_OWNER` in
+//! every slot), everything else as `netslot`. The engine has no public "pool ready" query,
 //! so setup watches this process's fd count: each pooled namespace holds one socket.
 
 use std::time::{Duration, Instant};
 
+use netslot::microvm::{SlotKind, TapConfig};
 use netslot::{Engine, EngineConfig, Slot};
 
-use super::{Provision, RunSpec, System, SystemError};
+use super::{Provision, RunSpec, System, SystemError, TAP_OWNER};
 
 /// How long WARM setup waits for the pool to fill.
 const FILL_MAX: Duration = Duration::from_secs(300);
@@ -22,6 +25,8 @@ pub struct NetslotSystem {
     pub warm: bool,
     /// The engine's RTNL hold budget (`EngineConfig::max_rtnl_hold`).
     pub max_rtnl_hold: Option<Duration>,
+    /// What every slot is (`EngineConfig::kind`).
+    pub kind: SlotKind,
     engine: Option<Engine>,
     slots: Vec<Slot>,
 }
@@ -32,6 +37,7 @@ impl Default for NetslotSystem {
         Self {
             warm: false,
             max_rtnl_hold: EngineConfig::default().max_rtnl_hold,
+            kind: SlotKind::Standard,
             engine: None,
             slots: Vec::new(),
         }
@@ -44,6 +50,18 @@ impl NetslotSystem {
     pub fn unbounded() -> Self {
         Self {
             max_rtnl_hold: None,
+            ..Self::default()
+        }
+    }
+
+    /// COLD, microVM slots: a tap named `tap0`, owned by `TAP_OWNER`, single-queue, in
+    /// every slot; everything else as [`NetslotSystem::default`].
+    pub fn microvm() -> Self {
+        Self {
+            kind: SlotKind::Microvm(TapConfig {
+                owner: Some(TAP_OWNER),
+                ..TapConfig::default()
+            }),
             ..Self::default()
         }
     }
@@ -73,6 +91,7 @@ impl System for NetslotSystem {
             pool_low,
             pool_high,
             max_rtnl_hold: self.max_rtnl_hold,
+            kind: self.kind.clone(),
             ..Default::default()
         })
         .map_err(SystemError::ctx("Engine::new"))?;
@@ -130,6 +149,24 @@ impl System for NetslotSystem {
             extra: serde_json::to_value(&report).ok(),
             first_error,
         })
+    }
+
+    fn verify_slots(&mut self, _spec: &RunSpec) -> Result<Option<usize>, SystemError> {
+        if self.kind.tap().is_none() {
+            return Ok(None);
+        }
+        let mut paths = Vec::with_capacity(self.slots.len());
+        for slot in &self.slots {
+            let fd = slot.netns_fd().map_err(SystemError::ctx(format!(
+                "namespace of slot {}",
+                slot.spec().id
+            )))?;
+            paths.push(std::path::PathBuf::from(format!(
+                "/proc/self/fd/{}",
+                std::os::fd::AsRawFd::as_raw_fd(&fd)
+            )));
+        }
+        super::common::taps_up(paths.iter().map(|p| p.as_path())).map(Some)
     }
 
     fn teardown(&mut self, _spec: &RunSpec) -> Result<(), SystemError> {

@@ -478,6 +478,12 @@ pub struct PooledSlot {
     pub address: String,
     /// Host end's address.
     pub gateway: String,
+    /// For a microVM slot (`netslot serve --kind microvm`), what its VMM needs: the tap
+    /// in `netns`, the guest's MAC, address and gateway, and the body of Firecracker's
+    /// `PUT /network-interfaces/eth0`. Absent for a standard slot, and from daemons that
+    /// predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub microvm: Option<crate::microvm::GuestNetwork>,
 }
 
 /// Readiness.
@@ -789,6 +795,61 @@ mod tests {
             let r = judge_request_line(bad).unwrap_err();
             assert_eq!(r.error.map(|e| e.code), Some(code), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn an_acquired_microvm_slot_carries_its_guest_network_and_a_standard_one_does_not() {
+        let standard = r#"{"v":1,"id":3,"ok":true,"slot":{"name":"nsl0","netns":"/run/netslot/slots/nsl0","address":"100.65.0.1/31","gateway":"100.65.0.0"}}"#;
+        let r: Response = serde_json::from_str(standard).unwrap();
+        assert_eq!(
+            r.slot.as_ref().unwrap().microvm,
+            None,
+            "absent: a standard slot"
+        );
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            serde_json::from_str::<serde_json::Value>(standard).unwrap(),
+            "written back without a microvm field"
+        );
+
+        let guest = crate::microvm::GuestNetwork {
+            netns: Some("/run/netslot/slots/nsl7".into()),
+            tap: "tap0".into(),
+            guest_mac: "0a:1d:b1:00:00:07".into(),
+            guest_address: "100.65.0.15/31".into(),
+            gateway: std::net::Ipv4Addr::new(100, 65, 0, 14),
+            netmask: std::net::Ipv4Addr::new(255, 255, 255, 254),
+            mtu: 1500,
+            firecracker: crate::microvm::FirecrackerInterface {
+                iface_id: "eth0".into(),
+                host_dev_name: "tap0".into(),
+                guest_mac: "0a:1d:b1:00:00:07".into(),
+            },
+        };
+        let mut r = Response::ok(4);
+        r.slot = Some(PooledSlot {
+            name: "nsl7".into(),
+            netns: "/run/netslot/slots/nsl7".into(),
+            address: "100.65.0.15/31".into(),
+            gateway: "100.65.0.14".into(),
+            microvm: Some(guest.clone()),
+        });
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["v"], VERSION, "an added optional field: still version 1");
+        assert_eq!(
+            v["slot"]["microvm"]["firecracker"],
+            serde_json::json!({
+                "iface_id": "eth0",
+                "host_dev_name": "tap0",
+                "guest_mac": "0a:1d:b1:00:00:07",
+            })
+        );
+        assert_eq!(v["slot"]["microvm"]["gateway"], "100.65.0.14");
+        assert_eq!(v["slot"]["microvm"]["netmask"], "255.255.255.254");
+        // A client reads back exactly what the daemon wrote.
+        let line = serde_json::to_string(&r).unwrap();
+        let back: Response = serde_json::from_str(&line).unwrap();
+        assert_eq!(back.slot.unwrap().microvm, Some(guest));
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! plan: turns slot specs into the requests of the standard slot, per socket, in order.
 //! Sans-IO: decides what goes to which socket; sending is `ring`'s, settling `reconcile`'s.
 //!
-//! On a slot's own socket (its namespace): lo up, the veth pair in place, then for a
-//! microVM slot its tap and the redirect on the slot end (no address, no route: see
-//! `crate::microvm`), for every other slot the
+//! On a slot's own socket (its namespace): for a microVM slot the veth pair in place and
+//! one group change for every device of the namespace (no address, no route: see
+//! `crate::microvm`); for every other slot lo up, the veth pair in place, the
 //! address (a leased slot's with two routes, see `SlotSpec::leased`; an IPv6 lease's
 //! likewise, see `SlotSpec::ipv6`), the default route (IPv4, and IPv6 with an IPv6 lease;
 //! unless the slot is asked without one, see `SlotRoute`).
@@ -61,7 +61,10 @@ pub(crate) fn slot_socket(
     let create = NLM_F_CREATE | NLM_F_EXCL;
     let mut b = Batcher::new(Sock::Slot(slot), limits);
     let slot = Owner::Slot(slot);
-    b.push(ledger, slot, Op::LoUp, link::set_up(LOOPBACK_IFINDEX), 0);
+    let microvm = spec.tap.as_ref().zip(shape.tap_xdp_fd);
+    if microvm.is_none() {
+        b.push(ledger, slot, Op::LoUp, link::set_up(LOOPBACK_IFINDEX), 0);
+    }
     let pair = link::VethPair {
         ifindex: spec.ifindex,
         slot_ifindex: spec.slot_end_ifindex(),
@@ -74,8 +77,8 @@ pub(crate) fn slot_socket(
         mtu: spec.mtu,
     };
     b.push(ledger, slot, Op::Veth, link::veth_in_place(&pair), create);
-    if let (Some(tap), Some(fd)) = (&spec.tap, shape.tap_xdp_fd) {
-        microvm_slot_end(&mut b, ledger, slot, spec, tap, shape.ipv6_off, fd);
+    if let Some((tap, fd)) = microvm {
+        microvm_devices(&mut b, ledger, slot, spec, tap, shape.ipv6_off, fd);
         return b.finish(ledger);
     }
     if shape.ipv6_off {
@@ -117,11 +120,20 @@ pub(crate) fn slot_socket(
     b.finish(ledger)
 }
 
-/// A microVM slot after its veth pair: the tap ready (up, MTU, MAC, IPv6 off, redirect) and
-/// the redirect on the slot end. No address and no route: the guest behind the tap holds
-/// the slot's address and routes through the host end itself (`crate::microvm`). Two
-/// requests where the standard slot sends three (IPv6 off, address, route).
-fn microvm_slot_end(
+/// A microVM slot after its veth pair: every device of the slot's namespace (`lo`, the tap
+/// made by the pool thread, the slot end; all in device group 0, where the kernel puts a
+/// new device) up, without IPv6 address generation, with the tap redirect program, in ONE
+/// group change (rtnl_group_changelink: one acquisition for the three), plus the tap's MTU
+/// when the slot's is not the 1500 a tap starts with. No address and no route: the guest
+/// behind the tap holds the slot's address (`crate::microvm`). One request where the
+/// standard slot sends four (lo up, IPv6 off, address, route).
+///
+/// Group 0 is every default device, which is why a pool's host ends never use it; inside
+/// the slot's fresh namespace it is exactly these three (and whatever fallback tunnel
+/// devices the kernel registers in every namespace, which a standard slot has too). `lo`
+/// gets the program in generic mode and passes everything; the tap and the slot end get
+/// it natively.
+fn microvm_devices(
     b: &mut Batcher,
     ledger: &mut Ledger,
     slot: Owner,
@@ -130,10 +142,17 @@ fn microvm_slot_end(
     ipv6_off: bool,
     xdp_fd: RawFd,
 ) {
-    let ready = link::tap_ready(tap.ifindex, spec.mtu, tap.mac, ipv6_off, xdp_fd);
-    b.push(ledger, slot, Op::Tap, ready, 0);
-    let redirect = link::slot_end_redirect(tap.slot_end_ifindex(), ipv6_off, xdp_fd);
-    b.push(ledger, slot, Op::SlotRedirect, redirect, 0);
+    if spec.mtu != link::TAP_DEFAULT_MTU {
+        b.push(
+            ledger,
+            slot,
+            Op::TapMtu,
+            link::set_mtu(tap.ifindex, spec.mtu),
+            0,
+        );
+    }
+    let all = link::default_group_ready(ipv6_off, xdp_fd);
+    b.push(ledger, slot, Op::SlotRedirect, all, 0);
 }
 
 /// A leased slot end's address and routes (`SlotSpec::leased`), as the reference CNI

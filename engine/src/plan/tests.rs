@@ -370,52 +370,65 @@ fn tc_block_puts_the_filter_right_after_the_first_qdisc() {
 }
 
 #[test]
-fn a_microvm_slot_sends_its_tap_and_redirect_instead_of_address_and_route() {
+fn a_microvm_slot_sends_its_veth_and_one_group_change_for_its_namespace() {
     use netlink_packet_core::NetlinkPayload::InnerMessage;
     use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkXdp};
-    let cfg = EngineConfig {
-        kind: crate::microvm::SlotKind::Microvm(crate::microvm::TapConfig::default()),
-        ..EngineConfig::default()
+    let plan = |mtu: u32| {
+        let cfg = EngineConfig {
+            kind: crate::microvm::SlotKind::Microvm(crate::microvm::TapConfig::default()),
+            mtu,
+            ..EngineConfig::default()
+        };
+        let mut spec = SlotSpec::derive(&cfg, 3, 500);
+        spec.tap.as_mut().unwrap().ifindex = 2;
+        let shape = PoolShape {
+            group: 7600,
+            host_netns_fd: 5,
+            ipv6_off: true,
+            tap_xdp_fd: Some(11),
+        };
+        let mut ledger = Ledger::new(1);
+        let flights = slot_socket(&mut ledger, LIMITS, 0, &spec, shape, SlotRoute::Default);
+        decode(&flights[0].bytes)
     };
-    let mut spec = SlotSpec::derive(&cfg, 3, 500);
-    spec.tap.as_mut().unwrap().ifindex = 2;
-    let shape = PoolShape {
-        group: 7600,
-        host_netns_fd: 5,
-        ipv6_off: true,
-        tap_xdp_fd: Some(11),
-    };
-    let mut ledger = Ledger::new(1);
-    let flights = slot_socket(&mut ledger, LIMITS, 0, &spec, shape, SlotRoute::Default);
-    let msgs = decode(&flights[0].bytes);
-    // lo up, veth, tap, slot end, marker: one request fewer than the standard slot's five.
-    assert_eq!(msgs.len(), 5, "{msgs:?}");
-    let link = |i: usize| match &msgs[i].payload {
-        InnerMessage(RouteNetlinkMessage::SetLink(l) | RouteNetlinkMessage::NewLink(l)) => l,
+    let link = |msgs: &[NetlinkMessage<RouteNetlinkMessage>], i: usize| match &msgs[i].payload {
+        InnerMessage(RouteNetlinkMessage::SetLink(l) | RouteNetlinkMessage::NewLink(l)) => {
+            l.clone()
+        }
         other => panic!("request {i} is {other:?}"),
     };
-    let slot_end = 2 | netslot_bpf::SLOT_END_BIT;
-    // The veth's primary (the slot end) takes the tap's index with the bit; its peer the
-    // pool's host ifindex.
-    assert_eq!(link(1).header.index, slot_end);
-    let xdp = |l: &netlink_packet_route::link::LinkMessage| {
-        l.attributes
-            .iter()
-            .any(|a| matches!(a, LinkAttribute::Xdp(x) if x.contains(&LinkXdp::Fd(11))))
-    };
-    let tap = link(2);
-    assert_eq!(tap.header.index, 2);
-    assert!(tap.header.flags.contains(LinkFlags::Up));
-    assert!(xdp(tap), "{tap:?}");
-    assert!(tap.attributes.contains(&LinkAttribute::Address(
-        spec.tap.as_ref().unwrap().mac.to_vec()
-    )));
-    assert!(tap.attributes.contains(&LinkAttribute::Mtu(spec.mtu)));
-    let end = link(3);
-    assert_eq!(end.header.index, slot_end);
-    assert!(xdp(end), "{end:?}");
+    // veth, the group change, marker: where the standard slot sends lo up, veth, IPv6
+    // off, address and route.
+    let msgs = plan(1500);
+    assert_eq!(msgs.len(), 3, "{msgs:?}");
+    // The veth's primary (the slot end) takes the tap's index with the bit, in group 0
+    // (no IFLA_GROUP); its peer the pool's host ifindex.
+    let veth = link(&msgs, 0);
+    assert_eq!(veth.header.index, 2 | netslot_bpf::SLOT_END_BIT);
+    assert!(!veth
+        .attributes
+        .iter()
+        .any(|a| matches!(a, LinkAttribute::Group(_))));
+    let all = link(&msgs, 1);
+    assert_eq!(all.header.index, 0, "by group, not by device");
+    assert!(all.header.flags.contains(LinkFlags::Up));
+    assert!(all.attributes.contains(&LinkAttribute::Group(0)));
+    assert!(all
+        .attributes
+        .iter()
+        .any(|a| matches!(a, LinkAttribute::Xdp(x) if x.contains(&LinkXdp::Fd(11)))));
+    assert!(all
+        .attributes
+        .iter()
+        .any(|a| matches!(a, LinkAttribute::AfSpecUnspec(_))));
     assert!(matches!(
-        msgs[4].payload,
+        msgs[2].payload,
         netlink_packet_core::NetlinkPayload::Noop
     ));
+    // Another MTU than a tap's 1500 costs the tap one request of its own.
+    let msgs = plan(9000 / 3);
+    assert_eq!(msgs.len(), 4, "{msgs:?}");
+    let mtu = link(&msgs, 1);
+    assert_eq!(mtu.header.index, 2);
+    assert!(mtu.attributes.contains(&LinkAttribute::Mtu(3000)));
 }

@@ -2,13 +2,15 @@
 //! what `inspect` read. Pure, like `judge`, whose device and set checks it shares.
 //!
 //! A microVM slot's namespace holds, and nothing else:
-//! - `lo` as in every slot, with its addresses and routes;
+//! - `lo` as in every slot, with its addresses and routes, and the redirect program (which
+//!   passes its frames: the one group change that readies the namespace attaches it to
+//!   every device there);
 //! - the slot end: a veth with the tap's ifindex plus `SLOT_END_BIT`, whose peer is the
 //!   host end, up, with the pool's MAC and MTU, qdisc noqueue, the redirect program, and
 //!   no address (the guest holds the slot's);
 //! - the tap: kind tun, type tap, persistent, the configured owner, group and queue
-//!   mode, no queue attached (no VMM holds it), up, with the pool's MAC and MTU and the
-//!   redirect program; its root qdisc is the kernel's default for a device with a queue
+//!   mode, no queue attached (no VMM holds it), up, with the slot's MTU and the redirect
+//!   program (its MAC is the kernel's draw, not judged); its root qdisc is the kernel's default for a device with a queue
 //!   (net.core.default_qdisc), which the pool does not choose, so it is not judged;
 //! - no route but `lo`'s, besides IPv6's ff00::/8 on either device, which the kernel adds
 //!   once a device has carrier;
@@ -89,7 +91,7 @@ fn links(
             veth_mac: None,
             mtu: judge::LO_MTU,
             peer: None,
-            xdp: None,
+            xdp: redirect,
             qdisc: Some(judge::NOQUEUE),
         },
     )?;
@@ -118,7 +120,8 @@ fn links(
 }
 
 /// The tap's own state: what TUNSETIFF, TUNSETOWNER, TUNSETGROUP and TUNSETPERSIST set,
-/// its MAC, and that no VMM holds a queue of it.
+/// and that no VMM holds a queue of it. Its MAC is the one the kernel drew (the pool sets
+/// none: that would cost a request of its own), so it is not judged.
 fn tap_itself(l: &SeenLink, tap: &TapSpec) -> Result<(), Dirty> {
     let changed = |what: String| {
         Err(Dirty::ChangedDevice {
@@ -151,13 +154,6 @@ fn tap_itself(l: &SeenLink, tap: &TapSpec) -> Result<(), Dirty> {
         return changed(format!(
             "multi-queue {}, the pool's {}",
             tun.multi_queue, tap.multi_queue
-        ));
-    }
-    if l.mac != Some(tap.mac) {
-        let seen = l.mac.as_ref().map(crate::slot::mac_to_string);
-        return changed(format!(
-            "MAC {seen:?}, the pool's {}",
-            crate::slot::mac_to_string(&tap.mac)
         ));
     }
     Ok(())
@@ -201,7 +197,7 @@ mod tests {
             master: None,
             qdisc: Some(judge::NOQUEUE.into()),
             promiscuity: 0,
-            xdp: None,
+            xdp: Some(REDIRECT),
             carrier: true,
             tun: None,
         };
@@ -212,17 +208,15 @@ mod tests {
             mac: Some(spec.slot_mac),
             mtu: Some(spec.mtu),
             peer: Some(spec.ifindex),
-            xdp: Some(REDIRECT),
             ..lo.clone()
         };
         let t = SeenLink {
             index: tap.ifindex,
             name: tap.name.clone(),
             kind: Some("tun".into()),
-            mac: Some(tap.mac),
+            mac: Some([0x5a, 1, 2, 3, 4, 5]),
             mtu: Some(spec.mtu),
             qdisc: Some("pfifo_fast".into()),
-            xdp: Some(REDIRECT),
             carrier: false,
             tun: Some(SeenTun {
                 owner: Some(4242),
@@ -269,7 +263,10 @@ mod tests {
                 Box::new(|st| st.links[1].xdp = Some(5)),
                 "XDP program Some(5)",
             ),
-            (Box::new(|st| st.links[2].mac = Some([2; 6])), "MAC"),
+            (
+                Box::new(|st| st.links[0].xdp = None),
+                "device lo changed: XDP program None",
+            ),
             (
                 Box::new(|st| st.links[2].mtu = Some(9000)),
                 "mtu Some(9000)",

@@ -137,45 +137,37 @@ pub(crate) fn attach_xdp(index: u32, fd: RawFd) -> RouteNetlinkMessage {
     RouteNetlinkMessage::SetLink(msg)
 }
 
-/// RTM_SETLINK making a microVM slot's tap ready for its guest, in one acquisition: up,
-/// the slot's MTU, the pool's MAC for the tap, IPv6 address generation off when asked, and
-/// the redirect program `xdp_fd`. do_setlink brings the device up before it applies
-/// IFLA_AF_SPEC, but a persistent tap with no queue attached has no carrier (seen on 6.18:
-/// NO-CARRIER until a VMM opens it), and addrconf waits for one, so no link-local address
-/// is made before the mode is NONE.
-pub(crate) fn tap_ready(
-    index: u32,
-    mtu: u32,
-    mac: [u8; 6],
-    ipv6_off: bool,
-    xdp_fd: RawFd,
-) -> RouteNetlinkMessage {
+/// The MTU a tap starts with (ether_setup).
+pub(crate) const TAP_DEFAULT_MTU: u32 = 1500;
+
+/// RTM_SETLINK setting one device's MTU.
+pub(crate) fn set_mtu(index: u32, mtu: u32) -> RouteNetlinkMessage {
     let mut msg = LinkMessage::default();
     msg.header.index = index;
-    msg.header.flags = LinkFlags::Up;
-    msg.header.change_mask = LinkFlags::Up;
     msg.attributes.push(LinkAttribute::Mtu(mtu));
-    msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
-    if ipv6_off {
-        msg.attributes.push(no_ipv6_addresses());
-    }
-    msg.attributes
-        .push(LinkAttribute::Xdp(vec![LinkXdp::Fd(xdp_fd)]));
     RouteNetlinkMessage::SetLink(msg)
 }
 
-/// RTM_SETLINK on a microVM slot's slot end: IPv6 address generation off when asked (as
-/// every slot end gets, before its host end comes up and gives it a carrier) and the
-/// redirect program, in one acquisition instead of the standard slot's IPv6-off request.
-pub(crate) fn slot_end_redirect(index: u32, ipv6_off: bool, xdp_fd: RawFd) -> RouteNetlinkMessage {
+/// Group change on device group 0 of the sending socket's namespace (a microVM slot's:
+/// `lo`, the tap, the slot end): up, IPv6 address generation off when asked, and the XDP
+/// program `xdp_fd`, each device in its best mode (no mode flag: native where the driver
+/// has ndo_bpf, generic otherwise). do_setlink brings a device up before it applies
+/// IFLA_AF_SPEC, which here makes no link-local address: `lo` gets none anyway, the slot
+/// end has no carrier until its host end comes up, and a persistent tap with no queue
+/// attached has none either (__tun_detach turns it off as the pool thread's fd goes; a
+/// VMM's TUNSETIFF turns it on); addrconf
+/// waits for a carrier, and by then the mode is NONE.
+pub(crate) fn default_group_ready(ipv6_off: bool, xdp_fd: RawFd) -> RouteNetlinkMessage {
     let mut msg = LinkMessage::default();
-    msg.header.index = index;
+    msg.header.flags = LinkFlags::Up;
+    msg.header.change_mask = LinkFlags::Up;
+    msg.attributes.push(LinkAttribute::Group(0));
     if ipv6_off {
         msg.attributes.push(no_ipv6_addresses());
     }
     msg.attributes
         .push(LinkAttribute::Xdp(vec![LinkXdp::Fd(xdp_fd)]));
-    RouteNetlinkMessage::SetLink(msg)
+    RouteNetlinkMessage::NewLink(msg)
 }
 
 /// RTM_DELLINK by group (ifi_index 0, IFLA_GROUP): rtnl_group_dellink deletes every device

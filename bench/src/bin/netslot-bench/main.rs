@@ -20,15 +20,23 @@ use netslot_bench::syscount::SyscallCounter;
 use netslot_bench::systems::{RunSpec, SystemKind};
 
 #[derive(Parser)]
-#[command(about = "Benchmark netslot against its baselines on the standard slot")]
+#[command(
+    about = "Benchmark netslot against its baselines on the standard slot (and the microVM slot)"
+)]
 struct Cli {
     /// Slot counts, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "100,1000,4000")]
     n: Vec<usize>,
-    /// Systems, comma-separated, or `all` (the default; with --quick the default is
-    /// netslot,ip-batch,floor).
+    /// Systems, comma-separated, or `all` (every standard-slot system: the default; with
+    /// --quick the default is netslot,ip-batch,floor), or `microvm` (netslot,
+    /// netslot-microvm, ip-tuntap: the microVM slot through the library and with iproute2,
+    /// beside the standard slot).
     #[arg(long, value_delimiter = ',')]
     systems: Option<Vec<String>>,
+    /// Start each repeat's list of systems one system later (repeat r runs system r first),
+    /// so that no system always runs right after the same one.
+    #[arg(long)]
+    rotate: bool,
     /// Repetitions of every (system, N); figures are medians.
     #[arg(long, default_value_t = 3)]
     repeat: usize,
@@ -154,10 +162,20 @@ fn run(mut cli: Cli) -> Result<(), String> {
     let systems: Vec<SystemKind> = if names.iter().any(|s| s == "all") {
         SystemKind::ALL.to_vec()
     } else {
-        names
-            .iter()
-            .map(|s| SystemKind::parse(s).ok_or_else(|| format!("unknown system {s:?}")))
-            .collect::<Result<_, _>>()?
+        let mut kinds: Vec<SystemKind> = Vec::new();
+        for s in &names {
+            let more = if s == "microvm" {
+                SystemKind::MICROVM.to_vec()
+            } else {
+                vec![SystemKind::parse(s).ok_or_else(|| format!("unknown system {s:?}"))?]
+            };
+            for k in more {
+                if !kinds.contains(&k) {
+                    kinds.push(k);
+                }
+            }
+        }
+        kinds
     };
     let mut ns = cli.n.clone();
     ns.sort_unstable();
@@ -193,8 +211,21 @@ fn run(mut cli: Cli) -> Result<(), String> {
         .chain((0..rtnl_runs).map(|r| (r, true)))
         .collect();
     for &(repeat, count_rtnl) in &plan {
+        // With --rotate, repeat r starts at system r (mod the count).
+        let shift = if cli.rotate {
+            repeat % systems.len().max(1)
+        } else {
+            0
+        };
+        let order: Vec<SystemKind> = systems
+            .iter()
+            .cycle()
+            .skip(shift)
+            .take(systems.len())
+            .copied()
+            .collect();
         for &n in &ns {
-            for &system in &systems {
+            for &system in &order {
                 let spec = RunSpec {
                     n,
                     prefix: cli.prefix.clone(),
@@ -295,7 +326,7 @@ fn rerender(cli: &Cli) -> Result<(), String> {
     let machine: Machine =
         serde_json::from_value(v["machine"].clone()).map_err(|e| format!("machine: {e}"))?;
     let command = v["command"].as_str().unwrap_or_default().to_string();
-    let systems: Vec<SystemKind> = SystemKind::ALL
+    let systems: Vec<SystemKind> = SystemKind::EVERY
         .iter()
         .copied()
         .filter(|&k| runs.iter().any(|r| r.system == k))

@@ -145,8 +145,15 @@ pub(crate) fn usage_exit(e: clap::Error, json: bool) -> ! {
         e.exit();
     }
     let text = e.render().to_string();
-    let first = text.lines().next().unwrap_or_default();
-    let message = first.strip_prefix("error: ").unwrap_or(first).to_owned();
+    // The first paragraph: one line, or a heading and its indented list (e.g. the
+    // required arguments that were not provided).
+    let first = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let message = first.strip_prefix("error: ").unwrap_or(&first).to_owned();
     CliError::usage(message).report(true);
     std::process::exit(Kind::Usage.code().into());
 }

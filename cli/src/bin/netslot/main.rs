@@ -7,6 +7,7 @@ mod error;
 mod gc;
 mod generate;
 mod hold_arg;
+mod kind_arg;
 mod logging;
 mod output;
 mod serve;

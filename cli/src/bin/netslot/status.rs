@@ -1,7 +1,10 @@
 //! status: the slots of a pool as the kernel reports them (links, addresses, pins),
-//! judged by `netslot::ownership`.
+//! judged by `netslot::ownership`; for a microVM slot, the tap its pinned namespace holds
+//! and what its guest's VMM needs.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Args;
@@ -29,6 +32,32 @@ pub(crate) struct SlotState {
     pub xdp_prog_id: Option<u32>,
     /// Where the namespace is pinned, when it is.
     pub pinned: Option<String>,
+    /// For a pinned namespace holding a tap (a microVM slot), its guest's network.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub microvm: Option<MicrovmState>,
+}
+
+/// A microVM slot's guest network as the kernel shows it: the tap device in the slot's
+/// pinned namespace and the host end's address (the guest's gateway), plus the guest
+/// MAC the pool derives for the slot. The fields are those of `up --json`'s `microvm`
+/// (`netslot::microvm::GuestNetwork`) that the kernel holds.
+#[derive(Debug, Serialize)]
+pub(crate) struct MicrovmState {
+    /// The slot's pinned namespace (the jailer's `--netns`).
+    pub netns: String,
+    /// The tap's name inside it.
+    pub tap: String,
+    /// The guest interface's MAC.
+    pub guest_mac: String,
+    /// The guest's address, `a.b.c.d/31`: the other address of the host end's /31 (None
+    /// when the host end has no /31).
+    pub guest_address: Option<String>,
+    /// The guest's default gateway: the host end's address.
+    pub gateway: Option<Ipv4Addr>,
+    /// The guest's netmask (of the /31), for kernel command lines (`ip=` takes one).
+    pub netmask: Option<Ipv4Addr>,
+    /// The body of Firecracker's `PUT /network-interfaces/eth0` for this slot.
+    pub firecracker: netslot::microvm::FirecrackerInterface,
 }
 
 /// The pool as found in the kernel.
@@ -70,6 +99,7 @@ pub(crate) fn read_pool(pool: &PoolArgs) -> Result<PoolState, CliError> {
         host_addrs: Vec::new(),
         xdp_prog_id: None,
         pinned: None,
+        microvm: None,
     };
     for (&id, l) in &census.host_ends {
         let s = slots.entry(id).or_insert_with(|| blank(id));
@@ -85,6 +115,28 @@ pub(crate) fn read_pool(pool: &PoolArgs) -> Result<PoolState, CliError> {
     }
     for (&id, path) in census.pins.iter().chain(&census.stale_pins) {
         slots.entry(id).or_insert_with(|| blank(id)).pinned = Some(path.display().to_string());
+    }
+    // Entering a namespace needs CAP_SYS_ADMIN: without it, no slot shows a tap (and
+    // after the first refusal no other namespace is tried).
+    for (&id, path) in &census.pins {
+        let ns = match netslot::HostNs::open_for_reading(path) {
+            Ok(ns) => ns,
+            Err(e) => {
+                tracing::debug!(pin = %path.display(), "cannot enter: {e}");
+                if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    break;
+                }
+                continue;
+            }
+        };
+        let s = slots.get_mut(&id).expect("inserted above");
+        // The host end's /31 is the guest's link: the host end holds one address, the
+        // guest the other.
+        let host = addrs.iter().find_map(|a| match a.addr {
+            IpAddr::V4(v4) if Some(a.index) == s.host_ifindex && a.prefix_len == 31 => Some(v4),
+            _ => None,
+        });
+        s.microvm = microvm_state(&ns, path, pool.group, id, host);
     }
     let not_the_pools = census
         .strangers_pinned
@@ -111,6 +163,49 @@ pub(crate) fn read_pool(pool: &PoolArgs) -> Result<PoolState, CliError> {
     })
 }
 
+/// The guest network of slot `id` if its namespace `ns`, pinned at `pin`, holds the
+/// pool's microVM layout: a veth slot end whose ifindex carries
+/// `netslot::bpf::SLOT_END_BIT` and a device of kind "tun" at that ifindex without the
+/// bit, both with the same XDP program (the tap redirect). A tap a tenant made in a
+/// standard slot is not taken for one. None when the namespace holds no such pair, or
+/// when its links cannot be read.
+fn microvm_state(
+    ns: &netslot::HostNs,
+    pin: &Path,
+    group: u32,
+    id: u32,
+    host: Option<Ipv4Addr>,
+) -> Option<MicrovmState> {
+    let links = ns
+        .links()
+        .inspect_err(|e| tracing::debug!(pin = %pin.display(), "link dump failed: {e}"))
+        .ok()?;
+    let bit = netslot::bpf::SLOT_END_BIT;
+    let end = links
+        .iter()
+        .find(|l| l.kind.as_deref() == Some("veth") && l.index & bit != 0)?;
+    let tap = links.iter().find(|l| {
+        l.kind.as_deref() == Some("tun")
+            && l.index == end.index & !bit
+            && l.xdp_prog_id.is_some()
+            && l.xdp_prog_id == end.xdp_prog_id
+    })?;
+    let guest_mac = netslot::mac_to_string(&netslot::guest_mac(group, id));
+    Some(MicrovmState {
+        netns: pin.display().to_string(),
+        tap: tap.name.clone(),
+        guest_mac: guest_mac.clone(),
+        guest_address: host.map(|h| format!("{}/31", Ipv4Addr::from(u32::from(h) ^ 1))),
+        gateway: host,
+        netmask: host.map(|_| Ipv4Addr::new(255, 255, 255, 254)),
+        firecracker: netslot::microvm::FirecrackerInterface {
+            iface_id: netslot::microvm::FIRECRACKER_IFACE_ID.to_owned(),
+            host_dev_name: tap.name.clone(),
+            guest_mac,
+        },
+    })
+}
+
 /// Says that what was refused for want of privilege needs root.
 fn needs_root(e: CliError) -> CliError {
     match e.kind {
@@ -131,22 +226,34 @@ pub(crate) fn run(args: StatusArgs) -> Result<ExitCode, CliError> {
     }
     let up = state.slots.iter().filter(|s| s.host_up).count();
     let pinned = state.slots.iter().filter(|s| s.pinned.is_some()).count();
+    let taps = state.slots.iter().filter(|s| s.microvm.is_some()).count();
     println!(
-        "pool prefix={} group={}: {} slot(s), {} host end(s) up, {} pinned namespace(s)",
+        "pool prefix={} group={}: {} slot(s), {} host end(s) up, {} pinned namespace(s){}",
         state.prefix,
         state.group,
         state.slots.len(),
         up,
-        pinned
+        pinned,
+        if taps > 0 {
+            format!(", {taps} microVM tap(s)")
+        } else {
+            String::new()
+        }
     );
     for s in &state.slots {
         println!(
-            "  {:<16} ifindex {:<8} {:<4} {:<18} {}",
+            "  {:<16} ifindex {:<8} {:<4} {:<18} {}{}",
             s.name,
             s.host_ifindex.map_or("-".into(), |i| i.to_string()),
             if s.host_up { "up" } else { "down" },
             s.host_addrs.join(","),
-            s.pinned.as_deref().unwrap_or("(not pinned)")
+            s.pinned.as_deref().unwrap_or("(not pinned)"),
+            s.microvm.as_ref().map_or(String::new(), |m| format!(
+                "  tap {} guest {} {}",
+                m.tap,
+                m.guest_address.as_deref().unwrap_or("-"),
+                m.guest_mac
+            ))
         );
     }
     if !state.foreign_in_group.is_empty() {

@@ -1,4 +1,5 @@
-//! up: provisions a pool of standard slots, reports speed and where the time went.
+//! up: provisions a pool of slots (standard or microVM), reports speed and where the time
+//! went, and for microVM slots what each guest's VMM needs.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -6,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
+use netslot::microvm::GuestNetwork;
 use netslot::{CountersAttach, Engine, EngineConfig, Ipv4Cidr, ProvisionReport, SlotError};
 
 use crate::error::{CliError, PARTIAL};
@@ -53,6 +55,8 @@ pub(crate) struct UpArgs {
     /// `unbounded`: one group change per call (fewest acquisitions).
     #[arg(long, default_value = "5", value_parser = crate::hold_arg::parse_hold)]
     max_rtnl_hold: crate::hold_arg::HoldBudgetArg,
+    #[command(flatten)]
+    kind: crate::kind_arg::KindArgs,
 }
 
 /// `--attach`: the library's [`CountersAttach`], with the help text `--help` shows.
@@ -89,6 +93,10 @@ struct SlotLine {
     slot_ip: String,
     host_mac: String,
     slot_mac: String,
+    /// A microVM slot's guest network: tap, guest MAC, address and gateway, and the body
+    /// of Firecracker's `PUT /network-interfaces/eth0`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    microvm: Option<GuestNetwork>,
 }
 
 #[derive(Debug, Serialize)]
@@ -122,6 +130,7 @@ pub(crate) fn run(args: UpArgs) -> Result<ExitCode, CliError> {
         chunk: args.chunk,
         max_rtnl_hold: args.max_rtnl_hold.0,
         run_dir: Some(args.pool.run_dir.clone()),
+        kind: args.kind.slot_kind()?,
         ..EngineConfig::default()
     };
     // Every input check before the first kernel change.
@@ -248,6 +257,7 @@ fn slot_line(s: &netslot::Slot) -> SlotLine {
         slot_ip: format!("{}/{}", sp.slot_ip, sp.prefix_len),
         host_mac: netslot::mac_to_string(&sp.host_mac),
         slot_mac: netslot::mac_to_string(&sp.slot_mac),
+        microvm: GuestNetwork::of(sp, s.pinned_at()),
     }
 }
 
@@ -312,6 +322,12 @@ fn print_human(r: &UpReport, hold: bool, dir: &Path) {
             "  namespaces pinned in {}: try `ip netns exec {} ip addr`",
             dir.display(),
             r.slots.first().map_or("", |s| s.name.as_str())
+        );
+    }
+    if let Some((slot, guest)) = r.slots.iter().find_map(|s| Some((s, s.microvm.as_ref()?))) {
+        println!(
+            "  microVM: tap {} in each slot's namespace; {}'s guest: {} via {}, MAC {} (--json, or `netslot status --json`, lists each slot's Firecracker body)",
+            guest.tap, slot.name, guest.guest_address, guest.gateway, guest.guest_mac
         );
     }
     if r.calls > 1 {

@@ -47,6 +47,9 @@ pub(crate) struct Context {
     pub warm: std::sync::Arc<Warm>,
     /// `--pool-low`: below it, a claim here tells the engine thread to refill.
     pub pool_low: usize,
+    /// `--kind microvm`: the pool's slots need a tap in their own namespace, so an attach
+    /// (into a container's namespace, which holds none) is refused.
+    pub microvm: bool,
 }
 
 /// Serves one connection until it closes, breaks, idles out or is evicted.
@@ -199,6 +202,20 @@ impl Conn<'_> {
                 netns_fd,
                 ..
             } => match self.target(key, netns, *netns_fd) {
+                // Refused only once its fd (if any) is taken, so that the next request's
+                // fd is not matched to this one.
+                Ok(_) if self.ctx.microvm => {
+                    return Response::err(
+                        req.id,
+                        ErrorCode::BadRequest,
+                        format!(
+                            "container {}: attach: this daemon makes microVM slots (--kind \
+                             microvm), whose tap lives in the slot's own namespace: take one \
+                             with acquire",
+                            key.container_id
+                        ),
+                    )
+                }
                 Ok(fd) => Some(fd),
                 Err((code, why)) => return Response::err(req.id, code, why),
             },

@@ -126,6 +126,12 @@ pub(crate) struct ServeArgs {
     /// estimated RTNL hold of the engine's group changes. Off by default.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
+    // `--kind microvm`: every warm-pool slot holds a tap for a microVM guest, and each
+    // `acquire` answer carries the slot's guest network (`microvm`, with the body of
+    // Firecracker's `PUT /network-interfaces/eth0`). Attach requests are refused: a
+    // container's namespace holds no tap.
+    #[command(flatten)]
+    kind: crate::kind_arg::KindArgs,
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -150,8 +156,10 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, String> {
         max_rtnl_hold: args.max_rtnl_hold.0,
         run_dir: Some(args.run_dir.clone()),
         adopt: true,
+        kind: args.kind.slot_kind()?,
         ..Default::default()
     };
+    let microvm = config.kind.tap().is_some();
     config.check(0, 1).map_err(|e| e.to_string())?;
     // Claims the pool for the daemon's life; adopts the attachments an earlier run
     // recorded that still serve a live container, and removes the rest of what it left.
@@ -205,6 +213,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<ExitCode, String> {
         forbidden: forbidden_targets(),
         warm,
         pool_low: args.pool_low,
+        microvm,
     });
     let conns = Conns::new(args.max_connections);
     let engine_thread = std::thread::Builder::new()

@@ -103,6 +103,7 @@ impl Warm {
             netns: slot.pinned_at().map(PathBuf::from).unwrap_or_default(),
             address: format!("{}/{}", spec.slot_ip, spec.prefix_len),
             gateway: spec.host_ip.to_string(),
+            microvm: netslot::microvm::GuestNetwork::of(spec, slot.pinned_at()),
         });
         let name = spec.name.clone();
         s.handed_out.insert(name, HandedOut { slot, uid });
