@@ -11,6 +11,16 @@ pub use netslot_test_support::{in_netns, in_private_netns, require_root};
 
 pub mod guest;
 
+/// Provisions `n` slots with `e`, panicking unless every one was made.
+pub fn provision(e: &mut netslot::Engine, n: usize) -> Vec<netslot::Slot> {
+    e.provision(n)
+        .expect("provision")
+        .slots
+        .into_iter()
+        .map(|s| s.expect("slot"))
+        .collect()
+}
+
 /// Runs a command, returning its output (panics if it cannot start).
 pub fn run(cmd: &str, args: &[&str]) -> Output {
     Command::new(cmd)

@@ -29,15 +29,6 @@ fn microvm_engine(prefix: &str) -> Engine {
     .expect("engine")
 }
 
-fn provision(e: &mut Engine, n: usize) -> Vec<Slot> {
-    e.provision(n)
-        .expect("provision")
-        .slots
-        .into_iter()
-        .map(|s| s.expect("slot"))
-        .collect()
-}
-
 fn guest_of(slot: &Slot) -> Guest {
     let tap = slot.spec().tap.as_ref().expect("a microVM slot has a tap");
     Guest {

@@ -21,15 +21,6 @@ fn engine(prefix: &str) -> Engine {
     .expect("engine")
 }
 
-fn provision(e: &mut Engine, n: usize) -> Vec<Slot> {
-    e.provision(n)
-        .expect("provision")
-        .slots
-        .into_iter()
-        .map(|s| s.expect("slot"))
-        .collect()
-}
-
 /// The nsfs inode of a slot's namespace (unique while it lives).
 fn ns_inode(slot: &Slot) -> u64 {
     let fd = slot.netns_fd().expect("netns fd");
